@@ -1,0 +1,3 @@
+from bizon_fast.cli import main
+
+main()

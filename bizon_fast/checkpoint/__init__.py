@@ -1,0 +1,3 @@
+from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+
+__all__ = ["CheckpointBackend", "JobRecord", "JobStatus"]

@@ -1,0 +1,3 @@
+from bizon_fast.destination.base import Destination, DestinationContext
+
+__all__ = ["Destination", "DestinationContext"]

@@ -1,0 +1,59 @@
+"""The destination contract.
+
+Consumers call ``write`` for a run of consecutive batches of one split; when it returns, those
+batches are durable and the supervisor may commit the split's cursor up to ``last_seq``. A write
+must be idempotent by (split, seq range): a replay after a crash rewrites the same batches and must
+not leave them twice (effectively-once) -- or the destination must say it is at-least-once.
+
+The supervisor calls ``prepare`` once before any worker starts and ``publish`` once after every
+split is done and committed. Staged data of a failed or interrupted job is kept so it can resume.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import msgspec
+import pyarrow as pa
+
+from bizon_fast.config.models import DestinationDetails
+
+
+class DestinationContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a destination needs to know about the job; msgpack-encodable so workers can receive it."""
+
+    job_id: str
+    pipeline: str
+    source_name: str
+    stream: str
+    sync_mode: str  # full_refresh | incremental | stream
+    worker: str = "supervisor"  # e.g. "consumer-3"
+
+
+class Destination(ABC):
+    name: ClassVar[str] = ""
+    #: the model that validates ``destination.config`` for this destination
+    config_class: ClassVar[type[DestinationDetails]] = DestinationDetails
+    #: True when a replay of (split, seq range) cannot duplicate rows.
+    effectively_once: ClassVar[bool] = False
+
+    def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
+        self.config = config
+        self.context = context
+
+    def check_connection(self) -> None:
+        """Raise UserError with a clear message when the destination cannot be written (run by the supervisor)."""
+
+    def prepare(self, committed: dict[str, int]) -> None:
+        """Supervisor, once per run: drop staged data of batches past each split's committed seq."""
+
+    @abstractmethod
+    def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        """Make batches first_seq..last_seq of split_id durable (consumer process)."""
+
+    def publish(self) -> None:
+        """Supervisor, once, after every split is done: swap a full refresh in, append an incremental."""
+
+    def close(self) -> None:
+        """Release resources (connections, open files)."""

@@ -1,0 +1,3 @@
+from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+
+__all__ = ["Source", "SourceBatch", "SourceConfig", "Split"]

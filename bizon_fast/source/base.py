@@ -1,0 +1,77 @@
+"""The native source contract: a source lists independent splits and reads one split from a position.
+
+Producers run ``read`` in their own process, so a source must be constructible from its config alone
+(no open connections carried over from the supervisor). Each yielded batch is an Arrow RecordBatch
+with the source's position *after* it; resuming passes that position back to ``read``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any, ClassVar, NamedTuple
+
+import msgspec
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+
+class SourceConfig(BaseModel):
+    """bizon's ``source:`` block. Connectors subclass it; extra keys are kept for the connector's class."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    stream: str
+    source_file_path: str | None = None
+    sync_mode: str = "full_refresh"  # full_refresh | incremental | stream
+    cursor_field: str | None = None
+    force_ignore_checkpoint: bool = False
+    reset: bool = False
+    max_iterations: int | None = None
+
+
+class Split(msgspec.Struct, frozen=True, kw_only=True):
+    """An independent, resumable slice of a source's work. ``params`` must be msgpack-encodable."""
+
+    id: str
+    params: dict[str, Any] = {}
+    total_rows: int | None = None
+
+
+class SourceBatch(NamedTuple):
+    batch: pa.RecordBatch
+    position: Any  # msgpack-encodable; handed back to read() to resume after this batch
+
+
+class Source(ABC):
+    """Base class of bizon-fast sources (bizon's page-based sources are adapted to it elsewhere)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self.stream = config.stream
+
+    @staticmethod
+    @abstractmethod
+    def streams() -> list[str]: ...
+
+    @staticmethod
+    def get_config_class() -> type[SourceConfig]:
+        return SourceConfig
+
+    def check_connection(self) -> tuple[bool, str | None]:
+        return True, None
+
+    @abstractmethod
+    def splits(self) -> list[Split]:
+        """The work, cut into independent slices. More splits than workers keeps every core busy."""
+
+    @abstractmethod
+    def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
+        """Yield batches of ``split`` starting after ``position`` (None = from the beginning)."""
+
+    def total_rows(self) -> int | None:
+        """Rows the whole job will read, when known cheaply (drives the ETA)."""
+        return None
