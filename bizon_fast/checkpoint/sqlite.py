@@ -1,0 +1,208 @@
+"""The embedded checkpoint backend (the default): one sqlite file, or memory for ``sqlite_in_memory``.
+
+Only the supervisor opens it, so ``sqlite_in_memory`` works for a whole multiprocess run (bizon's
+opened one empty database per process). WAL + synchronous=NORMAL survives a process crash at any
+instant; that is the failure this backend promises to survive.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
+from bizon_fast.errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bizon_fast_jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source_name TEXT NOT NULL,
+    stream_name TEXT NOT NULL,
+    sync_mode TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    total_rows INTEGER,
+    error TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS bizon_fast_jobs_pipeline ON bizon_fast_jobs (name, source_name, stream_name, status);
+CREATE TABLE IF NOT EXISTS bizon_fast_cursors (
+    job_id TEXT NOT NULL,
+    split_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    done INTEGER NOT NULL,
+    cursor BLOB NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, split_id)
+);
+CREATE TABLE IF NOT EXISTS bizon_fast_watermarks (
+    name TEXT NOT NULL,
+    source_name TEXT NOT NULL,
+    stream_name TEXT NOT NULL,
+    value BLOB NOT NULL,
+    job_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (name, source_name, stream_name)
+);
+"""
+
+_JOB_COLUMNS = (
+    "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
+    " attempt"
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _job(row: tuple) -> JobRecord:
+    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt) = row
+    return JobRecord(
+        id=id_,
+        name=name,
+        source_name=source,
+        stream_name=stream,
+        sync_mode=mode,
+        status=status,
+        fingerprint=fp,
+        created_at=datetime.fromisoformat(created),
+        updated_at=datetime.fromisoformat(updated),
+        total_rows=total,
+        error=error,
+        attempt=attempt,
+    )
+
+
+class SqliteBackend(CheckpointBackend):
+    def __init__(self, database: str | None) -> None:
+        """``database`` is bizon's name (file ``{database}.sqlite3``); None keeps everything in memory."""
+        if database is None:
+            self.path = ":memory:"
+        else:
+            self.path = database if database.endswith((".sqlite3", ".db", ".sqlite")) else f"{database}.sqlite3"
+        self.conn: sqlite3.Connection | None = None
+
+    def _fail(self, exc: sqlite3.Error) -> UserError:
+        if "locked" in str(exc):
+            return UserError(f"engine.backend: sqlite database {self.path} is locked by another process ({exc})")
+        return UserError(f"engine.backend: cannot use sqlite database {self.path}: {exc}")
+
+    def open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            if self.path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        except OSError as exc:
+            raise UserError(f"engine.backend: cannot create sqlite database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _exec(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        assert self.conn is not None, "backend not open"
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise self._fail(exc) from None
+
+    def find_unfinished_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:
+        row = self._exec(
+            f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
+            " AND status IN ('running', 'failed', 'cancelled') ORDER BY created_at DESC LIMIT 1",
+            (name, source_name, stream_name),
+        ).fetchone()
+        return _job(row) if row else None
+
+    def last_succeeded_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:
+        row = self._exec(
+            f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
+            " AND status='succeeded' ORDER BY created_at DESC LIMIT 1",
+            (name, source_name, stream_name),
+        ).fetchone()
+        return _job(row) if row else None
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        row = self._exec(f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE id=?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def create_job(
+        self, *, name: str, source_name: str, stream_name: str, sync_mode: str, fingerprint: str, total_rows: int | None
+    ) -> JobRecord:
+        job_id = uuid.uuid4().hex
+        now = _now()
+        self._exec(
+            f"INSERT INTO bizon_fast_jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job_id, name, source_name, stream_name, sync_mode, JobStatus.RUNNING, fingerprint, now, now, total_rows)
+            + (None, 1),
+        )
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
+        self._exec(
+            "UPDATE bizon_fast_jobs SET status=?, error=?, updated_at=? WHERE id=?",
+            (str(status), error, _now(), job_id),
+        )
+
+    def start_attempt(self, job_id: str) -> JobRecord:
+        self._exec(
+            "UPDATE bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=? WHERE id=?",
+            (_now(), job_id),
+        )
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def load_cursors(self, job_id: str) -> dict[str, Cursor]:
+        rows = self._exec("SELECT cursor FROM bizon_fast_cursors WHERE job_id=?", (job_id,)).fetchall()
+        cursors = [decode_cursor(r[0]) for r in rows]
+        return {c.split_id: c for c in cursors}
+
+    def commit_cursors(self, job_id: str, cursors: list[Cursor]) -> None:
+        if not cursors:
+            return
+        now = _now()
+        assert self.conn is not None
+        try:
+            with self.conn:  # one transaction
+                self.conn.execute("BEGIN IMMEDIATE")
+                self.conn.executemany(
+                    "INSERT INTO bizon_fast_cursors (job_id, split_id, seq, rows, done, cursor, updated_at)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT (job_id, split_id) DO UPDATE SET seq=excluded.seq,"
+                    " rows=excluded.rows, done=excluded.done, cursor=excluded.cursor, updated_at=excluded.updated_at",
+                    [(job_id, c.split_id, c.seq, c.rows, int(c.done), encode_cursor(c), now) for c in cursors],
+                )
+        except sqlite3.OperationalError as exc:
+            raise self._fail(exc) from None
+
+    def get_watermark(self, name: str, source_name: str, stream_name: str) -> bytes | None:
+        row = self._exec(
+            "SELECT value FROM bizon_fast_watermarks WHERE name=? AND source_name=? AND stream_name=?",
+            (name, source_name, stream_name),
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, name: str, source_name: str, stream_name: str, value: bytes, job_id: str) -> None:
+        self._exec(
+            "INSERT INTO bizon_fast_watermarks (name, source_name, stream_name, value, job_id, updated_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (name, source_name, stream_name) DO UPDATE SET value=excluded.value,"
+            " job_id=excluded.job_id, updated_at=excluded.updated_at",
+            (name, source_name, stream_name, value, job_id, _now()),
+        )

@@ -1,0 +1,92 @@
+"""Worker handles: a spawned process (the default) or a thread (the in-process path)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+from bizon_fast.engine.spec import WorkerSpec, encode_spec
+from bizon_fast.engine.worker import worker_main
+
+_ctx = mp.get_context("spawn")
+
+
+@dataclass(eq=False)
+class WorkerHandle:
+    role: str
+    index: int
+    conn: Connection
+    process: mp.process.BaseProcess | None = None
+    thread: threading.Thread | None = None
+    started_at: float = 0.0
+    # supervisor bookkeeping
+    split_id: str | None = None  # producer: the split it is reading
+    granted: list[int] = field(default_factory=list)  # producer: slots handed to it, not yet filled
+    delivered: dict[int, tuple] = field(default_factory=dict)  # consumer: slot -> batch info not yet written
+    last_split: str | None = None
+    flush_requested: bool = False
+    exited: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    @property
+    def sentinel(self) -> int | None:
+        return self.process.sentinel if self.process is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.is_alive()
+        return self.thread is not None and self.thread.is_alive()
+
+    def exit_description(self) -> str:
+        if self.process is None:
+            return "thread ended"
+        code = self.process.exitcode
+        if code is None:
+            return "running"
+        if code < 0:
+            import signal
+
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    def join(self, timeout: float) -> None:
+        if self.process is not None:
+            self.process.join(timeout)
+        elif self.thread is not None:
+            self.thread.join(timeout)
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def start_worker(spec: WorkerSpec) -> WorkerHandle:
+    ours, theirs = _ctx.Pipe(duplex=True)
+    payload = encode_spec(spec)
+    handle = WorkerHandle(spec.role, spec.index, ours)
+    if spec.threaded:
+        handle.thread = threading.Thread(
+            target=worker_main, args=(theirs, payload), name=handle.name, daemon=True
+        )
+        handle.thread.start()
+    else:
+        handle.process = _ctx.Process(target=worker_main, args=(theirs, payload), name=f"bizon-fast {handle.name}")
+        handle.process.start()
+        theirs.close()  # only the child holds its end: its death is an EOF here
+    return handle

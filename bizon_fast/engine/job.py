@@ -1,0 +1,55 @@
+"""Find or create the job of a run: resume an unfinished job of the same pipeline, or start a new one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+from bizon_fast.cursor import Cursor
+
+log = logging.getLogger("bizon_fast.job")
+
+
+def fingerprint(source_cfg: dict[str, Any], destination_name: str, destination_cfg: dict[str, Any]) -> str:
+    """Identity of the work: a job resumes only if what it reads and where it writes are unchanged."""
+    payload = json.dumps([source_cfg, destination_name, destination_cfg], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass
+class ResolvedJob:
+    job: JobRecord
+    cursors: dict[str, Cursor]
+    resumed: bool
+
+
+def resolve_job(
+    backend: CheckpointBackend,
+    *,
+    name: str,
+    source_name: str,
+    stream: str,
+    sync_mode: str,
+    fp: str,
+    total_rows: int | None,
+    force_new: bool,
+) -> ResolvedJob:
+    old = backend.find_unfinished_job(name, source_name, stream)
+    if old is not None:
+        if force_new:
+            log.warning("force_ignore_checkpoint: cancelling unfinished job %s and starting over", old.id)
+            backend.set_job_status(old.id, JobStatus.CANCELLED, "replaced (force_ignore_checkpoint)")
+        elif old.fingerprint != fp or old.sync_mode != sync_mode:
+            log.warning("the config changed since unfinished job %s: cancelling it and starting over", old.id)
+            backend.set_job_status(old.id, JobStatus.CANCELLED, "replaced (config changed)")
+        else:
+            job = backend.start_attempt(old.id)
+            return ResolvedJob(job, backend.load_cursors(job.id), resumed=True)
+    job = backend.create_job(
+        name=name, source_name=source_name, stream_name=stream, sync_mode=sync_mode, fingerprint=fp, total_rows=total_rows
+    )
+    return ResolvedJob(job, {}, resumed=False)

@@ -1,0 +1,80 @@
+"""The commit ledger: turns out-of-order "batch durable" reports into a safe resume point per split.
+
+Consumers finish batches out of order. The committed cursor of a split only advances over a
+contiguous prefix of durable seqs, so a resume never skips a batch that was not written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bizon_fast.cursor import Cursor, decode_position
+
+
+@dataclass
+class SplitLedger:
+    split_id: str
+    committed: Cursor
+    published_seq: int = -1  # highest seq handed to the ring
+    published_position: bytes | None = None  # position after published_seq (msgpack)
+    published_rows: int = 0
+    last_seq: int | None = None  # set when the producer reports the split exhausted
+    pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # seq -> (position, rows of batch)
+    durable: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_cursor(cls, cursor: Cursor, position_bytes: bytes | None) -> SplitLedger:
+        return cls(
+            split_id=cursor.split_id,
+            committed=cursor,
+            published_seq=cursor.seq,
+            published_position=position_bytes,
+            published_rows=cursor.rows,
+            last_seq=cursor.seq if cursor.done else None,
+        )
+
+    def publish(self, seq: int, position: bytes, rows: int) -> None:
+        self.pending[seq] = (position, rows)
+        self.published_seq = seq
+        self.published_position = position
+        self.published_rows += rows
+
+    def mark_durable(self, first_seq: int, last_seq: int) -> bool:
+        """Record seqs as written; return True when the committed cursor moved."""
+        self.durable.update(range(first_seq, last_seq + 1))
+        return self._advance()
+
+    def finish(self, last_seq: int) -> bool:
+        self.last_seq = last_seq
+        return self._advance()
+
+    def _advance(self) -> bool:
+        cur = self.committed
+        seq, rows, position = cur.seq, cur.rows, None
+        moved = False
+        while seq + 1 in self.durable:
+            seq += 1
+            self.durable.discard(seq)
+            position_bytes, batch_rows = self.pending.pop(seq)
+            rows += batch_rows
+            position = position_bytes
+            moved = True
+        done = self.last_seq is not None and seq >= self.last_seq
+        if not moved and done == cur.done:
+            return False
+        self.committed = Cursor(
+            split_id=self.split_id,
+            seq=seq,
+            position=decode_position(position) if position is not None else cur.position,
+            rows=rows,
+            done=done,
+        )
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.committed.done
+
+    @property
+    def in_flight(self) -> int:
+        return self.published_seq - self.committed.seq

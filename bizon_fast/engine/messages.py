@@ -1,0 +1,97 @@
+"""Control-plane messages between the supervisor and its workers.
+
+They are small msgspec structs sent as msgpack over pipes; batches never travel here, only slot
+numbers and cursors. A tagged union lets one decoder read every message.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from bizon_fast.source.base import Split
+
+
+class Msg(msgspec.Struct, tag=True, array_like=True):
+    pass
+
+
+# supervisor -> producer
+class Assign(Msg):
+    split: Split
+    position: bytes | None  # msgpack of the source position to resume after; None = from the start
+    next_seq: int
+    rows: int  # rows of the split already published before this assignment
+
+
+class Grant(Msg):
+    slot: int
+
+
+class Stop(Msg):
+    """Producers: stop after the current batch. Consumers: flush, report and exit."""
+
+
+class NoMoreSplits(Msg):
+    pass
+
+
+# producer -> supervisor
+class Filled(Msg):
+    slot: int
+    nbytes: int
+    split_id: str
+    seq: int
+    position: bytes
+    rows: int  # rows in this batch
+
+
+class SplitDone(Msg):
+    split_id: str
+    last_seq: int  # -1 when the split produced nothing
+
+
+# supervisor -> consumer
+class Deliver(Msg):
+    slot: int
+    nbytes: int
+    split_id: str
+    seq: int
+    rows: int
+
+
+class Flush(Msg):
+    """Write whatever is buffered now: no more batches are coming soon."""
+
+
+# consumer -> supervisor
+class Written(Msg):
+    split_id: str
+    first_seq: int
+    last_seq: int
+    slots: list[int]
+    rows: int
+    nbytes: int
+
+
+# any worker -> supervisor
+class Failed(Msg):
+    error: str
+    detail: str  # traceback text, for the log
+
+
+class Started(Msg):
+    pid: int
+
+
+Message = Assign | Grant | Stop | NoMoreSplits | Filled | SplitDone | Deliver | Flush | Written | Failed | Started
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Msg) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(data: bytes) -> Msg:
+    return _decoder.decode(data)

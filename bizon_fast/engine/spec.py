@@ -1,0 +1,37 @@
+"""What a worker needs to start, encoded with msgpack so nothing is pickled but one bytes object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from bizon_fast.destination.base import DestinationContext
+from bizon_fast.transport.base import StoreSpec
+
+
+class WorkerSpec(msgspec.Struct, kw_only=True):
+    role: str  # "producer" | "consumer"
+    index: int
+    source: dict[str, Any]  # the resolved ``source:`` block
+    destination_name: str
+    destination: dict[str, Any]  # the resolved ``destination.config`` block
+    transforms: list[dict[str, Any]] = []
+    context: DestinationContext
+    store: StoreSpec
+    batch_bytes: int  # producers coalesce source batches up to this size before writing a slot
+    buffer_bytes: int  # consumers write when this much is buffered (0: every batch)
+    flush_timeout: float  # consumers write a buffered batch after this many seconds (0: never on a timer)
+    max_held: int  # slots a consumer may hold at once
+    parent_pid: int
+    log_level: str = "INFO"
+    log_file: str | None = None
+    threaded: bool = False
+
+
+def encode_spec(spec: WorkerSpec) -> bytes:
+    return msgspec.msgpack.encode(spec)
+
+
+def decode_spec(data: bytes) -> WorkerSpec:
+    return msgspec.msgpack.decode(data, type=WorkerSpec)

@@ -1,0 +1,507 @@
+"""The supervisor: plans splits, brokers ring slots, commits cursors, restarts crashed workers.
+
+It is the only process that decides anything shared. Workers report what they did (a slot filled,
+a run of batches written); the supervisor keeps the ledger, commits cursors once batches are
+durable, and when a worker dies it knows exactly which slots and which split position to reclaim.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any
+
+from bizon_fast.checkpoint.base import JobStatus
+from bizon_fast.checkpoint.factory import create_backend
+from bizon_fast.config.models import PipelineConfig
+from bizon_fast.cursor import Cursor, encode_position
+from bizon_fast.destination.base import DestinationContext
+from bizon_fast.engine import messages as m
+from bizon_fast.engine.build import build_destination, build_source
+from bizon_fast.engine.handles import WorkerHandle, start_worker
+from bizon_fast.engine.job import fingerprint, resolve_job
+from bizon_fast.engine.ledger import SplitLedger
+from bizon_fast.engine.progress import Progress
+from bizon_fast.engine.spec import WorkerSpec
+from bizon_fast.errors import Interrupted, JobFailed, UserError
+from bizon_fast.transport import create_store
+from bizon_fast.transport.base import BatchStore
+
+log = logging.getLogger("bizon_fast.supervisor")
+
+MiB = 1024 * 1024
+GRANTS_PER_PRODUCER = 2
+COMMIT_INTERVAL_S = 0.5
+LOOP_TIMEOUT_S = 0.2
+
+
+@dataclass
+class RunSummary:
+    job_id: str
+    status: str
+    rows: int  # rows written by this run
+    total_rows: int  # rows committed for the job, including earlier attempts
+    nbytes: int
+    batches: int
+    seconds: float
+    restarts: int
+    resumed: bool
+    splits: int
+    producers: int
+    consumers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class Supervisor:
+    def __init__(self, cfg: PipelineConfig, *, progress: Progress, log_file: str | None = None) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.log_file = log_file
+        runner = cfg.engine.runner
+        self.threaded = runner.type == "thread" or cfg.engine.queue.type == "python_queue"
+        self.max_restarts = runner.config.max_restarts
+        self.source_cfg = cfg.source.model_dump(mode="json")
+        self.dest_cfg = cfg.destination.config.model_dump(mode="json", by_alias=True)
+        self.workers: list[WorkerHandle] = []
+        self.ready: deque[tuple[int, int, str, int, int]] = deque()  # (slot, nbytes, split, seq, rows)
+        self.free: list[int] = []
+        self.waiting: deque[WorkerHandle] = deque()  # producers waiting for a slot
+        self.pending_splits: deque[str] = deque()
+        self.ledgers: dict[str, SplitLedger] = {}
+        self.splits: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+        self.durable_since_commit = 0
+        self.last_commit = time.monotonic()
+        self.restarts = 0
+        self.crashes: dict[tuple[str, int], int] = {}
+        self.restart_due: list[tuple[float, str, int]] = []
+        self.failure: tuple[str, str] | None = None
+        self.interrupts = 0
+        self.stopping = False
+        self.rows = 0
+        self.nbytes = 0
+        self.batches = 0
+
+    # ------------------------------------------------------------ setup
+
+    def _sizes(self, producers: int, consumers: int) -> tuple[int, int, int]:
+        """Slot size, slot count and per-consumer held-slot budget."""
+        qcfg = self.cfg.engine.queue.config
+        batch_bytes = int(qcfg.batch_size_mb * MiB)
+        slot_size = max(64 * 1024, math.ceil(2 * batch_bytes / 4096) * 4096)
+        buffer_bytes = int(self.cfg.destination.config.buffer_size * MiB)
+        max_held = 2 if buffer_bytes == 0 else max(2, math.ceil(buffer_bytes / batch_bytes) + 1)
+        minimum = producers * GRANTS_PER_PRODUCER + consumers * 2 + 1
+        if qcfg.ring_size_mb:
+            n_slots = int(qcfg.ring_size_mb * MiB) // slot_size
+            if n_slots < minimum:
+                raise UserError(
+                    f"engine.queue.config.ring_size_mb: {qcfg.ring_size_mb} MiB holds {n_slots} slots of "
+                    f"{slot_size // MiB} MiB; {producers} producers and {consumers} consumers need at least "
+                    f"{math.ceil(minimum * slot_size / MiB)} MiB (or lower engine.queue.config.batch_size_mb)"
+                )
+            max_held = max(2, min(max_held, (n_slots - producers * GRANTS_PER_PRODUCER) // consumers))
+        else:
+            n_slots = producers * GRANTS_PER_PRODUCER + consumers * max_held + 2
+        return slot_size, n_slots, max_held
+
+    def _spec(self, role: str, index: int) -> WorkerSpec:
+        dest = self.cfg.destination.config
+        return WorkerSpec(
+            role=role,
+            index=index,
+            source=self.source_cfg,
+            destination_name=self.cfg.destination.name,
+            destination=self.dest_cfg,
+            transforms=[t.model_dump(mode="json", exclude_none=True) for t in self.cfg.transforms],
+            context=self.context,
+            store=self.store.spec,
+            batch_bytes=int(self.cfg.engine.queue.config.batch_size_mb * MiB),
+            buffer_bytes=int(dest.buffer_size * MiB),
+            flush_timeout=float(dest.buffer_flush_timeout),
+            max_held=self.max_held,
+            parent_pid=os.getpid(),
+            log_level=self.cfg.engine.runner.log_level,
+            log_file=self.log_file,
+            threaded=self.threaded,
+        )
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        started = time.monotonic()
+        source = build_source(self.source_cfg)
+        ok, error = source.check_connection()
+        if not ok:
+            raise JobFailed(f"source '{cfg.source.name}' check_connection failed: {error}")
+        splits = source.splits()
+        self.splits = {s.id: s for s in splits}
+        total_rows = source.total_rows()
+
+        backend = create_backend(cfg.engine.backend)
+        backend.open()
+        self.backend = backend
+        try:
+            resolved = resolve_job(
+                backend,
+                name=cfg.name,
+                source_name=cfg.source.name,
+                stream=cfg.source.stream,
+                sync_mode=cfg.source.sync_mode,
+                fp=fingerprint(self.source_cfg, cfg.destination.name, self.dest_cfg),
+                total_rows=total_rows,
+                force_new=cfg.source.force_ignore_checkpoint,
+            )
+            self.job = resolved.job
+            self.context = DestinationContext(
+                job_id=self.job.id,
+                pipeline=cfg.name,
+                source_name=cfg.source.name,
+                stream=cfg.source.stream,
+                sync_mode=cfg.source.sync_mode,
+            )
+            destination = build_destination(cfg.destination.name, self.dest_cfg, self.context)
+            destination.check_connection()
+            for split in splits:
+                cursor = resolved.cursors.get(split.id, Cursor(split_id=split.id))
+                pos = encode_position(cursor.position) if cursor.seq >= 0 else None
+                self.ledgers[split.id] = SplitLedger.from_cursor(cursor, pos)
+            destination.prepare({sid: led.committed.seq for sid, led in self.ledgers.items()})
+            resumed_rows = sum(led.committed.rows for led in self.ledgers.values())
+            self.pending_splits = deque(s.id for s in splits if not self.ledgers[s.id].done)
+            if resolved.resumed:
+                log.info(
+                    "resuming job %s (attempt %d): %d of %d splits left, %d rows already committed",
+                    self.job.id,
+                    self.job.attempt,
+                    len(self.pending_splits),
+                    len(splits),
+                    resumed_rows,
+                )
+            producers = min(cfg.engine.runner.config.producer_count(), max(1, len(self.pending_splits)))
+            consumers = cfg.engine.runner.config.consumer_count()
+            self.progress.start(total_rows, resumed_rows)
+            try:
+                if self.pending_splits:
+                    self._run_workers(producers, consumers)
+            except KeyboardInterrupt:
+                self.interrupts = max(self.interrupts, 2)
+                self._kill_all()
+                self._commit(force=True)
+            self.progress.stop()
+            if self.failure is not None:
+                message, _ = self.failure
+                backend.set_job_status(self.job.id, JobStatus.FAILED, message[:2000])
+                where = f"; log: {self.log_file}" if self.log_file else ""
+                raise JobFailed(f"job {self.job.id} failed: {message}{where}. Run the same command to resume.")
+            if self.interrupts:
+                backend.set_job_status(self.job.id, JobStatus.CANCELLED, "interrupted")
+                committed = sum(led.committed.rows for led in self.ledgers.values())
+                raise Interrupted(
+                    f"Interrupted: {committed} rows committed for job {self.job.id}. "
+                    "Run the same command to resume where it stopped."
+                )
+            destination.publish()
+            destination.close()
+            backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)
+            committed = sum(led.committed.rows for led in self.ledgers.values())
+            return RunSummary(
+                job_id=self.job.id,
+                status="succeeded",
+                rows=self.rows,
+                total_rows=committed,
+                nbytes=self.nbytes,
+                batches=self.batches,
+                seconds=time.monotonic() - started,
+                restarts=self.restarts,
+                resumed=resolved.resumed,
+                splits=len(splits),
+                producers=producers,
+                consumers=consumers,
+            )
+        finally:
+            self.progress.stop()
+            backend.close()
+
+    def _run_workers(self, producers: int, consumers: int) -> None:
+        slot_size, n_slots, self.max_held = self._sizes(producers, consumers)
+        kind = "memory" if self.threaded else "shm"
+        self.store: BatchStore = create_store(kind, slot_size, n_slots)
+        self.free = list(range(n_slots - 1, -1, -1))
+        log.info(
+            "job %s: %d producers, %d consumers, ring of %d x %d KiB slots (%s)",
+            self.job.id, producers, consumers, n_slots, slot_size // 1024, kind,
+        )
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            for i in range(consumers):
+                self._start("consumer", i)
+            for i in range(producers):
+                self._start("producer", i)
+            self._loop()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            self._kill_all()
+            self.store.destroy()
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts >= 2:
+            raise KeyboardInterrupt
+
+    def _start(self, role: str, index: int) -> None:
+        handle = start_worker(self._spec(role, index))
+        handle.started_at = time.monotonic()
+        self.workers.append(handle)
+        if role == "producer":
+            self._assign(handle)
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while True:
+            if self.failure is not None:
+                self._kill_all()
+                self._commit(force=True)
+                return
+            if self.interrupts and not self.stopping:
+                self._begin_stop()
+            if self._finished():
+                self._commit(force=True)
+                for w in self.workers:
+                    if w.role == "consumer":
+                        self._send(w, m.Stop())
+                self._join_all(timeout=10)
+                return
+            waitables: list[Any] = [w.conn for w in self.workers if not w.exited]
+            waitables += [w.sentinel for w in self.workers if w.sentinel is not None and not w.exited]
+            timeout = LOOP_TIMEOUT_S
+            if self.restart_due:
+                timeout = max(0.0, min(timeout, min(t for t, _, _ in self.restart_due) - time.monotonic()))
+            ready = wait(waitables, timeout) if waitables else (time.sleep(timeout) or [])
+            for w in list(self.workers):
+                if w.conn in ready:
+                    self._drain(w)
+            for w in list(self.workers):
+                dead = (w.sentinel is not None and w.sentinel in ready) or (w.process is None and not w.alive())
+                if dead and not w.exited:
+                    self._drain(w)
+                    self._on_exit(w)
+            self._restart_due()
+            self._maybe_flush()
+            self._commit()
+            self.progress.update(self.rows, self.nbytes)
+
+    def _drain(self, w: WorkerHandle) -> None:
+        try:
+            while not w.conn.closed and w.conn.poll(0):
+                self._handle(w, m.decode(w.conn.recv_bytes()))
+        except (EOFError, ConnectionResetError, OSError):
+            pass
+
+    def _send(self, w: WorkerHandle, msg: m.Msg) -> None:
+        try:
+            w.conn.send_bytes(m.encode(msg))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # its death is handled through the sentinel
+
+    def _handle(self, w: WorkerHandle, msg: m.Msg) -> None:
+        if isinstance(msg, m.Filled):
+            w.granted.remove(msg.slot)
+            self.ledgers[msg.split_id].publish(msg.seq, msg.position, msg.rows)
+            self.ready.append((msg.slot, msg.nbytes, msg.split_id, msg.seq, msg.rows))
+            self._top_up(w)
+            self._dispatch()
+        elif isinstance(msg, m.Written):
+            for slot in msg.slots:
+                w.delivered.pop(slot, None)
+                self.free.append(slot)
+            w.flush_requested = False
+            if self.ledgers[msg.split_id].mark_durable(msg.first_seq, msg.last_seq):
+                self.dirty.add(msg.split_id)
+            self.durable_since_commit += msg.last_seq - msg.first_seq + 1
+            self.rows += msg.rows
+            self.nbytes += msg.nbytes
+            self.batches += msg.last_seq - msg.first_seq + 1
+            self._serve_waiting()
+            self._dispatch()
+        elif isinstance(msg, m.SplitDone):
+            if self.ledgers[msg.split_id].finish(msg.last_seq):
+                self.dirty.add(msg.split_id)
+            w.split_id = None
+            self._assign(w)
+        elif isinstance(msg, m.Failed):
+            log.error("%s failed: %s\n%s", w.name, msg.error, msg.detail)
+            if self.failure is None:
+                self.failure = (msg.error, msg.detail)
+        elif isinstance(msg, m.Started):
+            log.debug("%s started (pid %d) %.3fs after spawn", w.name, msg.pid, time.monotonic() - w.started_at)
+
+    # ------------------------------------------------------------ slots and splits
+
+    def _assign(self, w: WorkerHandle) -> None:
+        if self.stopping or not self.pending_splits:
+            self._send(w, m.NoMoreSplits())
+            return
+        split_id = self.pending_splits.popleft()
+        led = self.ledgers[split_id]
+        w.split_id = split_id
+        self._send(w, m.Assign(self.splits[split_id], led.published_position, led.published_seq + 1, led.published_rows))
+        self._top_up(w)
+
+    def _top_up(self, w: WorkerHandle) -> None:
+        if w.exited or w.split_id is None:
+            return
+        while len(w.granted) < GRANTS_PER_PRODUCER and self.free:
+            slot = self.free.pop()
+            w.granted.append(slot)
+            self._send(w, m.Grant(slot))
+        if not w.granted and w not in self.waiting:
+            self.waiting.append(w)
+
+    def _serve_waiting(self) -> None:
+        while self.waiting and self.free:
+            self._top_up(self.waiting.popleft())
+        for w in self.workers:
+            if w.role == "producer" and w.split_id is not None and len(w.granted) < GRANTS_PER_PRODUCER and self.free:
+                self._top_up(w)
+
+    def _dispatch(self) -> None:
+        consumers = [w for w in self.workers if w.role == "consumer" and not w.exited]
+        while self.ready and consumers:
+            info = self.ready[0]
+            open_ = [c for c in consumers if len(c.delivered) < self.max_held]
+            if not open_:
+                return
+            same = [c for c in open_ if c.last_split == info[2]]
+            c = same[0] if same else min(open_, key=lambda c: len(c.delivered))
+            self.ready.popleft()
+            c.delivered[info[0]] = info
+            c.last_split = info[2]
+            self._send(c, m.Deliver(info[0], info[1], info[2], info[3], info[4]))
+
+    def _maybe_flush(self) -> None:
+        """Tell consumers to write what they hold when nothing more is coming soon."""
+        if self.ready:
+            return
+        active = [w for w in self.workers if w.role == "producer" and not w.exited and w.split_id is not None]
+        if active and not all(not w.granted for w in active):
+            return
+        for c in self.workers:
+            if c.role == "consumer" and c.delivered and not c.flush_requested and not c.exited:
+                c.flush_requested = True
+                self._send(c, m.Flush())
+
+    def _finished(self) -> bool:
+        if self.stopping:
+            producers_left = any(w.role == "producer" and not w.exited for w in self.workers)
+            consumers_busy = any(w.role == "consumer" and w.delivered and not w.exited for w in self.workers)
+            if not producers_left and not self.ready and not consumers_busy:
+                return True
+            return False
+        return all(led.done for led in self.ledgers.values())
+
+    def _commit(self, force: bool = False) -> None:
+        if not self.dirty:
+            return
+        every = max(1, getattr(self.cfg.engine.backend.config, "syncCursorInDBEvery", 1))
+        due = self.durable_since_commit >= every or time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S
+        if not (force or due):
+            return
+        cursors = [self.ledgers[s].committed for s in sorted(self.dirty)]
+        self.backend.commit_cursors(self.job.id, cursors)
+        self.dirty.clear()
+        self.durable_since_commit = 0
+        self.last_commit = time.monotonic()
+
+    # ------------------------------------------------------------ stopping, deaths and restarts
+
+    def _begin_stop(self) -> None:
+        self.stopping = True
+        log.warning("interrupted: stopping producers, writing what is in flight, committing")
+        self.progress.note("Interrupted: draining in-flight batches and committing (Ctrl-C again to abort now)")
+        self.pending_splits.clear()
+        for w in self.workers:
+            if w.role == "producer" and not w.exited:
+                self._send(w, m.Stop())
+
+    def _on_exit(self, w: WorkerHandle) -> None:
+        w.exited = True
+        desc = w.exit_description()
+        for slot in w.granted:  # empty or half-written: nothing was published from them
+            self.free.append(slot)
+        w.granted.clear()
+        if w in self.waiting:
+            self.waiting.remove(w)
+        clean = w.process is None or w.process.exitcode == 0
+        crashed = not clean or (w.role == "producer" and w.split_id is not None and not self.stopping)
+        if w.role == "consumer" and not self.stopping and not self._finished():
+            crashed = True
+        if w.delivered:
+            # hand its batches to someone else, in order; a half-written part is replaced idempotently
+            for info in sorted(w.delivered.values(), key=lambda i: (i[2], i[3]), reverse=True):
+                self.ready.appendleft(info)
+            w.delivered.clear()
+        self.workers.remove(w)
+        w.join(0.1)
+        if self.failure is not None or not crashed:
+            self._serve_waiting()
+            self._dispatch()
+            return
+        if w.role == "producer" and w.split_id is not None:
+            self.pending_splits.appendleft(w.split_id)
+        self.restarts += 1
+        log.warning("%s died (%s); restart %d of %d", w.name, desc, self.restarts, self.max_restarts)
+        if self.restarts > self.max_restarts:
+            self.failure = (
+                f"{w.name} died ({desc}) and the restart budget is spent "
+                f"(engine.runner.config.max_restarts={self.max_restarts})",
+                "",
+            )
+            return
+        key = (w.role, w.index)
+        n = self.crashes.get(key, 0)
+        self.crashes[key] = n + 1
+        delay = 0.0 if n == 0 else min(5.0, 0.25 * 2 ** (n - 1))
+        self.restart_due.append((time.monotonic() + delay, w.role, w.index))
+        self._serve_waiting()
+        self._dispatch()
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.restart_due if r[0] <= now]
+        if not due:
+            return
+        self.restart_due = [r for r in self.restart_due if r[0] > now]
+        for _, role, index in due:
+            if self.stopping and role == "producer":
+                continue
+            self._start(role, index)
+            self._dispatch()
+
+    def _kill_all(self) -> None:
+        for w in self.workers:
+            w.kill()
+        for w in self.workers:
+            w.join(2)
+        self.workers = [w for w in self.workers if w.alive()]
+
+    def _join_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            w.kill()
+        self.workers = []

@@ -1,0 +1,335 @@
+"""Worker entry points: a producer reads splits into ring slots, a consumer writes slots to the destination.
+
+Workers never decide anything shared: the supervisor hands out splits and slots and commits
+cursors. A worker may therefore be SIGKILLed at any instant; it holds no lock and its slots are
+reclaimed by the supervisor. Every blocking wait has a timeout and checks that the supervisor lives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pyarrow as pa
+
+from bizon_fast.cursor import decode_position, encode_position
+from bizon_fast.engine import messages as m
+from bizon_fast.engine.build import build_destination, build_source
+from bizon_fast.engine.spec import WorkerSpec, decode_spec
+from bizon_fast.errors import UserError
+from bizon_fast.transport import open_store
+from bizon_fast.transport.base import BatchStore
+from bizon_fast.transport.fit import fit_to_slots
+
+log = logging.getLogger("bizon_fast.worker")
+
+POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
+LINGER_S = 0.5  # a producer writes what it has after this long, even below batch_bytes
+WRITE_RETRIES = 3  # attempts after the first for a failing destination write
+EXTRACTED_AT_KEY = b"bizon_fast.extracted_at"
+
+
+class SupervisorGone(Exception):
+    pass
+
+
+class StopRequested(Exception):
+    pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when the supervisor dies, so a killed run leaves no orphans."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _setup_process(spec: WorkerSpec) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent(spec.parent_pid)
+    handlers: list[logging.Handler] = []
+    if spec.log_file:
+        handlers.append(logging.FileHandler(spec.log_file))
+    logging.basicConfig(
+        level=getattr(logging, spec.log_level if spec.log_level != "TRACE" else "DEBUG", logging.INFO),
+        format=f"%(asctime)s %(levelname)s {spec.role}-{spec.index} %(name)s: %(message)s",
+        handlers=handlers or None,
+        force=True,
+    )
+
+
+class Channel:
+    """The worker's end of its pipe: blocking receives that notice a dead supervisor."""
+
+    def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
+        self.conn = conn
+        self.spec = spec
+
+    def send(self, msg: m.Msg) -> None:
+        try:
+            self.conn.send_bytes(m.encode(msg))
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+            raise SupervisorGone() from exc
+
+    def recv(self, timeout: float | None) -> m.Msg | None:
+        """One message, or None when ``timeout`` passes. None timeout = wait forever (checking liveness)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
+            try:
+                if self.conn.poll(wait):
+                    return m.decode(self.conn.recv_bytes())
+            except (EOFError, ConnectionResetError, OSError) as exc:
+                raise SupervisorGone() from exc
+            if not self.spec.threaded and os.getppid() != self.spec.parent_pid:
+                raise SupervisorGone()
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+
+# ---------------------------------------------------------------- producer
+
+
+class Producer:
+    def __init__(self, chan: Channel, spec: WorkerSpec, store: BatchStore) -> None:
+        self.chan = chan
+        self.spec = spec
+        self.store = store
+        self.source = build_source(spec.source)
+        self.slots: deque[int] = deque()
+        self.stopping = False
+
+    def _handle(self, msg: m.Msg) -> None:
+        if isinstance(msg, m.Grant):
+            self.slots.append(msg.slot)
+        elif isinstance(msg, m.Stop):
+            self.stopping = True
+        else:
+            raise RuntimeError(f"producer got unexpected {type(msg).__name__}")
+
+    def _poll_control(self) -> None:
+        while True:
+            msg = self.chan.recv(0)
+            if msg is None:
+                return
+            self._handle(msg)
+            if self.stopping:
+                raise StopRequested()
+
+    def _acquire_slot(self) -> int:
+        while not self.slots:
+            msg = self.chan.recv(None)
+            self._handle(msg)
+            if self.stopping:
+                raise StopRequested()
+        return self.slots.popleft()
+
+    def run(self) -> None:
+        while True:
+            msg = self.chan.recv(None)
+            if isinstance(msg, m.Assign):
+                self.read_split(msg)
+            elif isinstance(msg, m.NoMoreSplits):
+                return
+            else:
+                self._handle(msg)
+                if self.stopping:
+                    return
+
+    def read_split(self, assign: m.Assign) -> None:
+        split = assign.split
+        if assign.position is None:
+            source_pos, skip = None, 0
+        else:
+            source_pos, skip = decode_position(assign.position)
+        seq = assign.next_seq
+        pending: list[pa.RecordBatch] = []
+        pending_bytes = 0
+        first_at = 0.0
+        # position of the source before the first pending batch, and rows of it already published
+        base_pos, base_skip = source_pos, skip
+
+        def emit(end_pos: Any) -> None:
+            nonlocal seq, pending, pending_bytes, base_pos, base_skip
+            extracted = str(time.time_ns() // 1000).encode()
+            stamped = [b.replace_schema_metadata({**(b.schema.metadata or {}), EXTRACTED_AT_KEY: extracted}) for b in pending]
+            groups = fit_to_slots(stamped, self.store.spec.slot_size)
+            done_rows = 0
+            total = sum(b.num_rows for b in pending)
+            for i, group in enumerate(groups):
+                rows = sum(b.num_rows for b in group)
+                done_rows += rows
+                slot = self._acquire_slot()
+                nbytes = self.store.write(slot, group)
+                # a group that ends inside the pending rows resumes by skipping what it covered
+                position = [end_pos, 0] if i == len(groups) - 1 else [base_pos, base_skip + done_rows]
+                self.chan.send(m.Filled(slot, nbytes, split.id, seq, encode_position(position), rows))
+                seq += 1
+            assert done_rows == total
+            pending, pending_bytes = [], 0
+            base_pos, base_skip = end_pos, 0
+
+        last_pos = source_pos
+        for batch, position in self.source.read(split, source_pos):
+            self._poll_control()
+            if skip:
+                if batch.num_rows <= skip:
+                    skip -= batch.num_rows
+                    last_pos, base_pos, base_skip = position, position, skip
+                    continue
+                batch = batch.slice(skip)
+                skip = 0
+            last_pos = position
+            if batch.num_rows == 0:
+                if not pending:
+                    base_pos, base_skip = position, 0
+                continue
+            if not pending:
+                first_at = time.monotonic()
+            pending.append(batch)
+            pending_bytes += batch.nbytes
+            if pending_bytes >= self.spec.batch_bytes or time.monotonic() - first_at >= LINGER_S:
+                emit(position)
+        if pending:
+            emit(last_pos)
+        self.chan.send(m.SplitDone(split.id, seq - 1))
+
+
+# ---------------------------------------------------------------- consumer
+
+
+class Consumer:
+    def __init__(self, chan: Channel, spec: WorkerSpec, store: BatchStore) -> None:
+        from bizon_fast.transform.apply import build_transforms
+
+        self.chan = chan
+        self.spec = spec
+        self.store = store
+        context = spec.context.__class__(**{**_struct_dict(spec.context), "worker": f"consumer-{spec.index}"})
+        self.destination = build_destination(spec.destination_name, spec.destination, context)
+        self.transform = build_transforms(spec.transforms)
+        # split -> list of (seq, slot, batches, rows, nbytes)
+        self.buffer: dict[str, list[tuple[int, int, list[pa.RecordBatch], int, int]]] = {}
+        self.buffered_bytes = 0
+        self.held = 0
+        self.oldest = 0.0
+
+    def run(self) -> None:
+        try:
+            while True:
+                timeout = None
+                if self.held and self.spec.flush_timeout > 0:
+                    timeout = max(0.0, self.oldest + self.spec.flush_timeout - time.monotonic())
+                msg = self.chan.recv(timeout)
+                if msg is None:
+                    self.flush()
+                elif isinstance(msg, m.Deliver):
+                    self.take(msg)
+                elif isinstance(msg, m.Flush):
+                    self.flush()
+                elif isinstance(msg, m.Stop):
+                    self.flush()
+                    return
+                else:
+                    raise RuntimeError(f"consumer got unexpected {type(msg).__name__}")
+        finally:
+            self.destination.close()
+
+    def take(self, msg: m.Deliver) -> None:
+        batches = self.store.read(msg.slot, msg.nbytes)
+        if self.transform is not None:
+            batches = self.transform(batches)
+        nbytes = sum(b.nbytes for b in batches)
+        if not self.held:
+            self.oldest = time.monotonic()
+        self.buffer.setdefault(msg.split_id, []).append((msg.seq, msg.slot, batches, msg.rows, nbytes))
+        self.buffered_bytes += nbytes
+        self.held += 1
+        if self.buffered_bytes >= self.spec.buffer_bytes or self.held >= self.spec.max_held:
+            self.flush()
+
+    def flush(self) -> None:
+        buffer, self.buffer = self.buffer, {}
+        self.buffered_bytes = 0
+        self.held = 0
+        for split_id, items in buffer.items():
+            items.sort(key=lambda it: it[0])
+            run: list[tuple[int, int, list[pa.RecordBatch], int, int]] = []
+            for item in items:
+                if run and item[0] != run[-1][0] + 1:
+                    self._write_run(split_id, run)
+                    run = []
+                run.append(item)
+            self._write_run(split_id, run)
+
+    def _write_run(self, split_id: str, run: list) -> None:
+        first, last = run[0][0], run[-1][0]
+        batches = [b for item in run for b in item[2]]
+        for attempt in range(WRITE_RETRIES + 1):
+            try:
+                self.destination.write(split_id, first, last, batches)
+                break
+            except UserError:
+                raise
+            except Exception as exc:
+                if attempt == WRITE_RETRIES:
+                    raise
+                delay = 0.5 * 2**attempt
+                log.warning("write of %s seq %d-%d failed (%s); retrying in %.1fs", split_id, first, last, exc, delay)
+                time.sleep(delay)
+        slots = [item[1] for item in run]
+        rows = sum(item[3] for item in run)
+        nbytes = sum(item[4] for item in run)
+        del batches, run  # no reference into the slots may outlive the report that frees them
+        self.chan.send(m.Written(split_id, first, last, slots, rows, nbytes))
+
+
+def _struct_dict(struct: Any) -> dict[str, Any]:
+    return {f: getattr(struct, f) for f in struct.__struct_fields__}
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def worker_main(conn: Connection, spec_bytes: bytes) -> None:
+    """Process (or thread) entry point. Errors are reported to the supervisor, then the worker exits."""
+    spec = decode_spec(spec_bytes)
+    if not spec.threaded:
+        _setup_process(spec)
+    chan = Channel(conn, spec)
+    store = None
+    try:
+        store = open_store(spec.store)
+        worker = Producer(chan, spec, store) if spec.role == "producer" else Consumer(chan, spec, store)
+        chan.send(m.Started(os.getpid()))
+        worker.run()
+    except (SupervisorGone, StopRequested):
+        pass
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the supervisor, which decides
+        detail = traceback.format_exc()
+        log.error("%s-%d failed: %s\n%s", spec.role, spec.index, exc, detail)
+        try:
+            chan.send(m.Failed(f"{type(exc).__name__}: {exc}", detail))
+        except SupervisorGone:
+            pass
+        if not spec.threaded:
+            os._exit(3)
+    finally:
+        if store is not None:
+            store.close()
+    if not spec.threaded:
+        logging.shutdown()
+        os._exit(0)
