@@ -23,6 +23,11 @@ out_console = Console()
 LOG_DIR_ENV = "BIZON_FAST_LOG_DIR"
 
 
+@app.callback()
+def _group() -> None:
+    """bizon-fast: fast, crash-safe extract and load, compatible with bizon pipelines."""
+
+
 def _log_file(pipeline: str) -> str:
     log_dir = Path(os.environ.get(LOG_DIR_ENV, ".bizon_fast/logs"))
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from bizon_fast.engine.ledger import SplitLedger
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.errors import Interrupted, JobFailed, UserError
-from bizon_fast.transport import create_store
+from bizon_fast.transport import cleanup_stale_segments, create_store
 from bizon_fast.transport.base import BatchStore
 
 log = logging.getLogger("bizon_fast.supervisor")
@@ -237,6 +237,9 @@ class Supervisor:
     def _run_workers(self, producers: int, consumers: int) -> None:
         slot_size, n_slots, self.max_held = self._sizes(producers, consumers)
         kind = "memory" if self.threaded else "shm"
+        if kind == "shm":
+            for name in cleanup_stale_segments():
+                log.warning("removed the shared-memory segment %s of a dead earlier run", name)
         self.store: BatchStore = create_store(kind, slot_size, n_slots)
         self.free = list(range(n_slots - 1, -1, -1))
         log.info(

@@ -1,0 +1,201 @@
+"""bizon's destination-record envelope and unnesting, built column-wise.
+
+bizon turns every record into ``bizon_id, bizon_extracted_at, bizon_loaded_at, source_record_id,
+source_timestamp, source_data`` with one ``uuid4()`` and one ``datetime.now()`` call per row; here
+the whole batch is one polars ``select``. ``bizon_id`` is a 128-bit hash of (job, split, seq, row)
+instead of a random uuid, so a replayed batch gets the very same ids and an idempotent write really
+is idempotent, byte for byte.
+
+Two batch layouts come in: source-records batches (bizon-style sources; ``data`` already holds the
+record as JSON text) and typed batches (native sources), whose rows are JSON-encoded by polars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from bizon_fast.errors import UserError
+from bizon_fast.source.records import extracted_at_of, is_source_records
+
+ENVELOPE_COLUMNS = (
+    "bizon_id",
+    "bizon_extracted_at",
+    "bizon_loaded_at",
+    "source_record_id",
+    "source_timestamp",
+    "source_data",
+)
+UTC_MICROS = pl.Datetime("us", "UTC")
+
+_M64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _splitmix(values: np.ndarray, key: int) -> np.ndarray:
+    """splitmix64 of ``values * golden + key`` (a bijection of uint64, so distinct rows get distinct words)."""
+    x = values * _GOLDEN + np.uint64(key & _M64)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def bizon_ids(job_id: str, split_id: str, seq: int, n: int, row_offset: int = 0) -> pa.Array:
+    """``n`` 32-hex-char ids for rows ``row_offset..`` of batch ``seq`` of ``split_id`` in ``job_id``.
+
+    Same inputs, same ids: a replay after a crash rewrites identical lines.
+    """
+    digest = hashlib.blake2b(msgspec.msgpack.encode([job_id, split_id, seq]), digest_size=16).digest()
+    rows = np.arange(row_offset, row_offset + n, dtype=np.uint64)
+    words = np.empty((n, 2), dtype=">u8")
+    words[:, 0] = _splitmix(rows, int.from_bytes(digest[:8], "big"))
+    words[:, 1] = _splitmix(rows, int.from_bytes(digest[8:], "big"))
+    raw = words.view(np.uint8).reshape(n, 16)
+    text = np.empty((n, 32), np.uint8)
+    text[:, 0::2] = _HEX[raw >> 4]
+    text[:, 1::2] = _HEX[raw & 15]
+    offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+
+
+def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
+    return pl.from_arrow(batch.replace_schema_metadata(None))  # type: ignore[return-value]
+
+
+def row_json(frame: pl.DataFrame) -> pl.Expr:
+    """Each row of a typed frame as compact JSON text (polars, no per-row Python)."""
+    return pl.struct(frame.columns).struct.json_encode()
+
+
+def source_data(batch: pa.RecordBatch) -> pl.Series:
+    """bizon's ``source_data``: the record as JSON text, for either batch layout."""
+    if is_source_records(batch.schema):
+        return pl.from_arrow(batch.column("data")).alias("source_data")  # type: ignore[union-attr]
+    frame = _frame(batch)
+    return frame.select(row_json(frame).alias("source_data")).to_series()
+
+
+def envelope(
+    batch: pa.RecordBatch, *, job_id: str, split_id: str, seq: int, loaded_at: datetime, row_offset: int = 0
+) -> pl.DataFrame:
+    """The batch as bizon destination records (the six ``ENVELOPE_COLUMNS``, in bizon's order).
+
+    Typed batches: ``source_record_id`` is the ``id`` column as text when there is one (else
+    ``"{split}:{seq}:{row}"``), ``source_timestamp`` is the extraction time, ``source_data`` the row as JSON.
+    """
+    n = batch.num_rows
+    extracted_at = extracted_at_of(batch.schema)
+    frame = _frame(batch)
+    ids = pl.lit(pl.from_arrow(bizon_ids(job_id, split_id, seq, n, row_offset)))
+    head = [
+        ids.alias("bizon_id"),
+        pl.lit(extracted_at, dtype=UTC_MICROS).alias("bizon_extracted_at"),
+        pl.lit(loaded_at, dtype=UTC_MICROS).alias("bizon_loaded_at"),
+    ]
+    if is_source_records(batch.schema):
+        tail = [
+            pl.col("id").cast(pl.String).alias("source_record_id"),
+            pl.col("timestamp").cast(UTC_MICROS).alias("source_timestamp"),
+            pl.col("data").cast(pl.String).alias("source_data"),
+        ]
+    else:
+        if "id" in frame.columns:
+            record_id = pl.col("id").cast(pl.String)
+        else:
+            record_id = pl.concat_str(
+                [pl.lit(f"{split_id}:{seq}:"), pl.int_range(row_offset, row_offset + pl.len()).cast(pl.String)]
+            )
+        tail = [
+            record_id.alias("source_record_id"),
+            pl.lit(extracted_at, dtype=UTC_MICROS).alias("source_timestamp"),
+            row_json(frame).alias("source_data"),
+        ]
+    return frame.select(*head, *tail)
+
+
+# ---------------------------------------------------------------- unnest
+
+
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def record_columns(record_schemas: Sequence[Any] | None, destination_id: str | None) -> list[tuple[str, str]]:
+    """``(name, type)`` of the ``record_schemas`` entry for ``destination_id``; UserError when there is none."""
+    for entry in record_schemas or []:
+        if _get(entry, "destination_id") == destination_id:
+            return [(str(_get(c, "name")), str(_get(c, "type") or "")) for c in _get(entry, "record_schema") or []]
+    known = ", ".join(str(_get(e, "destination_id")) for e in record_schemas or []) or "none"
+    raise UserError(
+        f"destination.config.record_schemas: unnest needs an entry with destination_id {destination_id!r} "
+        f"(declared: {known})"
+    )
+
+
+_CASTS: dict[str, pl.DataType] = {
+    "STRING": pl.String(),
+    "INTEGER": pl.Int64(),
+    "INT64": pl.Int64(),
+    "INT": pl.Int64(),
+    "FLOAT": pl.Float64(),
+    "FLOAT64": pl.Float64(),
+    "NUMERIC": pl.Float64(),
+    "BIGNUMERIC": pl.Float64(),
+    "BOOLEAN": pl.Boolean(),
+    "BOOL": pl.Boolean(),
+}
+
+
+def _typed(column: str, kind: str, dtype: pl.DataType) -> pl.Expr:
+    """The column converted to its declared type (Parquet needs one type per column across parts)."""
+    kind = kind.upper()
+    col = pl.col(column)
+    if kind in ("TIMESTAMP", "DATETIME"):
+        if dtype == pl.String:
+            return col.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        return col.cast(UTC_MICROS, strict=False) if dtype.is_temporal() else col
+    if kind == "DATE" and dtype == pl.String:
+        return col.str.to_date(strict=False)
+    if kind in _CASTS:
+        return col.cast(_CASTS[kind], strict=False)
+    return col
+
+
+def unnest(batch: pa.RecordBatch, columns: Sequence[tuple[str, str]], *, enforce_types: bool) -> pl.DataFrame:
+    """Only the declared columns, in declared order.
+
+    Source-records batches have ``data`` decoded as JSON (vectorized); like bizon, its keys must be
+    exactly the declared names. Without ``enforce_types`` the JSON values are kept as they are (bizon's
+    file destination writes an int declared ``string`` as an int); with it they are cast to the
+    declared type, which a Parquet dataset needs.
+    """
+    names = [name for name, _ in columns]
+    if is_source_records(batch.schema):
+        decoded = pl.from_arrow(batch.column("data")).str.json_decode(infer_schema_length=None)  # type: ignore[union-attr]
+        if not isinstance(decoded.dtype, pl.Struct):
+            raise UserError("destination.config.unnest: records are not JSON objects, so they cannot be unnested")
+        frame = decoded.struct.unnest()
+        if set(frame.columns) != set(names):
+            raise UserError(
+                f"destination.config.record_schemas: record keys {sorted(frame.columns)} "
+                f"do not match the declared columns {sorted(names)}"
+            )
+    else:
+        frame = _frame(batch)
+        missing = [name for name in names if name not in frame.columns]
+        if missing:
+            raise UserError(f"destination.config.record_schemas: columns {missing} are not in the source's batches")
+    if not enforce_types:
+        return frame.select(names)
+    return frame.select(_typed(name, kind, frame.schema[name]).alias(name) for name, kind in columns)

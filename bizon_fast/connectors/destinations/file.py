@@ -1,0 +1,338 @@
+"""The ``file`` destination: bizon-compatible NDJSON or a Parquet dataset, effectively-once.
+
+Output (``destination.config.destination_id`` is the path, relative to the working directory):
+
+- ``format: json``  -> ``{destination_id}.json`` (kept as is when it already ends in .json/.jsonl/.ndjson),
+  one line per record with bizon's envelope columns, or only the declared columns with ``unnest``.
+- ``format: parquet`` -> a dataset directory ``{destination_id}/`` of ``part-*.parquet`` files with the
+  batch's typed columns (source-records batches get the envelope columns, typed).
+
+Staging (the crash-safety contract). Next to the target, a hidden directory holds one folder per job::
+
+    <dir>/.<target name>.bizon-fast/
+        <job_id>/part-<split_id>-<first_seq:010d>-<last_seq:010d>.<ndjson|parquet>   one per write()
+        <job_id>/.tmp-<part>-<random>          a part being written (renamed into place when complete)
+        <job_id>.ready[.tmp]                   json publish: the complete new target, before its swap
+        <job_id>.old                           parquet full refresh: the previous dataset, set aside
+
+(``split_id`` and ``job_id`` are percent-encoded when they hold characters unsafe in a file name.)
+
+- ``write`` writes one part to a temporary name, deletes parts of the same split whose seq range
+  overlaps (left by a consumer that died after writing but before reporting), then renames the part
+  into place. A replay of a range therefore replaces, never duplicates, and never exposes a torn file.
+- ``prepare`` (supervisor, before workers start) deletes temporary files, parts past each split's
+  committed seq, and the staging of every other job (bizon would publish such leftovers; we don't).
+- ``publish`` swaps a full refresh in (json: one ``os.replace`` of the concatenated parts; parquet:
+  rename the old dataset aside, rename the job folder in, delete the old one) or appends an
+  incremental/stream run (json: old content + parts, swapped in atomically; parquet: parts moved
+  into the dataset under job-unique names). Each step leaves a state the next call recognises, so a
+  publish interrupted at any point, or run twice, publishes exactly once.
+
+Renames are atomic, so output survives a killed process; ``fsync: true`` adds fsyncs of files and
+directories so it also survives a power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote, unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bizon_fast.config.models import DestinationDetails, FileDestinationDetails
+from bizon_fast.connectors.destinations.envelope import envelope, record_columns, unnest
+from bizon_fast.destination.base import Destination, DestinationContext
+from bizon_fast.errors import UserError
+from bizon_fast.source.records import is_source_records
+
+logger = logging.getLogger("bizon_fast.destination.file")
+
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+TMP_PREFIX = ".tmp-"
+_COPY_CHUNK = 1 << 30
+
+
+def part_name(split_id: str, first_seq: int, last_seq: int, ext: str) -> str:
+    return f"part-{quote(split_id, safe='')}-{first_seq:010d}-{last_seq:010d}.{ext}"
+
+
+def parse_part(name: str, ext: str) -> tuple[str, int, int] | None:
+    """``(split_id, first_seq, last_seq)`` of a part file name, None for anything else."""
+    if not (name.startswith("part-") and name.endswith(f".{ext}")):
+        return None
+    split, _, rest = name[len("part-") : -len(ext) - 1].rpartition("-")
+    split, _, first = split.rpartition("-")
+    if not (split and first.isdigit() and rest.isdigit()):
+        return None
+    return unquote(split), int(first), int(rest)
+
+
+def json_target(destination_id: str) -> str:
+    """bizon appends ``.json`` unconditionally (``out.jsonl`` -> ``out.jsonl.json``); we don't double it."""
+    return destination_id if destination_id.lower().endswith(JSON_SUFFIXES) else f"{destination_id}.json"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_file(out: BinaryIO, src: Path) -> None:
+    """Append ``src`` to ``out`` in the kernel (copy_file_range) when it can, else through a buffer."""
+    out.flush()
+    with open(src, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        copied = 0
+        try:
+            while copied < size:
+                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, _COPY_CHUNK))
+                if n == 0:
+                    break
+                copied += n
+        except OSError:
+            if copied:
+                raise
+        if copied < size:
+            f.seek(copied)
+            out.seek(0, os.SEEK_END)
+            shutil.copyfileobj(f, out, 1 << 20)
+
+
+class FileDestination(Destination):
+    name = "file"
+    config_class = FileDestinationDetails
+    effectively_once = True
+
+    def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
+        if not isinstance(config, FileDestinationDetails):
+            config = FileDestinationDetails.model_validate(config.model_dump(exclude_unset=True))
+        super().__init__(config, context)
+        self.config: FileDestinationDetails = config
+        if not config.destination_id:
+            raise UserError("destination.config.destination_id: the file destination needs the output path")
+        self.ext = "parquet" if config.format == "parquet" else "ndjson"
+        target = config.destination_id if config.format == "parquet" else json_target(config.destination_id)
+        self.target = Path(os.path.abspath(target))
+        self.staging_root = self.target.parent / f".{self.target.name}.bizon-fast"
+        job = quote(context.job_id, safe="")
+        self.job_dir = self.staging_root / job
+        self.ready = self.staging_root / f"{job}.ready"
+        self.aside = self.staging_root / f"{job}.old"
+        self.columns = record_columns(config.record_schemas, config.destination_id) if config.unnest else None
+
+    # ------------------------------------------------------------ supervisor
+
+    def check_connection(self) -> None:
+        parent = self.target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"destination.config.destination_id: cannot create {parent}: {exc}") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"destination.config.destination_id: {parent} is not writable")
+        if self.config.format == "parquet" and self.target.exists() and not self.target.is_dir():
+            raise UserError(f"destination.config.destination_id: {self.target} exists and is not a directory")
+
+    def prepare(self, committed: dict[str, int]) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        mine = {self.job_dir.name, self.ready.name, self.aside.name}
+        if self.staging_root.is_dir():
+            for entry in self.staging_root.iterdir():
+                if entry.name not in mine:
+                    logger.info("file destination: removing stale staging %s", entry)
+                    _remove(entry)
+        if self.job_dir.is_dir():
+            for entry in self.job_dir.iterdir():
+                part = parse_part(entry.name, self.ext)
+                if entry.name.startswith(TMP_PREFIX) or (part and part[1] > committed.get(part[0], -1)):
+                    _remove(entry)
+        elif not any(seq >= 0 for seq in committed.values()) and not (self.ready.exists() or self.aside.exists()):
+            # Nothing is durable yet, so nothing was published: an empty run must publish an empty table.
+            self.job_dir.mkdir(parents=True, exist_ok=True)
+
+    def publish(self) -> None:
+        if self.config.format == "parquet":
+            self._publish_parquet()
+        else:
+            self._publish_json()
+        with contextlib.suppress(OSError):  # missing, or holds another job's staging
+            self.staging_root.rmdir()
+
+    # ------------------------------------------------------------ consumer
+
+    def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        self._ensure_job_dir()
+        name = part_name(split_id, first_seq, last_seq, self.ext)
+        tmp = self.job_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
+        try:
+            rows = self._write_part(tmp, split_id, first_seq, last_seq, batches)
+            for entry in self._parts():
+                split, first, last = entry[1]
+                if split == split_id and first <= last_seq and last >= first_seq and (rows == 0 or entry[0] != name):
+                    (self.job_dir / entry[0]).unlink(missing_ok=True)
+            if rows:
+                os.replace(tmp, self.job_dir / name)
+                if self.config.fsync:
+                    _fsync_dir(self.job_dir)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _ensure_job_dir(self) -> None:
+        if self.job_dir.is_dir():
+            return
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.fsync:
+            _fsync_dir(self.staging_root)
+            _fsync_dir(self.staging_root.parent)
+
+    def _parts(self) -> Iterator[tuple[str, tuple[str, int, int]]]:
+        for name in os.listdir(self.job_dir):
+            part = parse_part(name, self.ext)
+            if part:
+                yield name, part
+
+    def _sorted_parts(self) -> list[Path]:
+        parts = sorted(self._parts(), key=lambda p: (p[1][0], p[1][1]))
+        return [self.job_dir / name for name, _ in parts]
+
+    def _write_part(
+        self, path: Path, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
+    ) -> int:
+        """Write the batches to ``path``; return the rows written (0: no file needed)."""
+        loaded_at = datetime.now(UTC)
+        one_per_seq = len(batches) == last_seq - first_seq + 1
+        frames: list[tuple[int, int, pa.RecordBatch]] = []
+        row_offset = 0
+        for i, batch in enumerate(batches):
+            # bizon_id keys on (seq, row): one batch per seq keeps ids stable however a replay is grouped.
+            seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
+            row_offset += batch.num_rows
+            if batch.num_rows:
+                frames.append((seq, offset, batch))
+        if not frames:
+            return 0
+        if self.config.format == "parquet":
+            return self._write_parquet(path, split_id, frames, loaded_at)
+        rows = 0
+        with open(path, "wb") as out:
+            for seq, offset, batch in frames:
+                if self.columns is not None:
+                    frame = unnest(batch, self.columns, enforce_types=False)
+                else:
+                    frame = envelope(
+                        batch,
+                        job_id=self.context.job_id,
+                        split_id=split_id,
+                        seq=seq,
+                        loaded_at=loaded_at,
+                        row_offset=offset,
+                    )
+                frame.write_ndjson(out)
+                rows += frame.height
+            self._sync(out)
+        return rows
+
+    def _write_parquet(
+        self, path: Path, split_id: str, frames: list[tuple[int, int, pa.RecordBatch]], loaded_at: datetime
+    ) -> int:
+        rows = 0
+        with open(path, "wb") as out:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for seq, offset, batch in frames:
+                    table = self._parquet_table(batch, split_id, seq, offset, loaded_at)
+                    if writer is None:
+                        writer = pq.ParquetWriter(out, table.schema)
+                    elif not table.schema.equals(writer.schema):
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                    rows += table.num_rows
+            finally:
+                if writer is not None:
+                    writer.close()
+            self._sync(out)
+        return rows
+
+    def _parquet_table(
+        self, batch: pa.RecordBatch, split_id: str, seq: int, offset: int, loaded_at: datetime
+    ) -> pa.Table:
+        if self.columns is not None:
+            return unnest(batch, self.columns, enforce_types=True).to_arrow()
+        if is_source_records(batch.schema):
+            frame = envelope(
+                batch, job_id=self.context.job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
+            )
+            return frame.to_arrow()
+        return pa.Table.from_batches([batch.replace_schema_metadata(None)])
+
+    def _sync(self, out: BinaryIO) -> None:
+        if self.config.fsync:
+            out.flush()
+            os.fsync(out.fileno())
+
+    # ------------------------------------------------------------ publish
+
+    def _publish_json(self) -> None:
+        if not self.ready.exists():
+            if not self.job_dir.is_dir():
+                return  # already published (or nothing was ever staged)
+            building = self.ready.with_name(self.ready.name + ".tmp")
+            with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
+                if self.context.sync_mode != "full_refresh" and self.target.is_file():
+                    _append_file(out, self.target)
+                    if out.tell() and not self._ends_with_newline(self.target):
+                        out.write(b"\n")
+                for part in self._sorted_parts():
+                    _append_file(out, part)
+                self._sync(out)
+            os.replace(building, self.ready)
+        # From here the ready file is the whole truth: the parts can go, then it is swapped in.
+        _remove(self.job_dir)
+        os.replace(self.ready, self.target)
+        if self.config.fsync:
+            _fsync_dir(self.target.parent)
+        logger.info("file destination: published %s (%s)", self.target, self.context.sync_mode)
+
+    @staticmethod
+    def _ends_with_newline(path: Path) -> bool:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    def _publish_parquet(self) -> None:
+        if self.job_dir.is_dir():
+            if self.context.sync_mode == "full_refresh":
+                if self.target.exists() or self.target.is_symlink():
+                    _remove(self.aside)
+                    os.replace(self.target, self.aside)
+                os.replace(self.job_dir, self.target)
+            else:
+                self.target.mkdir(parents=True, exist_ok=True)
+                job = self.job_dir.name
+                for part in self._sorted_parts():
+                    os.replace(part, self.target / f"part-{job}-{part.name[len('part-') :]}")
+                _remove(self.job_dir)
+            if self.config.fsync:
+                _fsync_dir(self.target)
+                _fsync_dir(self.target.parent)
+            logger.info("file destination: published %s (%s)", self.target, self.context.sync_mode)
+        _remove(self.aside)

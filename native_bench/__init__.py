@@ -1,0 +1,1 @@
+"""The benchmark suite: the engine against the physical limit and against the alternatives."""
