@@ -17,7 +17,6 @@ from rich.table import Table
 from bizon_fast.errors import BizonFastError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
-err_console = Console(stderr=True)
 out_console = Console()
 
 LOG_DIR_ENV = "BIZON_FAST_LOG_DIR"
@@ -59,7 +58,8 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 
 
 def _fail(exc: BizonFastError) -> typer.Exit:
-    err_console.print(f"[bold red]Error:[/] {exc}" if not isinstance(exc, Interrupted) else str(exc), highlight=False)
+    # plain text: one problem per line, never re-wrapped to the terminal width
+    typer.echo(str(exc) if isinstance(exc, Interrupted) else f"Error: {exc}", err=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -76,6 +76,10 @@ def _summary(summary) -> None:  # noqa: ANN001 - RunSummary
     table.add_row("MB/s", f"{summary.nbytes / 1e6 / max(summary.seconds, 1e-9):,.1f}")
     table.add_row("workers", f"{summary.producers} producers, {summary.consumers} consumers, {summary.splits} splits")
     table.add_row("restarts", str(summary.restarts))
+    recoveries = sorted(summary.extra.get("recovery_s", []))
+    if recoveries:
+        median = recoveries[len(recoveries) // 2]
+        table.add_row("worker recovery", f"median {median:.2f} s, max {recoveries[-1]:.2f} s")
     out_console.print(table)
 
 
@@ -113,7 +117,7 @@ def run(
         raise _fail(exc) from None
     except Exception as exc:  # a bug: one line on the console, the traceback in the log
         logging.getLogger("bizon_fast").error("internal error\n%s", traceback.format_exc())
-        err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        typer.echo(f"Internal error: {type(exc).__name__}: {exc} (traceback in the log)", err=True)
         raise typer.Exit(1) from None
     if not quiet:
         _summary(summary)

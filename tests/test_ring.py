@@ -7,6 +7,7 @@ attach from a fresh interpreter rather than an inherited mapping.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import multiprocessing as mp
 import os
@@ -183,7 +184,14 @@ def test_dev_shm_too_small_names_the_knob(monkeypatch):
     assert set(os.listdir("/dev/shm")) == before
 
 
-def test_prefault_allocates_and_maps_every_page():
+@pytest.mark.parametrize("fallocate", ["supported", "unsupported"])
+def test_prefault_allocates_and_maps_every_page(monkeypatch, fallocate):
+    if fallocate == "unsupported":
+
+        def no_fallocate(fd, offset, length):
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+
+        monkeypatch.setattr(os, "posix_fallocate", no_fallocate)
     ring = ShmRing.create(slot_size=2 << 20, n_slots=4, prefix=TEST_PREFIX)
     try:
         size = len(ring._view)
@@ -195,6 +203,25 @@ def test_prefault_allocates_and_maps_every_page():
         worker.close()
     finally:
         ring.destroy()
+
+
+def test_full_dev_shm_at_allocation_is_a_user_error(monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    before = set(os.listdir("/dev/shm"))
+    with pytest.raises(UserError, match="engine.queue.config.ring_size_mb"):
+        ShmRing.create(slot_size=1 << 20, n_slots=2, prefix=TEST_PREFIX)
+    assert set(os.listdir("/dev/shm")) == before, "a failed create left its file behind"
+
+
+def test_only_the_creator_destroys(ring):
+    worker = open_store(ring.spec)
+    with pytest.raises(RuntimeError, match="only the process that created"):
+        worker.destroy()
+    worker.close()
+    assert os.path.exists(ring.path)
 
 
 def _resident_bytes(path: str) -> int:
@@ -331,3 +358,18 @@ def test_fit_rejects_a_single_row_larger_than_a_slot():
     wide = pa.record_batch({"blob": pa.array([b"x" * 5000, b"y"])})
     with pytest.raises(UserError, match="engine.queue.config.batch_size_mb"):
         fit_to_slots([wide], 4096)
+
+
+def test_store_factories_reject_unknown_kinds():
+    with pytest.raises(ValueError, match="unknown store kind"):
+        create_store("kafka", slot_size=1 << 20, n_slots=2)
+    with pytest.raises(ValueError, match="unknown store kind"):
+        open_store(StoreSpec(kind="kafka", name="x", slot_size=1, n_slots=1))
+    ring = create_store("shm", slot_size=64 << 10, n_slots=2)
+    try:
+        assert isinstance(ring, ShmRing) and ring.spec.name.startswith(f"bizon_fast_{os.getpid()}_")
+        worker = open_store(ring.spec)
+        assert worker.read(1, ring.write(1, [_sample_batch(9, rows=100)]))[0].num_rows == 100
+        worker.close()
+    finally:
+        ring.destroy()

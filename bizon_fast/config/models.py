@@ -474,13 +474,6 @@ class DestinationDetails(Strict):
             )
         return self
 
-    def record_schema_for(self, destination_id: str | None) -> Any | None:
-        """The ``record_schemas`` entry for ``destination_id`` (None when there is none)."""
-        for schema in self.record_schemas or []:
-            if schema.destination_id == destination_id:
-                return schema
-        return None
-
 
 class FileDestinationDetails(DestinationDetails):
     """``file``: NDJSON (bizon's layout) or a Parquet dataset, staged per job and published atomically."""

@@ -16,8 +16,22 @@ log = logging.getLogger("bizon_fast.job")
 
 def fingerprint(source_cfg: dict[str, Any], destination_name: str, destination_cfg: dict[str, Any]) -> str:
     """Identity of the work: a job resumes only if what it reads and where it writes are unchanged."""
-    payload = json.dumps([source_cfg, destination_name, destination_cfg], sort_keys=True, default=str)
+    payload = json.dumps(
+        [_without_secrets(source_cfg), destination_name, _without_secrets(destination_cfg)], sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+SECRET_KEYS = {"authentication", "password", "token", "service_account_key"}
+
+
+def _without_secrets(block: Any) -> Any:
+    """Rotating a credential must not change the job's identity (and so cancel a resumable job)."""
+    if isinstance(block, dict):
+        return {k: _without_secrets(v) for k, v in block.items() if k not in SECRET_KEYS}
+    if isinstance(block, list):
+        return [_without_secrets(v) for v in block]
+    return block
 
 
 @dataclass

@@ -85,6 +85,8 @@ class Supervisor:
         self.restarts = 0
         self.crashes: dict[tuple[str, int], int] = {}
         self.restart_due: list[tuple[float, str, int]] = []
+        self.died_at: dict[tuple[str, int], float] = {}
+        self.recoveries: list[float] = []  # seconds from a worker's death to its replacement working again
         self.failure: tuple[str, str] | None = None
         self.interrupts = 0
         self.stopping = False
@@ -229,6 +231,7 @@ class Supervisor:
                 splits=len(splits),
                 producers=producers,
                 consumers=consumers,
+                extra={"recovery_s": self.recoveries},
             )
         finally:
             self.progress.stop()
@@ -320,14 +323,22 @@ class Supervisor:
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # its death is handled through the sentinel
 
+    def _recovered(self, w: WorkerHandle) -> None:
+        died = self.died_at.pop((w.role, w.index), None)
+        if died is not None:
+            self.recoveries.append(time.monotonic() - died)
+            log.info("%s working again %.3fs after its predecessor died", w.name, self.recoveries[-1])
+
     def _handle(self, w: WorkerHandle, msg: m.Msg) -> None:
         if isinstance(msg, m.Filled):
+            self._recovered(w)
             w.granted.remove(msg.slot)
             self.ledgers[msg.split_id].publish(msg.seq, msg.position, msg.rows)
             self.ready.append((msg.slot, msg.nbytes, msg.split_id, msg.seq, msg.rows))
             self._top_up(w)
             self._dispatch()
         elif isinstance(msg, m.Written):
+            self._recovered(w)
             for slot in msg.slots:
                 w.delivered.pop(slot, None)
                 self.free.append(slot)
@@ -475,6 +486,7 @@ class Supervisor:
             )
             return
         key = (w.role, w.index)
+        self.died_at.setdefault(key, time.monotonic())
         n = self.crashes.get(key, 0)
         self.crashes[key] = n + 1
         delay = 0.0 if n == 0 else min(5.0, 0.25 * 2 ** (n - 1))

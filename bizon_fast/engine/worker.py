@@ -45,11 +45,17 @@ class StopRequested(Exception):
     pass
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the supervisor dies, so a killed run leaves no orphans."""
+def _die_with_parent(parent_pid: int, title: str) -> None:
+    """Ask the kernel to SIGKILL us when the supervisor dies, so a killed run leaves no orphans.
+
+    The process is also renamed (``bf-producer-0``...) so ps, top and the fault-injection tests can
+    tell the workers apart.
+    """
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            libc.prctl(15, ctypes.c_char_p(title.encode()[:15]))  # PR_SET_NAME
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent_pid:
@@ -59,7 +65,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _setup_process(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent(spec.parent_pid)
+    _die_with_parent(spec.parent_pid, f"bf-{spec.role}-{spec.index}")
     handlers: list[logging.Handler] = []
     if spec.log_file:
         handlers.append(logging.FileHandler(spec.log_file))

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 
+import numpy as np
 import psutil
 import pyarrow as pa
 
@@ -71,7 +72,8 @@ class ShmRing(BatchStore):
     def __init__(self, spec: StoreSpec, path: str, mm: mmap.mmap, owner: bool) -> None:
         self.spec = spec
         self.path = path
-        self._owner = owner
+        # By pid, not by flag: only the process that created the segment may unlink it.
+        self._owner_pid = os.getpid() if owner else None
         self._stride = _stride(spec.slot_size)
         self._mmap: mmap.mmap | None = mm
         # One view for the life of the store; slices of it are cheap and keep the mapping alive for as
@@ -95,6 +97,7 @@ class ShmRing(BatchStore):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
+            allocated = True
             try:
                 # Allocates every page now: a full tmpfs fails here, not with SIGBUS in a worker later.
                 os.posix_fallocate(fd, 0, size)
@@ -103,7 +106,12 @@ class ShmRing(BatchStore):
                     raise _no_room(size, free) from exc
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                     raise
+                allocated = False
+            # On allocated pages MAP_POPULATE maps them writable (measured: first copy at full speed).
             mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            if not allocated:
+                # Without fallocate, populate maps holes read-only; a write per page allocates them.
+                np.frombuffer(mm, dtype=np.uint8)[:: mmap.PAGESIZE] = 0
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -177,6 +185,8 @@ class ShmRing(BatchStore):
 
     def destroy(self) -> None:
         """Detach and unlink the segment (supervisor only). Workers still attached keep their mapping."""
+        if self._owner_pid != os.getpid():
+            raise RuntimeError(f"only the process that created ring {self.spec.name} may destroy it; workers close()")
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

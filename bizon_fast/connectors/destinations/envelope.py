@@ -7,7 +7,8 @@ instead of a random uuid, so a replayed batch gets the very same ids and an idem
 is idempotent, byte for byte.
 
 Two batch layouts come in: source-records batches (bizon-style sources; ``data`` already holds the
-record as JSON text) and typed batches (native sources), whose rows are JSON-encoded by polars.
+record as JSON text) and typed batches (native sources), whose rows are turned into JSON text
+column-wise (``jsontext``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from bizon_fast.connectors.destinations.jsontext import (
+    concat,
+    isoformat,
+    json_string,
+    object_pieces,
+    plain_strings,
+    row_json,
+    timestamps_as_text,
+)
 from bizon_fast.errors import UserError
 from bizon_fast.source.records import extracted_at_of, is_source_records
 
@@ -37,7 +47,7 @@ UTC_MICROS = pl.Datetime("us", "UTC")
 
 _M64 = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+_HEX_PAIRS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), dtype="<u2")  # byte -> 2 hex chars
 
 
 def _splitmix(values: np.ndarray, key: int) -> np.ndarray:
@@ -61,10 +71,7 @@ def bizon_ids(job_id: str, split_id: str, seq: int, n: int, row_offset: int = 0)
     words = np.empty((n, 2), dtype=">u8")
     words[:, 0] = _splitmix(rows, int.from_bytes(digest[:8], "big"))
     words[:, 1] = _splitmix(rows, int.from_bytes(digest[8:], "big"))
-    raw = words.view(np.uint8).reshape(n, 16)
-    text = np.empty((n, 32), np.uint8)
-    text[:, 0::2] = _HEX[raw >> 4]
-    text[:, 1::2] = _HEX[raw & 15]
+    text = np.take(_HEX_PAIRS, words.view(np.uint8))
     offsets = np.arange(0, 32 * (n + 1), 32, dtype=np.int32)
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
@@ -73,23 +80,17 @@ def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
     return pl.from_arrow(batch.replace_schema_metadata(None))  # type: ignore[return-value]
 
 
-def row_json(frame: pl.DataFrame) -> pl.Expr:
-    """Each row of a typed frame as compact JSON text (polars, no per-row Python)."""
-    return pl.struct(frame.columns).struct.json_encode()
-
-
-def source_data(batch: pa.RecordBatch) -> pl.Series:
-    """bizon's ``source_data``: the record as JSON text, for either batch layout."""
+def source_data(batch: pa.RecordBatch) -> pa.Array:
+    """bizon's ``source_data``: each record as JSON text, for either batch layout."""
     if is_source_records(batch.schema):
-        return pl.from_arrow(batch.column("data")).alias("source_data")  # type: ignore[union-attr]
-    frame = _frame(batch)
-    return frame.select(row_json(frame).alias("source_data")).to_series()
+        return batch.column("data")
+    return row_json(batch)
 
 
 def envelope(
     batch: pa.RecordBatch, *, job_id: str, split_id: str, seq: int, loaded_at: datetime, row_offset: int = 0
 ) -> pl.DataFrame:
-    """The batch as bizon destination records (the six ``ENVELOPE_COLUMNS``, in bizon's order).
+    """The batch as bizon destination records: the six ``ENVELOPE_COLUMNS`` in bizon's order, typed.
 
     Typed batches: ``source_record_id`` is the ``id`` column as text when there is one (else
     ``"{split}:{seq}:{row}"``), ``source_timestamp`` is the extraction time, ``source_data`` the row as JSON.
@@ -97,9 +98,8 @@ def envelope(
     n = batch.num_rows
     extracted_at = extracted_at_of(batch.schema)
     frame = _frame(batch)
-    ids = pl.lit(pl.from_arrow(bizon_ids(job_id, split_id, seq, n, row_offset)))
     head = [
-        ids.alias("bizon_id"),
+        pl.lit(pl.from_arrow(bizon_ids(job_id, split_id, seq, n, row_offset))).alias("bizon_id"),
         pl.lit(extracted_at, dtype=UTC_MICROS).alias("bizon_extracted_at"),
         pl.lit(loaded_at, dtype=UTC_MICROS).alias("bizon_loaded_at"),
     ]
@@ -119,9 +119,43 @@ def envelope(
         tail = [
             record_id.alias("source_record_id"),
             pl.lit(extracted_at, dtype=UTC_MICROS).alias("source_timestamp"),
-            row_json(frame).alias("source_data"),
+            pl.lit(pl.from_arrow(row_json(batch))).alias("source_data"),
         ]
     return frame.select(*head, *tail)
+
+
+def envelope_lines(
+    batch: pa.RecordBatch, *, job_id: str, split_id: str, seq: int, loaded_at: datetime, row_offset: int = 0
+) -> pa.Array:
+    """``envelope`` of a typed batch as bizon NDJSON lines (newline included), one string per row.
+
+    The line is assembled as text in one ``concat_str``: the constant timestamps are formatted once,
+    and ``source_data`` is built already escaped for its place inside a JSON string.
+    """
+    extracted = isoformat(extracted_at_of(batch.schema))
+    text_batch = timestamps_as_text(batch.replace_schema_metadata(None))
+    frame: pl.DataFrame = pl.from_arrow(text_batch)  # type: ignore[assignment]
+    ids = pl.from_arrow(bizon_ids(job_id, split_id, seq, batch.num_rows, row_offset))
+    pieces: list[str | pl.Expr] = [
+        '{"bizon_id":"',
+        pl.lit(ids),
+        f'","bizon_extracted_at":"{extracted}","bizon_loaded_at":"{isoformat(loaded_at)}","source_record_id":',
+    ]
+    if "id" in text_batch.schema.names:
+        id_array = text_batch.column("id")
+        as_text = pl.col("id").cast(pl.String)
+        if pa.types.is_integer(id_array.type) or plain_strings(id_array):
+            record_id: list[str | pl.Expr] = ['"', as_text, '"']
+        else:
+            record_id = [pl.struct(as_text.alias("v")).struct.json_encode().str.slice(5).str.head(-1)]
+        if id_array.null_count:
+            record_id = [pl.when(pl.col("id").is_null()).then(pl.lit("null")).otherwise(concat(record_id))]
+        pieces += record_id
+    else:
+        prefix = json_string(f"{split_id}:{seq}:")[:-1]
+        pieces += [prefix, pl.int_range(row_offset, row_offset + pl.len()).cast(pl.String), '"']
+    pieces += [f',"source_timestamp":"{extracted}","source_data":"', *object_pieces(text_batch, nested=True), '"}\n']
+    return frame.select(concat(pieces).alias("line")).to_series().to_arrow()
 
 
 # ---------------------------------------------------------------- unnest

@@ -32,7 +32,7 @@ class LoggerDestination(Destination):
         mode = self.context.sync_mode
         for batch in batches:
             if batch.num_rows:
-                for text in source_data(batch).to_list():
+                for text in source_data(batch).to_pylist():
                     logger.info("[%s] %s", mode, text)
 
     def publish(self) -> None:

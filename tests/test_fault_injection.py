@@ -1,0 +1,72 @@
+"""Crash safety: SIGKILL workers and the supervisor during real runs; nothing committed is lost or doubled."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.faults import check_json_ids, check_parquet_ids, kill_workers_randomly, start_run, workers_of
+
+pytestmark = pytest.mark.slow
+
+ROWS = 3_000_000
+
+
+def _config(tmp_path: Path, fmt: str, rows: int = ROWS) -> str:
+    (tmp_path / "pipeline.yml").write_text(
+        f"""
+name: faults-{fmt}
+source: {{name: synthetic, stream: events, rows: {rows}, splits: 12, batch_rows: 20000}}
+destination: {{name: file, config: {{destination_id: out/events, format: {fmt}, buffer_size: 2}}}}
+engine:
+  queue: {{config: {{batch_size_mb: 1}}}}
+  runner: {{config: {{max_workers: 2, max_restarts: 50}}}}
+"""
+    )
+    return "pipeline.yml"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_sigkill_random_workers_loses_and_duplicates_nothing(tmp_path: Path, fmt: str) -> None:
+    rng = random.Random(f"workers-{fmt}")
+    proc = start_run(tmp_path, _config(tmp_path, fmt))
+    killed = kill_workers_randomly(proc, kills=5, rng=rng)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert len(killed) >= 3, f"the run ended before enough kills: {killed}"
+    if fmt == "parquet":
+        check_parquet_ids(tmp_path / "out" / "events", ROWS)
+    else:
+        check_json_ids(tmp_path / "out" / "events.json", ROWS)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_sigkill_supervisor_then_rerun_resumes_exactly(tmp_path: Path, fmt: str) -> None:
+    config = _config(tmp_path, fmt)
+    proc = start_run(tmp_path, config)
+    deadline = time.monotonic() + 60
+    while len(workers_of(proc.pid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(fmt).uniform(0.8, 1.5))
+    workers = workers_of(proc.pid)
+    assert workers, "no workers to orphan"
+    psutil.Process(proc.pid).kill()
+    proc.wait(10)
+    # no orphans: every worker follows its supervisor within seconds
+    gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive, f"orphaned workers: {alive}"
+    segments = [p for p in Path("/dev/shm").glob(f"bizon_fast_{proc.pid}_*")]
+    assert segments, "the dead run's segment should be left behind for the next start to find"
+    # the same command resumes the job and finishes it exactly
+    rerun = start_run(tmp_path, config)
+    out, err = rerun.communicate(timeout=240)
+    assert rerun.returncode == 0, err
+    assert not any(p.exists() for p in segments), "the stale segment was not removed"
+    if fmt == "parquet":
+        check_parquet_ids(tmp_path / "out" / "events", ROWS)
+    else:
+        check_json_ids(tmp_path / "out" / "events.json", ROWS)
