@@ -20,7 +20,9 @@ def need_service(reason: str) -> None:
     pytest.skip(reason)
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``bizon-fast`` as a user would, in its own process."""
     full_env = {**os.environ, "BIZON_FAST_LOG_DIR": str(cwd / "logs"), **(env or {})}
     return subprocess.run(

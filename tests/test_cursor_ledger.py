@@ -78,8 +78,9 @@ def test_sqlite_backend_jobs_and_cursors(backend: SqliteBackend) -> None:
 def test_sqlite_file_survives_reopen(tmp_path) -> None:
     b = SqliteBackend(str(tmp_path / "db"))
     b.open()
-    job = b.create_job(name="p", source_name="s", stream_name="t", sync_mode="full_refresh", fingerprint="f",
-                       total_rows=None)
+    job = b.create_job(
+        name="p", source_name="s", stream_name="t", sync_mode="full_refresh", fingerprint="f", total_rows=None
+    )
     b.commit_cursors(job.id, [Cursor(split_id="x", seq=0, position=1, rows=1)])
     b.close()
     b2 = SqliteBackend(str(tmp_path / "db"))

@@ -81,9 +81,7 @@ def start_worker(spec: WorkerSpec) -> WorkerHandle:
     payload = encode_spec(spec)
     handle = WorkerHandle(spec.role, spec.index, ours)
     if spec.threaded:
-        handle.thread = threading.Thread(
-            target=worker_main, args=(theirs, payload), name=handle.name, daemon=True
-        )
+        handle.thread = threading.Thread(target=worker_main, args=(theirs, payload), name=handle.name, daemon=True)
         handle.thread.start()
     else:
         handle.process = _ctx.Process(target=worker_main, args=(theirs, payload), name=f"bizon-fast {handle.name}")

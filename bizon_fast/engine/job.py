@@ -64,6 +64,11 @@ def resolve_job(
             job = backend.start_attempt(old.id)
             return ResolvedJob(job, backend.load_cursors(job.id), resumed=True)
     job = backend.create_job(
-        name=name, source_name=source_name, stream_name=stream, sync_mode=sync_mode, fingerprint=fp, total_rows=total_rows
+        name=name,
+        source_name=source_name,
+        stream_name=stream,
+        sync_mode=sync_mode,
+        fingerprint=fp,
+        total_rows=total_rows,
     )
     return ResolvedJob(job, {}, resumed=False)

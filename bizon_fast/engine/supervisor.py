@@ -247,7 +247,12 @@ class Supervisor:
         self.free = list(range(n_slots - 1, -1, -1))
         log.info(
             "job %s: %d producers, %d consumers, ring of %d x %d KiB slots (%s)",
-            self.job.id, producers, consumers, n_slots, slot_size // 1024, kind,
+            self.job.id,
+            producers,
+            consumers,
+            n_slots,
+            slot_size // 1024,
+            kind,
         )
         previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -372,7 +377,9 @@ class Supervisor:
         split_id = self.pending_splits.popleft()
         led = self.ledgers[split_id]
         w.split_id = split_id
-        self._send(w, m.Assign(self.splits[split_id], led.published_position, led.published_seq + 1, led.published_rows))
+        self._send(
+            w, m.Assign(self.splits[split_id], led.published_position, led.published_seq + 1, led.published_rows)
+        )
         self._top_up(w)
 
     def _top_up(self, w: WorkerHandle) -> None:
@@ -453,6 +460,8 @@ class Supervisor:
 
     def _on_exit(self, w: WorkerHandle) -> None:
         w.exited = True
+        if w.process is not None:
+            w.process.join(2)  # the sentinel fires a moment before the exit status can be reaped
         desc = w.exit_description()
         for slot in w.granted:  # empty or half-written: nothing was published from them
             self.free.append(slot)

@@ -171,7 +171,9 @@ class Producer:
         def emit(end_pos: Any) -> None:
             nonlocal seq, pending, pending_bytes, base_pos, base_skip
             extracted = str(time.time_ns() // 1000).encode()
-            stamped = [b.replace_schema_metadata({**(b.schema.metadata or {}), EXTRACTED_AT_KEY: extracted}) for b in pending]
+            stamped = [
+                b.replace_schema_metadata({**(b.schema.metadata or {}), EXTRACTED_AT_KEY: extracted}) for b in pending
+            ]
             groups = fit_to_slots(stamped, self.store.spec.slot_size)
             done_rows = 0
             total = sum(b.num_rows for b in pending)

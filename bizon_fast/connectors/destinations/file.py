@@ -25,8 +25,8 @@ Staging (the crash-safety contract). Next to the target, a hidden directory hold
 - ``publish`` swaps a full refresh in (json: one ``os.replace`` of the concatenated parts; parquet:
   rename the old dataset aside, rename the job folder in, delete the old one) or appends an
   incremental/stream run (json: old content + parts, swapped in atomically; parquet: parts moved
-  into the dataset as ``part-<job_id>-<split_id>-<first>-<last>.parquet``). Each step leaves a state the next call recognises, so a
-  publish interrupted at any point, or run twice, publishes exactly once.
+  into the dataset as ``part-<job_id>-<split_id>-<first>-<last>.parquet``). Each step leaves a state
+  the next call recognises, so a publish interrupted at any point, or run twice, publishes exactly once.
 
 Renames are atomic, so output survives a killed process; ``fsync: true`` adds fsyncs of files and
 directories so it also survives a power loss.

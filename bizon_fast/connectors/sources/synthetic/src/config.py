@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from bizon_fast.source.base import SourceConfig
 
@@ -16,6 +16,8 @@ class SyntheticSourceConfig(SourceConfig):
     Every value is a pure function of ``(seed, id)``, so a resumed split regenerates the very same
     batches, and the same config always yields the same table.
     """
+
+    model_config = ConfigDict(extra="forbid")  # a typo such as `row:` must not be silently ignored
 
     rows: int = Field(1_000_000, ge=0, description="rows in the whole table (ids 0..rows-1)")
     splits: int = Field(16, ge=1, description="contiguous id ranges read independently (capped at rows)")
