@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import threading
 from dataclasses import dataclass, field
@@ -70,10 +71,8 @@ class WorkerHandle:
             self.process.join(timeout)
         elif self.thread is not None:
             self.thread.join(timeout)
-        try:
+        with contextlib.suppress(OSError):
             self.conn.close()
-        except OSError:
-            pass
 
 
 def start_worker(spec: WorkerSpec) -> WorkerHandle:

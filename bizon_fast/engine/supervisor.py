@@ -429,9 +429,7 @@ class Supervisor:
         if self.stopping:
             producers_left = any(w.role == "producer" and not w.exited for w in self.workers)
             consumers_busy = any(w.role == "consumer" and w.delivered and not w.exited for w in self.workers)
-            if not producers_left and not self.ready and not consumers_busy:
-                return True
-            return False
+            return bool(not producers_left and not self.ready and not consumers_busy)
         return all(led.done for led in self.ledgers.values())
 
     def _commit(self, force: bool = False) -> None:

@@ -7,6 +7,7 @@ reclaimed by the supervisor. Every blocking wait has a timeout and checks that t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -329,10 +330,8 @@ def worker_main(conn: Connection, spec_bytes: bytes) -> None:
     except BaseException as exc:  # noqa: BLE001 - everything goes to the supervisor, which decides
         detail = traceback.format_exc()
         log.error("%s-%d failed: %s\n%s", spec.role, spec.index, exc, detail)
-        try:
+        with contextlib.suppress(SupervisorGone):
             chan.send(m.Failed(f"{type(exc).__name__}: {exc}", detail))
-        except SupervisorGone:
-            pass
         if not spec.threaded:
             os._exit(3)
     finally:
