@@ -7,6 +7,7 @@ durable, and when a worker dies it knows exactly which slots and which split pos
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -323,10 +324,8 @@ class Supervisor:
             pass
 
     def _send(self, w: WorkerHandle, msg: m.Msg) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, OSError):  # death: seen via the sentinel
             w.conn.send_bytes(m.encode(msg))
-        except (BrokenPipeError, ConnectionResetError, OSError):
-            pass  # its death is handled through the sentinel
 
     def _recovered(self, w: WorkerHandle) -> None:
         died = self.died_at.pop((w.role, w.index), None)
