@@ -47,6 +47,7 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(max(level_no, logging.WARNING))
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.addFilter(lambda record: getattr(record, "console", True))
     root.addHandler(console)
     # the logger destination prints records: it is the point of that destination
     dest_logger = logging.getLogger("bizon_fast.destination.logger")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -25,6 +26,25 @@ DESTINATIONS: dict[str, str] = {
     "logger": "bizon_fast.connectors.destinations.logger:LoggerDestination",
     "file": "bizon_fast.connectors.destinations.file:FileDestination",
 }
+
+#: third-party destinations: the ``bizon_fast.destinations`` entry-point group, and
+#: ``BIZON_FAST_DESTINATIONS="name=module:Class,..."`` for ad-hoc ones (workers inherit the environment)
+PLUGIN_ENV = "BIZON_FAST_DESTINATIONS"
+
+
+def _load_destination_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="bizon_fast.destinations"):
+        DESTINATIONS.setdefault(ep.name, ep.value)
+    for item in filter(None, (part.strip() for part in os.environ.get(PLUGIN_ENV, "").split(","))):
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise UserError(f"{PLUGIN_ENV}: expected name=module:Class, got '{item}'")
+        DESTINATIONS[name.strip()] = target.strip()
+
+
+_load_destination_plugins()
 
 
 def source_names() -> list[str]:

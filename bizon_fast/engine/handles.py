@@ -75,6 +75,13 @@ class WorkerHandle:
             self.conn.close()
 
 
+def promote(spare: WorkerHandle, spec: WorkerSpec) -> WorkerHandle:
+    """Turn a hot spare process into the worker ``spec`` describes."""
+    spare.role, spare.index = spec.role, spec.index
+    spare.conn.send_bytes(encode_spec(spec))
+    return spare
+
+
 def start_worker(spec: WorkerSpec) -> WorkerHandle:
     ours, theirs = _ctx.Pipe(duplex=True)
     payload = encode_spec(spec)

@@ -25,7 +25,7 @@ from bizon_fast.cursor import Cursor, encode_position
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
-from bizon_fast.engine.handles import WorkerHandle, start_worker
+from bizon_fast.engine.handles import WorkerHandle, promote, start_worker
 from bizon_fast.engine.job import fingerprint, resolve_job
 from bizon_fast.engine.ledger import SplitLedger
 from bizon_fast.engine.progress import Progress
@@ -40,6 +40,7 @@ MiB = 1024 * 1024
 GRANTS_PER_PRODUCER = 2
 COMMIT_INTERVAL_S = 0.5
 LOOP_TIMEOUT_S = 0.2
+DRAIN_TIMEOUT_S = 60.0  # after a failure, how long in-flight batches may take to be written
 
 
 @dataclass
@@ -86,9 +87,12 @@ class Supervisor:
         self.restarts = 0
         self.crashes: dict[tuple[str, int], int] = {}
         self.restart_due: list[tuple[float, str, int]] = []
+        self.spare: WorkerHandle | None = None  # a warmed-up process that replaces a crashed worker at once
         self.died_at: dict[tuple[str, int], float] = {}
         self.recoveries: list[float] = []  # seconds from a worker's death to its replacement working again
         self.failure: tuple[str, str] | None = None
+        self.drain_on_failure = False  # a source failure still writes what was read before it
+        self.stop_started = 0.0
         self.interrupts = 0
         self.stopping = False
         self.rows = 0
@@ -262,6 +266,7 @@ class Supervisor:
                 self._start("consumer", i)
             for i in range(producers):
                 self._start("producer", i)
+            self._ensure_spare()
             self._loop()
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -274,7 +279,16 @@ class Supervisor:
             raise KeyboardInterrupt
 
     def _start(self, role: str, index: int) -> None:
-        handle = start_worker(self._spec(role, index))
+        spec = self._spec(role, index)
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.alive():
+            try:
+                handle = promote(spare, spec)
+            except OSError:
+                spare.kill()
+                handle = start_worker(spec)
+        else:
+            handle = start_worker(spec)
         handle.started_at = time.monotonic()
         self.workers.append(handle)
         if role == "producer":
@@ -284,12 +298,15 @@ class Supervisor:
 
     def _loop(self) -> None:
         while True:
-            if self.failure is not None:
+            if self.failure is not None and (not self.drain_on_failure or self._drain_overdue()):
                 self._kill_all()
                 self._commit(force=True)
                 return
+            if self.failure is not None and not self.stopping:
+                # a source error: what was read before it is good data; write and commit it, then fail
+                self._begin_stop("source failed: writing what was read before the error, then failing the job")
             if self.interrupts and not self.stopping:
-                self._begin_stop()
+                self._begin_stop("Interrupted: draining in-flight batches and committing (Ctrl-C again to abort now)")
             if self._finished():
                 self._commit(force=True)
                 for w in self.workers:
@@ -361,11 +378,16 @@ class Supervisor:
             w.split_id = None
             self._assign(w)
         elif isinstance(msg, m.Failed):
-            log.error("%s failed: %s\n%s", w.name, msg.error, msg.detail)
+            # the CLI prints the one-line error; the traceback belongs in the log file only
+            log.error("%s failed: %s\n%s", w.name, msg.error, msg.detail, extra={"console": False})
             if self.failure is None:
                 self.failure = (msg.error, msg.detail)
+                self.drain_on_failure = w.role == "producer"
         elif isinstance(msg, m.Started):
             log.debug("%s started (pid %d) %.3fs after spawn", w.name, msg.pid, time.monotonic() - w.started_at)
+            died = self.died_at.get((w.role, w.index))
+            if died is not None:
+                log.info("%s replacement up %.3fs after its predecessor died", w.name, time.monotonic() - died)
 
     # ------------------------------------------------------------ slots and splits
 
@@ -446,14 +468,18 @@ class Supervisor:
 
     # ------------------------------------------------------------ stopping, deaths and restarts
 
-    def _begin_stop(self) -> None:
+    def _begin_stop(self, note: str) -> None:
         self.stopping = True
-        log.warning("interrupted: stopping producers, writing what is in flight, committing")
-        self.progress.note("Interrupted: draining in-flight batches and committing (Ctrl-C again to abort now)")
+        self.stop_started = time.monotonic()
+        log.warning("%s", note, extra={"console": False})
+        self.progress.note(note)
         self.pending_splits.clear()
         for w in self.workers:
             if w.role == "producer" and not w.exited:
                 self._send(w, m.Stop())
+
+    def _drain_overdue(self) -> bool:
+        return self.stopping and time.monotonic() - self.stop_started > DRAIN_TIMEOUT_S
 
     def _on_exit(self, w: WorkerHandle) -> None:
         w.exited = True
@@ -511,8 +537,20 @@ class Supervisor:
                 continue
             self._start(role, index)
             self._dispatch()
+        self._ensure_spare()
+
+    def _ensure_spare(self) -> None:
+        """Keep one hot spare while the run needs workers (process mode only)."""
+        if self.threaded or self.stopping or self.failure is not None:
+            return
+        if self.spare is None or not self.spare.alive():
+            self.spare = start_worker(self._spec("spare", 0))
 
     def _kill_all(self) -> None:
+        if self.spare is not None:
+            self.spare.kill()
+            self.spare.join(1)
+            self.spare = None
         for w in self.workers:
             w.kill()
         for w in self.workers:

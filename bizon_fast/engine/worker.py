@@ -313,15 +313,42 @@ def _struct_dict(struct: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- entry point
 
 
+def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, BatchStore]:
+    """A hot spare: imports done, connectors loaded, waiting to be told which worker to become.
+
+    Spawning a fresh interpreter and importing pyarrow costs about a second on a busy machine; a
+    spare turns a crashed worker's replacement into one pipe message.
+    """
+    _die_with_parent(spare.parent_pid, f"bf-spare-{spare.index}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(Exception):  # warm the connector modules; a real error shows when promoted
+        from bizon_fast.connectors.registry import destination_class, source_class
+
+        source_class(spare.source["name"], spare.source["stream"], spare.source.get("source_file_path"))
+        destination_class(spare.destination_name)
+    store = open_store(spare.store)  # mapped and populated ahead of need
+    while True:
+        try:
+            if conn.poll(POLL_S):
+                return decode_spec(conn.recv_bytes()), store
+        except (EOFError, ConnectionResetError, OSError):
+            os._exit(0)
+        if os.getppid() != spare.parent_pid:
+            os._exit(0)
+
+
 def worker_main(conn: Connection, spec_bytes: bytes) -> None:
     """Process (or thread) entry point. Errors are reported to the supervisor, then the worker exits."""
     spec = decode_spec(spec_bytes)
+    store = None
+    if spec.role == "spare":
+        spec, store = _wait_as_spare(conn, spec)
     if not spec.threaded:
         _setup_process(spec)
     chan = Channel(conn, spec)
-    store = None
     try:
-        store = open_store(spec.store)
+        if store is None:
+            store = open_store(spec.store)
         worker = Producer(chan, spec, store) if spec.role == "producer" else Consumer(chan, spec, store)
         chan.send(m.Started(os.getpid()))
         worker.run()
