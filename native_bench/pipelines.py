@@ -1,0 +1,131 @@
+"""Build pipeline YAMLs and run them through the ``bizon-fast`` command line, one fresh folder per run.
+
+Why the command line in a subprocess: the numbers must be what a user gets from ``bizon-fast run``,
+interpreter start, imports, planning, spawning workers and publishing included. Why a fresh folder:
+the default sqlite backend resumes a job found in ``bizon.sqlite3``, and a second run of the same
+pipeline in the same folder would measure a resume, not a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from native_bench.proctree import RunStats, measure
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TIMEOUT_S = 900
+
+
+def example(name: str) -> dict[str, Any]:
+    """One of the project's example pipelines (``configs/NAME``), so benchmarks track what users copy."""
+    with open(CONFIGS / name) as f:
+        return yaml.safe_load(f)
+
+
+def synthetic_pipeline(
+    name: str,
+    rows: int,
+    destination: str,
+    dest_config: dict[str, Any] | None = None,
+    *,
+    splits: int = 16,
+    source: dict[str, Any] | None = None,
+    engine: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``synthetic`` source pipeline; file destinations write under ``out/`` of the run folder."""
+    config: dict[str, Any] = {
+        "name": name,
+        "source": {"name": "synthetic", "stream": "events", "rows": rows, "splits": splits, **(source or {})},
+        "destination": {"name": destination, "config": dict(dest_config or {})},
+    }
+    if destination == "file":
+        config["destination"]["config"].setdefault("destination_id", f"out/{name}")
+    if engine:
+        config["engine"] = engine
+    return config
+
+
+def with_rows(config: dict[str, Any], rows: int, name: str | None = None) -> dict[str, Any]:
+    """A copy of ``config`` with ``rows`` rows; a file destination's output redirected under ``out/``."""
+    config = copy.deepcopy(config)
+    config["source"]["rows"] = rows
+    if name:
+        config["name"] = name
+    dest = config["destination"].setdefault("config", {})
+    if config["destination"]["name"] == "file":
+        dest["destination_id"] = f"out/{config['name']}"
+    return config
+
+
+@functools.cache
+def _cli() -> list[str]:
+    """The ``bizon-fast`` console script next to this interpreter, as a user would type it."""
+    script = Path(sys.executable).parent / "bizon-fast"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bizon_fast"]
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of every file under ``path`` (the output a run wrote)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def in_fresh_dir(scratch: Path, body: Callable[[Path], RunStats]) -> RunStats:
+    """Run ``body(folder)`` in a new folder under ``scratch``; record what it wrote under ``out/``, then delete it."""
+    folder = Path(tempfile.mkdtemp(prefix="run_", dir=scratch))
+    try:
+        stats = body(folder)
+        stats.extra["output_bytes"] = dir_bytes(folder / "out")
+        return stats
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_bizon_fast(
+    config: dict[str, Any],
+    *,
+    workers: int,
+    scratch: Path,
+    extra_args: tuple[str, ...] = (),
+    timeout: float = TIMEOUT_S,
+) -> RunStats:
+    """``bizon-fast run pipeline.yml --workers N --quiet`` in a fresh folder; its tree measured."""
+
+    def body(folder: Path) -> RunStats:
+        (folder / "out").mkdir()
+        (folder / "pipeline.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        env = {**os.environ, "BIZON_FAST_LOG_DIR": str(folder / "logs")}
+        cmd = [*_cli(), "run", "pipeline.yml", "--workers", str(workers), "--quiet", *extra_args]
+        return measure(cmd, cwd=folder, env=env, timeout=timeout)
+
+    return in_fresh_dir(scratch, body)
+
+
+def run_python(
+    python: str | Path,
+    args: list[str],
+    *,
+    scratch: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = TIMEOUT_S,
+) -> RunStats:
+    """``python ARGS`` in a fresh folder (with an ``out/`` in it), measured like a pipeline run."""
+
+    def body(folder: Path) -> RunStats:
+        (folder / "out").mkdir()
+        return measure([str(python), *args], cwd=folder, env={**os.environ, **(env or {})}, timeout=timeout)
+
+    return in_fresh_dir(scratch, body)
