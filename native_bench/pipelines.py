@@ -126,6 +126,23 @@ def run_python(
 
     def body(folder: Path) -> RunStats:
         (folder / "out").mkdir()
-        return measure([str(python), *args], cwd=folder, env={**os.environ, **(env or {})}, timeout=timeout)
+        # the repository on the path, so ``-m native_bench.x`` works from the run folder and from other venvs
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+        return measure([str(python), *args], cwd=folder, env=full_env, timeout=timeout)
 
     return in_fresh_dir(scratch, body)
+
+
+@functools.cache
+def _row_bytes(payload_bytes: int) -> float:
+    from bizon_fast.connectors.sources.synthetic.src.source import SyntheticGenerator
+
+    rows = 65_536
+    return SyntheticGenerator(0, payload_bytes).batch(0, rows).nbytes / rows
+
+
+def synthetic_bytes(config: dict[str, Any]) -> float:
+    """Arrow bytes of a synthetic pipeline's rows: the payload MB/s figures are computed from it."""
+    source = config["source"]
+    return _row_bytes(int(source.get("payload_bytes", 32))) * int(source["rows"])

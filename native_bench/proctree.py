@@ -108,9 +108,7 @@ def _tail(path: Path) -> str:
         return f.read().decode(errors="replace")
 
 
-def measure(
-    cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 900
-) -> RunStats:
+def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 900) -> RunStats:
     """Run ``cmd`` to completion in ``cwd``; kill its whole session after ``timeout`` seconds.
 
     Not thread-safe: the CPU figure is the growth of this process's reaped-children time, so only

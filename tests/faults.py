@@ -30,7 +30,7 @@ def start_run(cwd: Path, config: str, *args: str) -> subprocess.Popen:
 
 def workers_of(pid: int, prefix: str = "bf-") -> list[psutil.Process]:
     try:
-        children = psutil.Process(pid).children()
+        children = psutil.Process(pid).children(recursive=True)  # workers are forked by a fork server
     except psutil.NoSuchProcess:
         return []
     out = []

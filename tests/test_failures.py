@@ -13,7 +13,10 @@ from tests.conftest import REPO
 from tests.faults import check_json_ids, check_parquet_ids, start_run, workers_of
 
 FIXTURES = REPO / "tests" / "fixtures"
-PLUGIN_ENV = {"BIZON_FAST_DESTINATIONS": "flaky=tests.fixtures.flaky_destination:FlakyDestination", "PYTHONPATH": str(REPO)}
+PLUGIN_ENV = {
+    "BIZON_FAST_DESTINATIONS": "flaky=tests.fixtures.flaky_destination:FlakyDestination",
+    "PYTHONPATH": str(REPO),
+}
 
 
 def _jobs(tmp_path: Path) -> list[tuple]:
@@ -149,7 +152,10 @@ BAD_INPUTS = {
         "name: x\nsource: {name: synthetic, stream: events}\ndestination: {name: nowhere}\n",
         "destination.name",
     ),
-    "unknown stream": ("name: x\nsource: {name: synthetic, stream: rows}\ndestination: {name: noop}\n", "source.stream"),
+    "unknown stream": (
+        "name: x\nsource: {name: synthetic, stream: rows}\ndestination: {name: noop}\n",
+        "source.stream",
+    ),
     "missing env variable": (
         "name: x\nsource: {name: synthetic, stream: events, seed: 'env://BIZON_FAST_TEST_UNSET'}\n"
         "destination: {name: noop}\n",

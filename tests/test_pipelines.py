@@ -142,5 +142,7 @@ engine: {{runner: {{config: {{max_workers: 1}}}}}}
 
 
 def test_help_works(tmp_path: Path) -> None:
-    res = subprocess.run([str(Path(sys.executable).parent / "bizon-fast"), "--help"], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "bizon-fast"), "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert res.returncode == 0 and "run" in res.stdout

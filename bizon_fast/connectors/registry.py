@@ -7,19 +7,12 @@ loaded from its path. Destinations are a fixed table of built-ins.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import inspect
 import os
-import pkgutil
-import sys
-from pathlib import Path
-from types import ModuleType
 
+from bizon_fast.connectors.discovery import builtin_source_classes, builtin_source_names, custom_source_classes, pick
 from bizon_fast.destination.base import Destination
 from bizon_fast.errors import UserError
 from bizon_fast.source.base import Source
-
-SOURCES_PACKAGE = "bizon_fast.connectors.sources"
 
 DESTINATIONS: dict[str, str] = {
     "noop": "bizon_fast.connectors.destinations.noop:NoopDestination",
@@ -48,51 +41,21 @@ _load_destination_plugins()
 
 
 def source_names() -> list[str]:
-    import bizon_fast.connectors.sources as pkg
-
-    return sorted(
-        m.name for m in pkgutil.iter_modules(pkg.__path__) if (Path(pkg.__path__[0]) / m.name / "src").is_dir()
-    )
-
-
-def _source_classes(module: ModuleType) -> list[type[Source]]:
-    return [
-        obj
-        for _, obj in inspect.getmembers(module, inspect.isclass)
-        if issubclass(obj, Source) and obj is not Source and not inspect.isabstract(obj) and obj.streams()
-    ]
-
-
-def _load_file(path: str) -> ModuleType:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"source.source_file_path: no such file: {path}")
-    mod_name = f"bizon_fast_custom_source_{abs(hash(str(file.resolve())))}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    spec = importlib.util.spec_from_file_location(mod_name, file)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def source_module(name: str) -> ModuleType:
-    if name not in source_names():
-        raise UserError(f"source.name: unknown source '{name}'; available: {', '.join(source_names())}")
-    return importlib.import_module(f"{SOURCES_PACKAGE}.{name}.src.source")
+    """Built-in connectors: the folders of ``connectors/sources`` that have a ``src`` folder."""
+    return builtin_source_names()
 
 
 def source_class(name: str, stream: str, source_file_path: str | None = None) -> type[Source]:
-    """The class that serves ``stream``; raise UserError naming the config key when there is none."""
-    module = _load_file(source_file_path) if source_file_path else source_module(name)
-    classes = _source_classes(module)
-    for cls in classes:
-        if stream in cls.streams():
-            return cls
-    streams = sorted({s for cls in classes for s in cls.streams()})
-    raise UserError(f"source.stream: unknown stream '{stream}' for source '{name}'; available: {', '.join(streams)}")
+    """The class that serves ``stream``; raise UserError naming the config key when there is none.
+
+    Native sources and bizon-style ``AbstractSource`` classes are both found (bizon's AST rule, see
+    :mod:`bizon_fast.connectors.discovery`); the latter come back wrapped in the bizon adapter.
+    """
+    if source_file_path:
+        return pick(custom_source_classes(source_file_path), name, stream)
+    if name not in source_names():
+        raise UserError(f"source.name: unknown source '{name}'; available: {', '.join(source_names())}")
+    return pick(builtin_source_classes(name), name, stream)
 
 
 def destination_class(name: str) -> type[Destination]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -11,7 +13,17 @@ from multiprocessing.connection import Connection
 from bizon_fast.engine.spec import WorkerSpec, encode_spec
 from bizon_fast.engine.worker import worker_main
 
-_ctx = mp.get_context("spawn")
+# Workers start from a fork server: a clean process (never the supervisor, which has threads and
+# state) that imported the worker stack once. A worker -- or the replacement of a crashed one -- then
+# costs a fork instead of a fresh interpreter importing pyarrow (about a second of CPU each on a busy
+# machine). polars is not preloaded (it starts threads at import); workers import it when needed.
+# BIZON_FAST_START_METHOD=spawn is the fallback when a platform has no fork server.
+START_METHOD = os.environ.get("BIZON_FAST_START_METHOD", "forkserver" if sys.platform == "linux" else "spawn")
+PRELOAD = ["bizon_fast.engine.worker", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "numpy", "msgspec"]
+
+_ctx = mp.get_context(START_METHOD)
+if START_METHOD == "forkserver":
+    _ctx.set_forkserver_preload(PRELOAD)
 
 
 @dataclass(eq=False)

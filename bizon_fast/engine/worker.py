@@ -59,7 +59,9 @@ def _die_with_parent(parent_pid: int, title: str) -> None:
             libc.prctl(15, ctypes.c_char_p(title.encode()[:15]))  # PR_SET_NAME
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent_pid:
+    try:
+        os.kill(parent_pid, 0)  # the supervisor may have died before the death signal was armed
+    except ProcessLookupError:
         os._exit(1)
 
 
@@ -84,6 +86,7 @@ class Channel:
     def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
         self.conn = conn
         self.spec = spec
+        self.ppid = os.getppid()  # the supervisor, or the fork server it started
 
     def send(self, msg: m.Msg) -> None:
         try:
@@ -101,7 +104,7 @@ class Channel:
                     return m.decode(self.conn.recv_bytes())
             except (EOFError, ConnectionResetError, OSError) as exc:
                 raise SupervisorGone() from exc
-            if not self.spec.threaded and os.getppid() != self.spec.parent_pid:
+            if not self.spec.threaded and os.getppid() != self.ppid:  # re-parented: our parent died
                 raise SupervisorGone()
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -327,13 +330,14 @@ def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, Bat
         source_class(spare.source["name"], spare.source["stream"], spare.source.get("source_file_path"))
         destination_class(spare.destination_name)
     store = open_store(spare.store)  # mapped and populated ahead of need
+    ppid = os.getppid()
     while True:
         try:
             if conn.poll(POLL_S):
                 return decode_spec(conn.recv_bytes()), store
         except (EOFError, ConnectionResetError, OSError):
             os._exit(0)
-        if os.getppid() != spare.parent_pid:
+        if os.getppid() != ppid:
             os._exit(0)
 
 

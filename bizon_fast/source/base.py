@@ -48,6 +48,10 @@ class Source(ABC):
     """Base class of bizon-fast sources (bizon's page-based sources are adapted to it elsewhere)."""
 
     name: ClassVar[str] = ""
+    #: True when ``read`` honours ``self.watermark`` (the max of ``cursor_field`` the last successful
+    #: incremental job committed, set by the engine before ``read``) to read only what changed since
+    supports_incremental: ClassVar[bool] = False
+    watermark: Any = None
 
     def __init__(self, config: SourceConfig) -> None:
         self.config = config

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 KIND_KEY = b"bizon_fast.kind"
 SOURCE_RECORDS_KIND = b"source_records"
@@ -61,33 +63,66 @@ def _utc(ts: Any, now: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The four raw columns. Records of one class are read with one attribute getter per column.
+
+    A class may name the attribute that holds its *unset-or-given* timestamp in
+    ``__bizon_fast_timestamp__`` (bizon-fast's ``bizon.source.models.SourceRecord`` does), so a record
+    that never had its timestamp read does not pay for a ``datetime.now()`` of its own.
+    """
+    kind = type(records[0]) if records else dict
+    if records and not issubclass(kind, Mapping) and all(type(r) is kind for r in records):
+        ts_name = getattr(kind, "__bizon_fast_timestamp__", "timestamp")
+        getters = [attrgetter(name) for name in ("id", "data", ts_name, "destination_id")]
+        try:
+            ids, datas, stamps, dests = ([get(r) for r in records] for get in getters)
+            return ids, datas, stamps, dests
+        except AttributeError:
+            pass  # a record without one of the attributes: read each one leniently below
+    ids = [_field(r, "id") for r in records]
+    datas = [_field(r, "data") for r in records]
+    stamps = [_field(r, "timestamp") for r in records]
+    dests = [_field(r, "destination_id") for r in records]
+    return ids, datas, stamps, dests
+
+
+def _timestamps(stamps: list[Any], now: datetime) -> pa.Array:
+    """Arrow converts aware datetimes to UTC and takes naive ones as UTC; a missing timestamp is ``now``."""
+    try:
+        array = pa.array(stamps, TIMESTAMP_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        bad = next(s for s in stamps if s is not None and not isinstance(s, datetime))
+        raise TypeError(f"record timestamp must be a datetime, got {type(bad).__name__}") from None
+    if array.null_count:
+        array = pc.fill_null(array, pa.scalar(now, TIMESTAMP_TYPE))
+    return array
+
+
 def records_to_batch(records: Iterable[Any]) -> pa.RecordBatch:
     """One source-records batch from objects or dicts with ``id``, ``data``, ``timestamp``, ``destination_id``.
 
     ``data`` dicts are encoded as compact JSON with msgspec; ``id`` is coerced to str (bizon stringifies
     ids too); a missing timestamp is now, a naive one is taken as UTC. This is the one place where a
-    bizon-style source pays per-record Python work; everything downstream is columnar.
+    bizon-style source pays per-record Python work (a few list comprehensions); everything downstream
+    is columnar.
     """
+    records = records if isinstance(records, list) else list(records)
     now = datetime.now(UTC)
-    ids: list[str] = []
-    datas: list[str] = []
-    timestamps: list[datetime] = []
-    destinations: list[str | None] = []
-    for record in records:
-        rid = _field(record, "id")
-        if rid is None:
+    ids, datas, stamps, dests = _columns(records)
+    if not all(type(i) is str for i in ids):
+        if any(i is None for i in ids):
             raise ValueError("source record without an id")
-        ids.append(str(rid))
-        datas.append(_data_text(_field(record, "data")))
-        timestamps.append(_utc(_field(record, "timestamp"), now))
-        dest = _field(record, "destination_id")
-        destinations.append(None if dest is None else str(dest))
+        ids = [i if type(i) is str else str(i) for i in ids]
+    encode = _encoder.encode
+    texts = [encode(d).decode() if type(d) is dict else _data_text(d) for d in datas]
+    if not all(d is None or type(d) is str for d in dests):
+        dests = [None if d is None else str(d) for d in dests]
     return pa.RecordBatch.from_arrays(
         [
             pa.array(ids, pa.string()),
-            pa.array(datas, pa.string()),
-            pa.array(timestamps, TIMESTAMP_TYPE),
-            pa.array(destinations, pa.string()),
+            pa.array(texts, pa.string()),
+            _timestamps(stamps, now),
+            pa.array(dests, pa.string()),
         ],
         schema=SOURCE_RECORDS_SCHEMA,
     )

@@ -1,0 +1,1 @@
+"""``bizon.source``: the source contract (``source``), its models, config and authentication helpers."""

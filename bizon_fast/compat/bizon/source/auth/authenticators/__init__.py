@@ -1,0 +1,1 @@
+"""``bizon.source.auth.authenticators``: token, basic, OAuth2 and cookie authenticators (requests ``AuthBase``)."""

@@ -1,0 +1,163 @@
+"""Source discovery by bizon's rules, for native sources and bizon-style ``AbstractSource`` classes alike.
+
+bizon parses every ``.py`` file of a connector's ``src/`` folder (or the custom-source file) with
+``ast``, takes every class whose base is a plain name as a candidate, imports the module and keeps the
+concrete candidates that are sources and have streams; the first one serving the stream wins. A
+bizon-style class is wrapped by :func:`~bizon_fast.source.bizon_adapter.adapter_for` so the engine
+only ever sees the native :class:`~bizon_fast.source.base.Source` contract.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from bizon_fast.errors import UserError
+from bizon_fast.source.base import Source
+from bizon_fast.source.bizon_adapter import adapter_for, is_bizon_source_class
+
+SOURCES_PACKAGE = "bizon_fast.connectors.sources"
+
+
+def candidate_class_names(path: Path) -> list[str]:
+    """Names of the classes in ``path`` that derive from a plain name (bizon's AST rule), in file order."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) for base in node.bases):
+            names.append(node.name)
+    return names
+
+
+def as_source_class(obj: object) -> type[Source] | None:
+    """``obj`` as a runnable native Source class (bizon-style classes wrapped), None when it is not a source."""
+    if isinstance(obj, type) and issubclass(obj, Source):
+        if obj is Source or inspect.isabstract(obj):
+            return None
+        try:
+            return obj if obj.streams() else None
+        except Exception:  # noqa: BLE001 - a class whose streams() fails is not a usable source (bizon's rule)
+            return None
+    if is_bizon_source_class(obj):
+        return adapter_for(obj)  # type: ignore[arg-type]
+    return None
+
+
+def source_classes_in(module: ModuleType, path: Path) -> list[type[Source]]:
+    found: list[type[Source]] = []
+    for name in candidate_class_names(path):
+        cls = as_source_class(getattr(module, name, None))
+        if cls is not None and cls not in found:
+            found.append(cls)
+    return found
+
+
+def load_custom_file(path: str) -> ModuleType:
+    """Import a custom-source file once per process, with ``bizon`` importable when bizon is not installed."""
+    from bizon_fast.compat import install_bizon_alias
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"source.source_file_path: no such file: {path}")
+    if file.suffix != ".py":
+        raise UserError(f"source.source_file_path: {path} is not a python file (expected a .py file)")
+    mod_name = f"bizon_fast_custom_source_{abs(hash(str(file.resolve())))}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    install_bizon_alias()
+    spec = importlib.util.spec_from_file_location(mod_name, file)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise
+    return module
+
+
+def _source_dir(name: str) -> Path:
+    import bizon_fast.connectors.sources as pkg
+
+    return Path(pkg.__path__[0]) / name / "src"
+
+
+def builtin_source_names() -> list[str]:
+    import bizon_fast.connectors.sources as pkg
+
+    root = Path(pkg.__path__[0])
+    return sorted(p.name for p in root.iterdir() if (p / "src").is_dir() and not p.name.startswith(("_", ".")))
+
+
+def builtin_source_classes(name: str) -> list[type[Source]]:
+    """Every source class of built-in connector ``name``: all ``src/**/*.py`` files, bizon's way.
+
+    Files without a candidate class are not imported. An ImportError (a missing optional library)
+    propagates: ``source list`` reports the connector as not available, a run fails with it.
+    """
+    src = _source_dir(name)
+    classes: list[type[Source]] = []
+    for path in sorted(src.rglob("*.py")):
+        if not candidate_class_names(path):
+            continue
+        dotted = ".".join(path.relative_to(src).with_suffix("").parts)
+        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.src.{dotted}")
+        classes += [cls for cls in source_classes_in(module, path) if cls not in classes]
+    return classes
+
+
+def custom_source_classes(path: str) -> list[type[Source]]:
+    return source_classes_in(load_custom_file(path), Path(path))
+
+
+def pick(classes: list[type[Source]], name: str, stream: str) -> type[Source]:
+    for cls in classes:
+        if stream in cls.streams():
+            return cls
+    streams = sorted({s for cls in classes for s in cls.streams()})
+    raise UserError(
+        f"source.stream: unknown stream '{stream}' for source '{name}'; available: {', '.join(streams) or 'none'}"
+    )
+
+
+@dataclass
+class StreamInfo:
+    name: str
+    supports_incremental: bool
+
+
+@dataclass
+class SourceInfo:
+    """What ``source list`` / ``stream list`` print about a connector."""
+
+    name: str
+    streams: list[StreamInfo] = field(default_factory=list)
+    error: str | None = None  # why it is not available (an ImportError)
+
+    @property
+    def available_streams(self) -> list[str]:
+        return [s.name for s in self.streams]
+
+
+def describe(name: str) -> SourceInfo:
+    try:
+        classes = builtin_source_classes(name)
+    except ImportError as exc:
+        return SourceInfo(name, error=str(exc))
+    info = SourceInfo(name)
+    for cls in classes:
+        for stream in cls.streams():
+            if stream not in info.available_streams:
+                info.streams.append(StreamInfo(stream, bool(getattr(cls, "supports_incremental", False))))
+    return info
+
+
+def discover_all() -> dict[str, SourceInfo]:
+    return {name: describe(name) for name in builtin_source_names()}

@@ -1,0 +1,157 @@
+"""Turn benchmark results into results.md, results.json, performance.md and the README's generated section.
+
+Why a separate snippet (performance.md): the top-level README quotes the headline numbers; the lead
+pastes it from the latest full run rather than copying cells by hand from the long report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from native_bench import machine as machine_info
+from native_bench.result import BenchResult, Target, fmt, table
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN = "<!-- BEGIN GENERATED: python -m native_bench --update-readme -->"
+END = "<!-- END GENERATED -->"
+
+HOW_TO_RUN = """\
+```bash
+.venv/bin/pip install -e '.[test,bench]'        # matplotlib for the plots (without it: md/json only)
+.venv/bin/python -m native_bench                 # full suite, ~10-15 min on 2 cores
+.venv/bin/python -m native_bench --quick         # every benchmark scaled down (CI smoke test, ~2 min)
+.venv/bin/python -m native_bench --only e2e,checkpoint --out /tmp/bench
+.venv/bin/python -m native_bench --update-readme # also rewrite this section with the numbers
+.venv/bin/python -m pytest tests/test_microbench.py --benchmark-only   # microbenchmarks (pytest-benchmark)
+```
+
+Results go to `native_bench/results/<timestamp>/` (or `--out`): `results.md` (tables, machine),
+`results.json` (everything, machine-readable), `performance.md` (the headline table for the top README)
+and PNG plots. The first run creates `native_bench/.venvs/{bizon,dlt}` (about a minute each; never timed);
+without PyPI those comparisons are skipped with a note. Every comparison runs its contenders interleaved
+in the same invocation and reports medians (3 rounds; 1 with `--quick`), because the machine is shared."""
+
+
+def _met(target: Target) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[target.met]
+
+
+def _value(target: Target) -> str:
+    if target.value is None:
+        return "n/a"
+    if target.unit == "x":
+        return f"{target.value:,.2f}x"
+    return f"{target.value:,.0f} {target.unit}"
+
+
+def _goal(target: Target) -> str:
+    op = ">=" if target.higher_is_better else "<="
+    return f"{op} {target.goal:,.2f}x" if target.unit == "x" else f"{op} {target.goal:,.0f} {target.unit}"
+
+
+def targets_table(results: list[BenchResult]) -> str:
+    cells = [[r.name, t.label, _value(t), _goal(t), _met(t)] for r in results for t in r.targets]
+    return table(["benchmark", "target", "measured", "goal", "met"], cells) if cells else "_no targets in this run_"
+
+
+def _mode(meta: dict[str, Any]) -> str:
+    return "quick (scaled down)" if meta["quick"] else "full"
+
+
+def results_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
+    parts = [
+        "# native_bench results",
+        "",
+        f"Mode: {_mode(meta)}; command: `{meta['command']}`; total {meta['seconds']:.0f} s.",
+        "",
+        "## Machine",
+        "",
+        machine_info.markdown(meta["machine"]),
+        "",
+        "## Targets",
+        "",
+        targets_table(results),
+        "",
+    ]
+    if meta.get("plots_note"):
+        parts += [f"_{meta['plots_note']}_", ""]
+    for r in results:
+        parts += [f"## {r.title}", "", r.description, "", f"_{r.seconds:.0f} s_", ""]
+        if r.error:
+            parts += ["**The benchmark raised:**", "", "```", r.error.strip(), "```", ""]
+        if r.markdown:
+            parts += [r.markdown, ""]
+        for plot in r.plots:
+            parts += [f"![{r.name}]({plot})", ""]
+        if r.notes:
+            parts += ["Notes:", "", *[f"- {n}" for n in r.notes], ""]
+    return "\n".join(parts)
+
+
+def performance_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
+    """The headline numbers, for the top-level README."""
+    m = meta["machine"]
+    lines = [
+        "## Performance",
+        "",
+        f"Measured by `python -m native_bench` ({_mode(meta)}) on {m['cpu_model']}, {m['logical_cores']} cores, "
+        f"{m['ram_gb']} GB RAM, Python {m['python']}, pyarrow {m['versions'].get('pyarrow')}, "
+        f"git {m.get('git') or 'n/a'}, {m['date']}; medians of interleaved runs on a shared machine "
+        f"(load average {m['load_average_start']} at start). Details: `native_bench/README.md`.",
+        "",
+        targets_table(results),
+    ]
+    headline = _headline(results)
+    if headline:
+        lines += ["", headline]
+    return "\n".join(lines) + "\n"
+
+
+def _headline(results: list[BenchResult]) -> str:
+    """Selected end-to-end rates, one line each."""
+    by = {r.name: r for r in results}
+    cells = []
+    if "e2e" in by:
+        for row in by["e2e"].rows:
+            cells.append(
+                [
+                    f"synthetic -> {row['destination']}, {row['workers']} workers",
+                    fmt(row["rows_per_s"]),
+                    fmt(row["mb_per_s"], 0),
+                    fmt(row["peak_rss_mb"]),
+                ]
+            )
+    if "alternatives" in by:
+        for row in by["alternatives"].rows:
+            cells.append([row["contender"], fmt(row["rows_per_s"]), "", fmt(row["peak_rss_mb"])])
+    return table(["pipeline", "rows/s", "MB/s (Arrow)", "peak RSS MB (tree)"], cells) if cells else ""
+
+
+def readme_section(meta: dict[str, Any], results: list[BenchResult], descriptions: dict[str, str]) -> str:
+    parts = [BEGIN, "", "## How to run", "", HOW_TO_RUN, "", "## What each benchmark measures", ""]
+    parts += [f"- **{name}**: {text}" for name, text in descriptions.items()]
+    parts += ["", "## Latest numbers", "", performance_markdown(meta, results).replace("## Performance\n\n", "")]
+    for r in results:
+        if r.markdown:
+            parts += [f"### {r.title}", "", r.markdown, ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def update_readme(section: str, path: Path = README) -> None:
+    """Replace the generated section of ``path`` (appended when the markers are missing)."""
+    text = path.read_text() if path.exists() else "# native_bench\n"
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")
+
+
+def write_all(out: Path, meta: dict[str, Any], results: list[BenchResult]) -> None:
+    """results.json, results.md and performance.md in ``out`` (rewritten after every benchmark)."""
+    data = {**meta, "benchmarks": {r.name: r.to_dict() for r in results}}
+    (out / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / "results.md").write_text(results_markdown(meta, results))
+    (out / "performance.md").write_text(performance_markdown(meta, results))

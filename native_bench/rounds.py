@@ -1,0 +1,56 @@
+"""Side-by-side runs: contenders interleaved round by round, then summarized by their medians.
+
+Why: the machine is shared and noisy (other jobs come and go on 2 cores). Running contender A three
+times and then B three times lets a burst of load land on one of them only; interleaving them, with
+the starting contender rotated each round, spreads it over all, and the median drops the outlier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from native_bench.proctree import RunStats
+from native_bench.result import median
+
+MB = 1e6
+
+
+def interleave(contenders: dict[str, Callable[[], RunStats]], rounds: int) -> dict[str, list[RunStats]]:
+    """Run every contender ``rounds`` times, round-robin, rotating which one goes first."""
+    names = list(contenders)
+    runs: dict[str, list[RunStats]] = {name: [] for name in names}
+    for r in range(rounds):
+        k = r % len(names) if names else 0
+        for name in names[k:] + names[:k]:
+            runs[name].append(contenders[name]())
+    return runs
+
+
+def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> dict[str, Any]:
+    """Medians of the successful runs: wall time, rates, CPU and memory of the process tree.
+
+    ``nbytes`` is the payload moved (Arrow bytes of the rows) for MB/s; ``output_mb`` is what the run
+    wrote to disk. Every figure is None when no run succeeded; ``failure`` then says why.
+    """
+    ok = [r for r in runs if r.ok]
+    wall = median(r.wall_s for r in ok)
+    cpu = median(r.cpu_s for r in ok)
+    out_bytes = median(r.extra.get("output_bytes") for r in ok)
+    summary: dict[str, Any] = {
+        "rows": rows,
+        "runs": len(runs),
+        "failed_runs": len(runs) - len(ok),
+        "wall_s": wall,
+        "rows_per_s": rows / wall if wall else None,
+        "mb_per_s": nbytes / MB / wall if wall and nbytes else None,
+        "cpu_s": cpu,
+        "cpu_cores": cpu / wall if wall and cpu is not None else None,
+        "rows_per_cpu_s": rows / cpu if cpu else None,
+        "peak_rss_mb": (median(r.peak_rss for r in ok) or 0) / MB if ok else None,
+        "output_mb": out_bytes / MB if out_bytes else None,
+        "processes": max((r.peak_procs for r in ok), default=None),
+    }
+    if len(ok) < len(runs):
+        summary["failure"] = next(r.failure() for r in runs if not r.ok)
+    return summary
