@@ -1,24 +1,33 @@
 """Run a command and measure its whole process tree: wall time, CPU time, peak memory.
 
 Why the tree: bizon-fast is a supervisor plus producer and consumer processes, so the supervisor's
-own numbers say little. CPU is the growth of ``getrusage(RUSAGE_CHILDREN)`` across the run: every
-process of the tree is reaped by its parent, so their user+sys time lands there exactly, whatever
-their lifetimes (a sampler would miss short-lived workers). Memory has no such accounting (a reaped
-child's ``ru_maxrss`` is a per-process maximum, never a sum), so a thread polls psutil every
-``POLL_S`` and keeps the largest sum of RSS over the root and all its descendants.
+own numbers say little.
 
-RSS counts a shared page once per process that maps it: the shared-memory ring appears in the RSS of
-the supervisor and of every worker. The sum is therefore an upper bound of the memory the tree holds,
-which is the honest figure for a "does memory stay flat" check.
+CPU is the growth of ``getrusage(RUSAGE_CHILDREN)`` across the run, which counts every process of
+the tree exactly, short-lived ones included, *if* each is reaped by a parent that is reaped in turn.
+A forkserver breaks that chain: the workers are reaped by the forkserver, which nobody waits for
+once the supervisor is gone (measured: 0.7 s counted of 2.9 s spent). So this process makes itself
+the tree's child subreaper (``PR_SET_CHILD_SUBREAPER``): orphans are re-parented here and reaped by
+``measure``, and their time lands in ``RUSAGE_CHILDREN`` too.
+
+Memory has no such accounting (a reaped child's ``ru_maxrss`` is a per-process maximum, never a sum),
+so a thread polls the tree every ``POLL_S`` and keeps the largest sum of RSS over the root and all its
+descendants. RSS counts a shared page once per process that maps it (the shared-memory ring, and every
+page a forkserver child shares with its parent), so the sum overstates what the tree holds; PSS splits
+shared pages among their users and sums to the real figure, but reading it costs ~2 ms a process, so
+it is sampled every ``PSS_EVERY`` polls only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import resource
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -28,17 +37,21 @@ from pathlib import Path
 import psutil
 
 POLL_S = 0.05
+PSS_EVERY = 10  # one PSS sample per 10 RSS samples (0.5 s)
 TAIL_CHARS = 2_000
+ORPHAN_WAIT_S = 30.0
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
 class RunStats:
-    """One command's run. ``cpu_s`` is user+sys of the whole tree; ``peak_rss`` the largest sampled tree sum."""
+    """One command's run. ``cpu_s`` is user+sys of the whole tree; memory figures are sampled tree sums."""
 
     cmd: list[str]
     wall_s: float
     cpu_s: float
     peak_rss: int
+    peak_pss: int | None
     peak_procs: int
     returncode: int
     stdout: str = ""
@@ -58,14 +71,41 @@ class RunStats:
         return f"exit {self.returncode}"
 
 
+def _become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process (Linux); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+SUBREAPER = _become_subreaper()
+
+
+def _pss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 class _Sampler(threading.Thread):
-    """Polls the tree rooted at ``pid`` until stopped; keeps the peak RSS sum and process count."""
+    """Polls the tree rooted at ``pid`` until stopped: peak RSS and PSS sums, process count, pids seen."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.peak_rss = 0
+        self.peak_pss: int | None = None
         self.peak_procs = 0
+        self.seen: set[int] = {pid}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -73,23 +113,32 @@ class _Sampler(threading.Thread):
             root = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return
+        polls = 0
         while not self._stop_event.is_set():
-            self.sample(root)
+            self.sample(root, with_pss=polls % PSS_EVERY == 0)
+            polls += 1
             self._stop_event.wait(POLL_S)
 
-    def sample(self, root: psutil.Process) -> None:
+    def sample(self, root: psutil.Process, with_pss: bool) -> None:
         try:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0
-        alive = 0
+        rss = pss = alive = 0
+        pss_ok = with_pss
         for proc in procs:
             with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
+                rss += proc.memory_info().rss
                 alive += 1
-        self.peak_rss = max(self.peak_rss, total)
+                self.seen.add(proc.pid)
+                if with_pss:
+                    value = _pss(proc.pid)
+                    pss_ok = pss_ok and value is not None
+                    pss += value or 0
+        self.peak_rss = max(self.peak_rss, rss)
         self.peak_procs = max(self.peak_procs, alive)
+        if pss_ok:
+            self.peak_pss = max(self.peak_pss or 0, pss)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -99,6 +148,40 @@ class _Sampler(threading.Thread):
 def _cpu_children() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _reap_orphans(pids: set[int], deadline: float) -> None:
+    """Wait for descendants of the measured tree that were re-parented here, so their CPU time is counted.
+
+    Only pids seen in the tree, plus zombies re-parented here (processes too short-lived to be
+    sampled): nothing else of this process is ever reaped behind its owner's back.
+    """
+    me = psutil.Process()
+    while True:
+        try:
+            children = me.children()
+        except psutil.Error:
+            return
+        mine = []
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if child.pid in pids or child.status() == psutil.STATUS_ZOMBIE:
+                    mine.append(child.pid)
+        if not mine:
+            return
+        for pid in mine:
+            try:
+                os.waitpid(pid, 0 if time.monotonic() < deadline else os.WNOHANG)
+            except ChildProcessError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EINTR:
+                    raise
+        if time.monotonic() >= deadline:
+            for pid in mine:  # still running past the deadline: part of the tree, so killed like it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
 
 
 def _tail(path: Path) -> str:
@@ -133,12 +216,15 @@ def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = Non
                 err.write(f"\nnative_bench: killed after {timeout:.0f} s\n".encode())
             wall = time.perf_counter() - start
             sampler.stop()
+            if SUBREAPER:
+                _reap_orphans(sampler.seen, time.monotonic() + ORPHAN_WAIT_S)
             cpu = _cpu_children() - cpu_before
         return RunStats(
             cmd=list(cmd),
             wall_s=wall,
             cpu_s=cpu,
             peak_rss=sampler.peak_rss,
+            peak_pss=sampler.peak_pss,
             peak_procs=sampler.peak_procs,
             returncode=returncode,
             stdout=_tail(out_path),

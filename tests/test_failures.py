@@ -58,12 +58,12 @@ engine: {{queue: {{config: {{batch_size_mb: 0.01}}}}, runner: {{config: {{max_wo
 
 
 def _flaky_config(tmp_path: Path, **extra: object) -> None:
-    opts = ", ".join(f"{k}: {v}" for k, v in extra.items())
+    opts = "".join(f", {k}: {v}" for k, v in extra.items())
     (tmp_path / "p.yml").write_text(
         f"""
 name: flaky-dest
 source: {{name: synthetic, stream: events, rows: 200000, splits: 4, batch_rows: 10000}}
-destination: {{name: flaky, config: {{destination_id: out/events, format: parquet, buffer_size: 0{", " + opts if opts else ""}}}}}
+destination: {{name: flaky, config: {{destination_id: out/events, format: parquet, buffer_size: 0{opts}}}}}
 engine: {{runner: {{config: {{max_workers: 2}}}}}}
 """
     )
