@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import resource
 import signal
@@ -71,8 +72,9 @@ class RunStats:
         return f"exit {self.returncode}"
 
 
+@functools.cache
 def _become_subreaper() -> bool:
-    """Make orphaned descendants re-parent to this process (Linux); False where unsupported."""
+    """Make orphaned descendants re-parent to this process (Linux, once); False where unsupported."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -80,9 +82,6 @@ def _become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
-
-
-SUBREAPER = _become_subreaper()
 
 
 def _pss(pid: int) -> int | None:
@@ -200,6 +199,7 @@ def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = Non
     with tempfile.TemporaryDirectory(prefix="native_bench_io_") as io_dir:
         out_path, err_path = Path(io_dir) / "stdout", Path(io_dir) / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            subreaper = _become_subreaper()
             cpu_before = _cpu_children()
             start = time.perf_counter()
             # its own session, so that a timeout can kill every process of the tree at once
@@ -216,7 +216,7 @@ def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = Non
                 err.write(f"\nnative_bench: killed after {timeout:.0f} s\n".encode())
             wall = time.perf_counter() - start
             sampler.stop()
-            if SUBREAPER:
+            if subreaper:
                 _reap_orphans(sampler.seen, time.monotonic() + ORPHAN_WAIT_S)
             cpu = _cpu_children() - cpu_before
         return RunStats(

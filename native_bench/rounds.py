@@ -27,11 +27,16 @@ def interleave(contenders: dict[str, Callable[[], RunStats]], rounds: int) -> di
     return runs
 
 
+def _mb(nbytes: float | None) -> float | None:
+    return nbytes / MB if nbytes else None
+
+
 def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> dict[str, Any]:
     """Medians of the successful runs: wall time, rates, CPU and memory of the process tree.
 
     ``nbytes`` is the payload moved (Arrow bytes of the rows) for MB/s; ``output_mb`` is what the run
-    wrote to disk. Every figure is None when no run succeeded; ``failure`` then says why.
+    wrote to disk. Peak RSS is the tree's sampled sum (shared pages counted per process), peak PSS the
+    same with shared pages split among their users (see ``proctree``). Every figure is None when no run succeeded; ``failure`` then says why.
     """
     ok = [r for r in runs if r.ok]
     wall = median(r.wall_s for r in ok)
@@ -47,8 +52,9 @@ def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> d
         "cpu_s": cpu,
         "cpu_cores": cpu / wall if wall and cpu is not None else None,
         "rows_per_cpu_s": rows / cpu if cpu else None,
-        "peak_rss_mb": (median(r.peak_rss for r in ok) or 0) / MB if ok else None,
-        "output_mb": out_bytes / MB if out_bytes else None,
+        "peak_rss_mb": _mb(median(r.peak_rss for r in ok)),
+        "peak_pss_mb": _mb(median(r.peak_pss for r in ok)),
+        "output_mb": _mb(out_bytes),
         "processes": max((r.peak_procs for r in ok), default=None),
     }
     if len(ok) < len(runs):

@@ -209,6 +209,8 @@ def _markdown(rows: list[dict]) -> str:
                 fmt(r["cpu_s"], 1),
                 fmt(r["rows_per_cpu_s"]),
                 fmt(r["peak_rss_mb"]),
+                fmt(r["peak_pss_mb"]),
+            fmt(r["peak_pss_mb"]),
                 fmt(per_row, 0),
             ]
         )
@@ -222,6 +224,7 @@ def _markdown(rows: list[dict]) -> str:
         "CPU s",
         "rows per CPU-s",
         "peak RSS MB (tree)",
+        "peak PSS MB (tree)",
         "output bytes/row",
     ]
     return table(headers, cells)

@@ -73,6 +73,7 @@ def _markdown(rows: list[dict]) -> str:
             fmt(r["cpu_cores"], 2),
             fmt(r["rows_per_cpu_s"]),
             fmt(r["peak_rss_mb"]),
+            fmt(r["peak_pss_mb"]),
             fmt(r["output_mb"]),
         ]
         for r in rows
@@ -89,6 +90,7 @@ def _markdown(rows: list[dict]) -> str:
         "cores busy",
         "rows per CPU-s",
         "peak RSS MB (tree)",
+        "peak PSS MB (tree)",
         "output MB",
     ]
     return table(headers, cells)

@@ -103,8 +103,9 @@ def _markdown(rows: list[dict]) -> str:
             fmt(r["cpu_s"], 1),
             fmt(r["cpu_cores"], 2),
             fmt(r["peak_rss_mb"]),
+            fmt(r["peak_pss_mb"]),
         ]
         for r in rows
     ]
-    headers = ["case", "rows", "wall s", "rows/s", "MB/s (Arrow)", "CPU s", "cores busy", "peak RSS MB (tree)"]
+    headers = ["case", "rows", "wall s", "rows/s", "MB/s (Arrow)", "CPU s", "cores busy", "peak RSS MB (tree)", "peak PSS MB (tree)"]
     return table(headers, cells)
