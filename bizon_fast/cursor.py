@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from bizon_fast.source.incremental import Watermark
+
 
 class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     split_id: str
@@ -17,6 +19,7 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True):
     position: Any = None  # the source's position after batch ``seq`` (offset, page token, last key ...)
     rows: int = 0  # rows of this split up to and including ``seq``
     done: bool = False  # the split is exhausted
+    watermark: Watermark | None = None  # incremental: max(cursor_field) and source state up to ``seq``
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bizon_fast.cursor import Cursor, decode_position
+from bizon_fast.source.incremental import Watermark, fold
 
 
 @dataclass
@@ -21,6 +22,7 @@ class SplitLedger:
     last_seq: int | None = None  # set when the producer reports the split exhausted
     pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)  # seq -> (position, rows of batch)
     durable: set[int] = field(default_factory=set)
+    marks: dict[int, Watermark] = field(default_factory=dict)  # seq -> incremental watermark of that batch
 
     @classmethod
     def from_cursor(cls, cursor: Cursor, position_bytes: bytes | None) -> SplitLedger:
@@ -33,8 +35,10 @@ class SplitLedger:
             last_seq=cursor.seq if cursor.done else None,
         )
 
-    def publish(self, seq: int, position: bytes, rows: int) -> None:
+    def publish(self, seq: int, position: bytes, rows: int, mark: Watermark | None = None) -> None:
         self.pending[seq] = (position, rows)
+        if mark is not None:
+            self.marks[seq] = mark
         self.published_seq = seq
         self.published_position = position
         self.published_rows += rows
@@ -50,7 +54,7 @@ class SplitLedger:
 
     def _advance(self) -> bool:
         cur = self.committed
-        seq, rows, position = cur.seq, cur.rows, None
+        seq, rows, position, mark = cur.seq, cur.rows, None, cur.watermark
         moved = False
         while seq + 1 in self.durable:
             seq += 1
@@ -58,6 +62,7 @@ class SplitLedger:
             position_bytes, batch_rows = self.pending.pop(seq)
             rows += batch_rows
             position = position_bytes
+            mark = fold(mark, self.marks.pop(seq, None))
             moved = True
         done = self.last_seq is not None and seq >= self.last_seq
         if not moved and done == cur.done:
@@ -68,6 +73,7 @@ class SplitLedger:
             position=decode_position(position) if position is not None else cur.position,
             rows=rows,
             done=done,
+            watermark=mark,
         )
         return True
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from bizon_fast.source.base import Split
+from bizon_fast.source.incremental import Watermark
 
 
 class Msg(msgspec.Struct, tag=True, array_like=True):
@@ -43,6 +44,7 @@ class Filled(Msg):
     seq: int
     position: bytes
     rows: int  # rows in this batch
+    watermark: Watermark | None = None  # incremental: max(cursor_field) of the batch (appended: keep last)
 
 
 class SplitDone(Msg):
@@ -83,7 +85,17 @@ class Started(Msg):
     pid: int
 
 
-Message = Assign | Grant | Stop | NoMoreSplits | Filled | SplitDone | Deliver | Flush | Written | Failed | Started
+# supervisor -> producer (stream mode)
+class Committed(Msg):
+    """The split's cursor is committed through ``seq``: a streaming source may commit its own offsets."""
+
+    split_id: str
+    seq: int
+
+
+Message = (
+    Assign | Grant | Stop | NoMoreSplits | Filled | SplitDone | Deliver | Flush | Written | Failed | Started | Committed
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)

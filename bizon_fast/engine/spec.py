@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from bizon_fast.destination.base import DestinationContext
+from bizon_fast.source.incremental import IncrementalRun
 from bizon_fast.transport.base import StoreSpec
 
 
@@ -27,6 +28,8 @@ class WorkerSpec(msgspec.Struct, kw_only=True):
     log_level: str = "INFO"
     log_file: str | None = None
     threaded: bool = False
+    incremental: IncrementalRun | None = None  # producers: the watermark to read after (incremental mode)
+    streaming: bool = False  # stream mode: a batch per page, written and committed one by one
 
 
 def encode_spec(spec: WorkerSpec) -> bytes:

@@ -23,6 +23,7 @@ from bizon_fast.checkpoint.factory import create_backend
 from bizon_fast.config.models import PipelineConfig
 from bizon_fast.cursor import Cursor, encode_position
 from bizon_fast.destination.base import DestinationContext
+from bizon_fast.engine import incremental as inc
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.handles import WorkerHandle, promote, start_worker
@@ -30,6 +31,7 @@ from bizon_fast.engine.job import fingerprint, resolve_job
 from bizon_fast.engine.ledger import SplitLedger
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.spec import WorkerSpec
+from bizon_fast.engine.streaming import notify_committed
 from bizon_fast.errors import Interrupted, JobFailed, UserError
 from bizon_fast.transport import cleanup_stale_segments, create_store
 from bizon_fast.transport.base import BatchStore
@@ -71,6 +73,8 @@ class Supervisor:
         self.log_file = log_file
         runner = cfg.engine.runner
         self.threaded = runner.type == "thread" or cfg.engine.queue.type == "python_queue"
+        self.streaming = inc.is_streaming(cfg)  # continuous: a batch per page, each written and committed
+        self.plan: inc.Plan | None = None  # incremental watermark / stream reset of this run
         self.max_restarts = runner.config.max_restarts
         self.source_cfg = cfg.source.model_dump(mode="json")
         self.dest_cfg = cfg.destination.config.model_dump(mode="json", by_alias=True)
@@ -133,14 +137,16 @@ class Supervisor:
             transforms=[t.model_dump(mode="json", exclude_none=True) for t in self.cfg.transforms],
             context=self.context,
             store=self.store.spec,
-            batch_bytes=int(self.cfg.engine.queue.config.batch_size_mb * MiB),
-            buffer_bytes=int(dest.buffer_size * MiB),
+            batch_bytes=1 if self.streaming else int(self.cfg.engine.queue.config.batch_size_mb * MiB),
+            buffer_bytes=0 if self.streaming else int(dest.buffer_size * MiB),
             flush_timeout=float(dest.buffer_flush_timeout),
             max_held=self.max_held,
             parent_pid=os.getpid(),
             log_level=self.cfg.engine.runner.log_level,
             log_file=self.log_file,
             threaded=self.threaded,
+            incremental=self.plan.run if self.plan else None,
+            streaming=self.streaming,
         )
 
     # ------------------------------------------------------------ run
@@ -159,7 +165,9 @@ class Supervisor:
         backend = create_backend(cfg.engine.backend)
         backend.open()
         self.backend = backend
+        self.job = None
         try:
+            plan = inc.prepare(backend, cfg)
             resolved = resolve_job(
                 backend,
                 name=cfg.name,
@@ -168,15 +176,16 @@ class Supervisor:
                 sync_mode=cfg.source.sync_mode,
                 fp=fingerprint(self.source_cfg, cfg.destination.name, self.dest_cfg),
                 total_rows=total_rows,
-                force_new=cfg.source.force_ignore_checkpoint,
+                force_new=cfg.source.force_ignore_checkpoint or plan.new_reset,
             )
             self.job = resolved.job
+            self.plan = inc.bind(backend, cfg, plan, self.job, resolved.resumed)
             self.context = DestinationContext(
                 job_id=self.job.id,
                 pipeline=cfg.name,
                 source_name=cfg.source.name,
                 stream=cfg.source.stream,
-                sync_mode=cfg.source.sync_mode,
+                sync_mode=self.plan.destination_mode,
             )
             destination = build_destination(cfg.destination.name, self.dest_cfg, self.context)
             destination.check_connection()
@@ -221,6 +230,7 @@ class Supervisor:
                 )
             destination.publish()
             destination.close()
+            inc.finish(backend, cfg, self.plan, self.job, [led.committed for led in self.ledgers.values()])
             backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)
             committed = sum(led.committed.rows for led in self.ledgers.values())
             return RunSummary(
@@ -238,6 +248,14 @@ class Supervisor:
                 consumers=consumers,
                 extra={"recovery_s": self.recoveries},
             )
+        except (JobFailed, Interrupted):
+            raise
+        except BaseException as exc:
+            # a user error or a bug after the job was created: record it, so the job is not left "running"
+            if getattr(self, "job", None) is not None:
+                with contextlib.suppress(Exception):
+                    backend.set_job_status(self.job.id, JobStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         finally:
             self.progress.stop()
             backend.close()
@@ -261,6 +279,8 @@ class Supervisor:
         )
         previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_sigint)
+        previous_term = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._on_sigint)  # a stop request (k8s, systemd): drain and commit too
         try:
             for i in range(consumers):
                 self._start("consumer", i)
@@ -270,6 +290,7 @@ class Supervisor:
             self._loop()
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
             self._kill_all()
             self.store.destroy()
 
@@ -354,7 +375,7 @@ class Supervisor:
         if isinstance(msg, m.Filled):
             self._recovered(w)
             w.granted.remove(msg.slot)
-            self.ledgers[msg.split_id].publish(msg.seq, msg.position, msg.rows)
+            self.ledgers[msg.split_id].publish(msg.seq, msg.position, msg.rows, msg.watermark)
             self.ready.append((msg.slot, msg.nbytes, msg.split_id, msg.seq, msg.rows))
             self._top_up(w)
             self._dispatch()

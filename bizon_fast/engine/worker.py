@@ -24,8 +24,11 @@ import pyarrow as pa
 from bizon_fast.cursor import decode_position, encode_position
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
+from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import WorkerSpec, decode_spec
+from bizon_fast.engine.streaming import source_pages
 from bizon_fast.errors import UserError
+from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.transport import open_store
 from bizon_fast.transport.base import BatchStore
 from bizon_fast.transport.fit import fit_to_slots
@@ -119,14 +122,19 @@ class Producer:
         self.spec = spec
         self.store = store
         self.source = build_source(spec.source)
+        apply_to_source(self.source, spec.incremental)  # incremental: the watermark to read after
         self.slots: deque[int] = deque()
         self.stopping = False
+        self.filled: dict[str, int] = {}  # split -> last seq sent (stream mode waits for its commit)
+        self.committed: dict[str, int] = {}  # split -> seq the supervisor reported committed
 
     def _handle(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Grant):
             self.slots.append(msg.slot)
         elif isinstance(msg, m.Stop):
             self.stopping = True
+        elif isinstance(msg, m.Committed):
+            self.committed[msg.split_id] = msg.seq
         else:
             raise RuntimeError(f"producer got unexpected {type(msg).__name__}")
 
@@ -188,14 +196,16 @@ class Producer:
                 nbytes = self.store.write(slot, group)
                 # a group that ends inside the pending rows resumes by skipping what it covered
                 position = [end_pos, 0] if i == len(groups) - 1 else [base_pos, base_skip + done_rows]
-                self.chan.send(m.Filled(slot, nbytes, split.id, seq, encode_position(position), rows))
+                mark = batch_watermark(group, self.spec.incremental.cursor_field) if self.spec.incremental else None
+                self.chan.send(m.Filled(slot, nbytes, split.id, seq, encode_position(position), rows, mark))
+                self.filled[split.id] = seq
                 seq += 1
             assert done_rows == total
             pending, pending_bytes = [], 0
             base_pos, base_skip = end_pos, 0
 
         last_pos = source_pos
-        for batch, position in self.source.read(split, source_pos):
+        for batch, position in source_pages(self, split, source_pos):  # max_iterations, stream mode
             self._poll_control()
             if skip:
                 if batch.num_rows <= skip:

@@ -210,7 +210,6 @@ def _markdown(rows: list[dict]) -> str:
                 fmt(r["rows_per_cpu_s"]),
                 fmt(r["peak_rss_mb"]),
                 fmt(r["peak_pss_mb"]),
-            fmt(r["peak_pss_mb"]),
                 fmt(per_row, 0),
             ]
         )

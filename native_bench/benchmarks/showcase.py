@@ -60,7 +60,8 @@ def run(ctx: Context) -> BenchResult:
     notes = [f"{name}: {s['failure']}" for name, s in summaries.items() if "failure" in s]
     a = summaries[f"noop {rows_a:,}"]
     engine, single = summaries["parquet engine"], summaries["parquet single process"]
-    rss_small, rss_large = summaries[f"noop {small:,}"]["peak_rss_mb"], summaries[f"noop {large:,}"]["peak_rss_mb"]
+    low, high = summaries[f"noop {small:,}"], summaries[f"noop {large:,}"]
+    rss_small, rss_large = low["peak_rss_mb"], high["peak_rss_mb"]
     parquet_ratio = ratio(engine["rows_per_s"], single["rows_per_s"])
     rss_growth = ratio(rss_large, rss_small)
     metrics = {
@@ -73,6 +74,9 @@ def run(ctx: Context) -> BenchResult:
         "rss_small_mb": rss_small,
         "rss_large_mb": rss_large,
         "rss_large_vs_small": rss_growth,
+        "pss_small_mb": low["peak_pss_mb"],
+        "pss_large_mb": high["peak_pss_mb"],
+        "pss_large_vs_small": ratio(high["peak_pss_mb"], low["peak_pss_mb"]),
     }
     targets = [
         Target(f"(a) noop rows/s, {rows_a:,} rows, 2 workers", a["rows_per_s"], NOOP_TARGET, "rows/s"),
@@ -107,5 +111,15 @@ def _markdown(rows: list[dict]) -> str:
         ]
         for r in rows
     ]
-    headers = ["case", "rows", "wall s", "rows/s", "MB/s (Arrow)", "CPU s", "cores busy", "peak RSS MB (tree)", "peak PSS MB (tree)"]
+    headers = [
+        "case",
+        "rows",
+        "wall s",
+        "rows/s",
+        "MB/s (Arrow)",
+        "CPU s",
+        "cores busy",
+        "peak RSS MB (tree)",
+        "peak PSS MB (tree)",
+    ]
     return table(headers, cells)

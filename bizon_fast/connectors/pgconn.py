@@ -1,0 +1,153 @@
+"""PostgreSQL connections for the postgres source, destination and checkpoint backend.
+
+One place decides how bizon's connection keys become a libpq conninfo, how a failure to connect
+is worded (the config key and ``host:port/database``, never the password), which errors mean
+"the connection is gone, reconnect and try again" and how long to keep trying. psycopg is imported
+lazily so that configs validate without the ``postgres`` extra installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bizon_fast.errors import UserError
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger("bizon_fast.postgres")
+
+T = TypeVar("T")
+
+#: reconnect attempts after a lost connection, and the first pause between them (doubled each time)
+RETRIES = 5
+FIRST_PAUSE_S = 0.5
+CONNECT_TIMEOUT_S = 10
+#: SQLSTATEs that mean the session is gone or the server is restarting: reconnecting may help
+_TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the extra is part of the test install
+        raise UserError("postgres needs psycopg: pip install 'bizon-fast[postgres]'") from None
+    return psycopg
+
+
+def conninfo(
+    *,
+    dsn: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    database: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> str:
+    """A libpq conninfo from a ``dsn`` or bizon's keys. Keys given next to a dsn override it."""
+    from psycopg.conninfo import make_conninfo
+
+    extra = {"host": host, "port": port, "dbname": database, "user": username, "password": password}
+    kwargs: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if dsn and "port" in kwargs and "host" not in kwargs:
+        kwargs.pop("port")  # the model's default port must not override a dsn's own
+    kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    return make_conninfo(dsn or "", **kwargs)
+
+
+def where(info: str) -> str:
+    """``host:port/database`` of a conninfo, for messages (no credentials)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(info)
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return "the configured server"
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
+
+
+def connect(info: str, *, key: str, autocommit: bool = False) -> psycopg.Connection:
+    """A connection, or a one-line UserError naming the config ``key`` and ``host:port/database``."""
+    psycopg = _psycopg()
+    try:
+        conn = psycopg.connect(info, autocommit=autocommit, application_name="bizon-fast")
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"{key}: cannot connect to PostgreSQL at {where(info)}: {reason}") from None
+    return conn
+
+
+def is_transient(exc: BaseException, conn: Any = None) -> bool:
+    """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry."""
+    psycopg = _psycopg()
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(_TRANSIENT_STATES)
+
+
+def with_retries(
+    op: Callable[[], T], *, reconnect: Callable[[], None], what: str, retries: int = RETRIES, conn: Callable[[], Any]
+) -> T:
+    """Run ``op``; on a lost connection reconnect and run it again, pausing 0.5, 1, 2 ... s.
+
+    ``op`` must be safe to repeat (its transaction either committed or left nothing). After
+    ``retries`` reconnects the error is raised as a UserError that says what was being done.
+    """
+    pause = FIRST_PAUSE_S
+    for attempt in range(retries + 1):
+        try:
+            return op()
+        except Exception as exc:
+            if not is_transient(exc, conn()):
+                raise
+            if attempt == retries:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise UserError(f"{what}: lost the PostgreSQL connection and {retries} reconnects failed: {reason}") from None
+            log.warning("%s: connection lost (%s); reconnecting in %.1fs", what, exc, pause)
+            time.sleep(pause)
+            pause *= 2
+            try:
+                reconnect()
+            except UserError as err:
+                log.warning("%s: reconnect failed: %s", what, err)
+    raise AssertionError("unreachable")
+
+
+def split_name(name: str, default_schema: str) -> tuple[str, str]:
+    """``schema.table`` or ``table`` (in ``default_schema``); double quotes keep dots and case."""
+    parts: list[str] = []
+    buf, quoted, i = "", False, 0
+    while i < len(name):
+        ch = name[i]
+        if ch == '"':
+            if quoted and name[i + 1 : i + 2] == '"':
+                buf += '"'
+                i += 1
+            else:
+                quoted = not quoted
+        elif ch == "." and not quoted:
+            parts.append(buf)
+            buf = ""
+        else:
+            buf += ch
+        i += 1
+    parts.append(buf)
+    if len(parts) == 1 and parts[0]:
+        return default_schema, parts[0]
+    if len(parts) == 2 and all(parts):
+        return parts[0], parts[1]
+    raise UserError(f"not a table name: {name!r} (expected table or schema.table)")
+
+
+def lock_key(*parts: str) -> int:
+    """A stable signed 64-bit key for ``pg_advisory_*lock`` from text parts."""
+    digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -1,0 +1,80 @@
+"""Stream mode and ``max_iterations``: how a producer walks a source, and the stream-mode commit handshake.
+
+``source_pages`` is what a producer iterates for a split:
+
+- normally ``source.read(split, position)``;
+- in stream mode (``sync_mode: stream`` or bizon's ``stream`` runner), a source with ``poll`` (every
+  bizon-style source, and the dummy) is polled forever: bizon's stream contract, where the source keeps
+  its own position (a Kafka consumer group) and ``get()`` takes no pagination. A source that also has
+  a real ``commit`` is committed only after the supervisor confirms that everything it returned so far
+  is durable (the ``Committed`` message), so a crash never loses what the source already acknowledged.
+  An empty poll is an iteration too: it sleeps ``IDLE_SLEEP_S`` like bizon's stream runner;
+- ``max_iterations`` caps the pages at exactly N (bizon fetched N + 1).
+
+In stream mode the supervisor also sends every batch on its own (``batch_bytes=1``), has consumers write
+every batch (``buffer_bytes=0``) and commits cursors after every write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+import pyarrow as pa
+
+from bizon_fast.engine import messages as m
+from bizon_fast.source.base import SourceBatch, Split
+from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA
+
+IDLE_SLEEP_S = 2.0  # after an empty poll, as bizon's stream runner
+
+
+def source_pages(producer: Any, split: Split, position: Any) -> Iterator[SourceBatch]:
+    """The pages a producer reads for ``split`` from ``position`` (see the module docstring)."""
+    source = producer.source
+    if producer.spec.streaming and callable(getattr(source, "poll", None)):
+        pages: Iterator[SourceBatch] = _polled(producer, split)
+    else:
+        pages = iter(source.read(split, position))
+    cap = getattr(source.config, "max_iterations", None)
+    return islice(pages, cap) if cap else pages
+
+
+def _polled(producer: Any, split: Split) -> Iterator[SourceBatch]:
+    source = producer.source
+    commits = bool(getattr(source, "has_commit", False))
+    while True:
+        page = source.poll(split)
+        if page is None or page.batch.num_rows == 0:
+            yield SourceBatch(empty_batch() if page is None else page.batch, None)
+            time.sleep(IDLE_SLEEP_S)
+            continue
+        yield page
+        if commits:
+            wait_committed(producer, split.id)
+            source.commit()
+
+
+def wait_committed(producer: Any, split_id: str) -> None:
+    """Block until the supervisor reports the split committed through the last batch this producer sent."""
+    from bizon_fast.engine.worker import StopRequested
+
+    target = producer.filled.get(split_id, -1)
+    while producer.committed.get(split_id, -1) < target:
+        producer._handle(producer.chan.recv(None))
+        if producer.stopping:
+            raise StopRequested()  # the last page is replayed on restart: at-least-once, nothing lost
+
+
+def empty_batch() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=SOURCE_RECORDS_SCHEMA)
+
+
+def notify_committed(workers: list[Any], send: Any, cursors: list[Any]) -> None:
+    """Supervisor side: tell each producer how far its split is committed (stream mode)."""
+    committed = {c.split_id: c.seq for c in cursors}
+    for w in workers:
+        if w.role == "producer" and not w.exited and w.split_id in committed:
+            send(w, m.Committed(w.split_id, committed[w.split_id]))
