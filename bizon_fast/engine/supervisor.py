@@ -305,6 +305,7 @@ class Supervisor:
         if spare is not None and spare.alive():
             try:
                 handle = promote(spare, spec)
+                log.debug("promoted the hot spare (pid %s) to %s", spare.pid, handle.name)
             except OSError:
                 spare.kill()
                 handle = start_worker(spec)
@@ -479,10 +480,12 @@ class Supervisor:
             return
         every = max(1, getattr(self.cfg.engine.backend.config, "syncCursorInDBEvery", 1))
         due = self.durable_since_commit >= every or time.monotonic() - self.last_commit >= COMMIT_INTERVAL_S
-        if not (force or due):
+        if not (force or due or self.streaming):  # stream mode commits every batch
             return
         cursors = [self.ledgers[s].committed for s in sorted(self.dirty)]
         self.backend.commit_cursors(self.job.id, cursors)
+        if self.streaming:
+            notify_committed(self.workers, self._send, cursors)
         self.dirty.clear()
         self.durable_since_commit = 0
         self.last_commit = time.monotonic()
