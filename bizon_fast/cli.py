@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bizon_fast import cli_compat
 from bizon_fast.errors import BizonFastError, Interrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
@@ -123,6 +124,9 @@ def run(
     if not quiet:
         _summary(summary)
     typer.echo("Pipeline finished successfully.")
+
+
+cli_compat.register(app)  # bizon's source / stream / secrets command groups
 
 
 def main() -> None:

@@ -76,11 +76,9 @@ def _cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "bizon_fast"]
 
 
-def dir_bytes(path: Path) -> int:
-    """Bytes of every file under ``path`` (the output a run wrote)."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+def dir_files(path: Path) -> list[Path]:
+    """Every file under ``path`` (the output a run wrote)."""
+    return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
 
 
 def in_fresh_dir(scratch: Path, body: Callable[[Path], RunStats]) -> RunStats:
@@ -88,7 +86,9 @@ def in_fresh_dir(scratch: Path, body: Callable[[Path], RunStats]) -> RunStats:
     folder = Path(tempfile.mkdtemp(prefix="run_", dir=scratch))
     try:
         stats = body(folder)
-        stats.extra["output_bytes"] = dir_bytes(folder / "out")
+        files = dir_files(folder / "out")
+        stats.extra["output_bytes"] = sum(f.stat().st_size for f in files)
+        stats.extra["output_files"] = len(files)
         return stats
     finally:
         shutil.rmtree(folder, ignore_errors=True)

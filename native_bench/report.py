@@ -79,7 +79,14 @@ def results_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
     if meta.get("plots_note"):
         parts += [f"_{meta['plots_note']}_", ""]
     for r in results:
-        parts += [f"## {r.title}", "", r.description, "", f"_{r.seconds:.0f} s_", ""]
+        parts += [
+            f"## {r.title}",
+            "",
+            r.description,
+            "",
+            f"_{r.seconds:.0f} s; load average at start {r.load_average}_",
+            "",
+        ]
         if r.error:
             parts += ["**The benchmark raised:**", "", "```", r.error.strip(), "```", ""]
         if r.markdown:

@@ -24,7 +24,6 @@ class Target:
     goal: float
     unit: str = "x"
     higher_is_better: bool = True
-    why_missed: str = ""
 
     @property
     def met(self) -> bool | None:
@@ -50,6 +49,7 @@ class BenchResult:
     markdown: str = ""
     plots: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    load_average: list[float] = field(default_factory=list)  # at the start: how busy others kept the machine
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

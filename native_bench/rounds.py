@@ -36,7 +36,8 @@ def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> d
 
     ``nbytes`` is the payload moved (Arrow bytes of the rows) for MB/s; ``output_mb`` is what the run
     wrote to disk. Peak RSS is the tree's sampled sum (shared pages counted per process), peak PSS the
-    same with shared pages split among their users (see ``proctree``). Every figure is None when no run succeeded; ``failure`` then says why.
+    same with shared pages split among their users (see ``proctree``). Every figure is None when no
+    run succeeded; ``failure`` then says why.
     """
     ok = [r for r in runs if r.ok]
     wall = median(r.wall_s for r in ok)
@@ -55,6 +56,7 @@ def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> d
         "peak_rss_mb": _mb(median(r.peak_rss for r in ok)),
         "peak_pss_mb": _mb(median(r.peak_pss for r in ok)),
         "output_mb": _mb(out_bytes),
+        "output_files": median(r.extra.get("output_files") for r in ok),
         "processes": max((r.peak_procs for r in ok), default=None),
     }
     if len(ok) < len(runs):

@@ -46,12 +46,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _run_one(module, ctx: Context) -> BenchResult:  # noqa: ANN001 - a benchmark module
     start = time.perf_counter()
-    print(f"native_bench: {module.NAME} ...", flush=True)
+    load = machine.load_average()
+    print(f"native_bench: {module.NAME} (load average {load}) ...", flush=True)
     try:
         result = module.run(ctx)
     except Exception:  # one broken benchmark must not cost the others their numbers
         result = BenchResult(name=module.NAME, title=module.TITLE, description="", error=traceback.format_exc())
     result.description = description(module)
+    result.load_average = load
     result.seconds = time.perf_counter() - start
     if not result.error and not result.numbers():
         result.error = "the benchmark produced no numbers"

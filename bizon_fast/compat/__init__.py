@@ -44,9 +44,11 @@ def real_bizon_available() -> bool:
     if module is not None:
         return not module.__name__.startswith(COMPAT_PACKAGE)
     try:
-        return importlib.util.find_spec(ALIAS) is not None
+        spec = importlib.util.find_spec(ALIAS)
     except (ImportError, ValueError):
         return False
+    # a plain ``bizon/`` folder in the working directory is a namespace package, not bizon
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 def install_bizon_alias() -> bool:

@@ -119,7 +119,7 @@ def custom_source_classes(path: str) -> list[type[Source]]:
 
 def pick(classes: list[type[Source]], name: str, stream: str) -> type[Source]:
     for cls in classes:
-        if stream in cls.streams():
+        if cls.accepts_stream(stream):
             return cls
     streams = sorted({s for cls in classes for s in cls.streams()})
     raise UserError(

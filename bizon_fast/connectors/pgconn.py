@@ -110,7 +110,8 @@ def with_retries(
                 raise
             if attempt == retries:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
-                raise UserError(f"{what}: lost the PostgreSQL connection and {retries} reconnects failed: {reason}") from None
+                message = f"{what}: lost the PostgreSQL connection and {retries} reconnects failed: {reason}"
+                raise UserError(message) from None
             log.warning("%s: connection lost (%s); reconnecting in %.1fs", what, exc, pause)
             time.sleep(pause)
             pause *= 2

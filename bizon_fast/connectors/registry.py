@@ -18,6 +18,7 @@ DESTINATIONS: dict[str, str] = {
     "noop": "bizon_fast.connectors.destinations.noop:NoopDestination",
     "logger": "bizon_fast.connectors.destinations.logger:LoggerDestination",
     "file": "bizon_fast.connectors.destinations.file:FileDestination",
+    "postgres": "bizon_fast.connectors.destinations.postgres:PostgresDestination",
 }
 
 #: third-party destinations: the ``bizon_fast.destinations`` entry-point group, and

@@ -61,6 +61,12 @@ class Source(ABC):
     @abstractmethod
     def streams() -> list[str]: ...
 
+    @classmethod
+    def accepts_stream(cls, stream: str) -> bool:
+        """Whether this class serves ``stream``. Sources whose streams are open-ended (a database
+        source reads any table) override it; ``streams()`` then lists a placeholder for messages."""
+        return stream in cls.streams()
+
     @staticmethod
     def get_config_class() -> type[SourceConfig]:
         return SourceConfig

@@ -70,12 +70,13 @@ def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[
     ``__bizon_fast_timestamp__`` (bizon-fast's ``bizon.source.models.SourceRecord`` does), so a record
     that never had its timestamp read does not pay for a ``datetime.now()`` of its own.
     """
-    kind = type(records[0]) if records else dict
-    if records and not issubclass(kind, Mapping) and all(type(r) is kind for r in records):
+    kinds = set(map(type, records))  # map/set loop in C: the type checks cost next to nothing
+    kind = kinds.pop() if len(kinds) == 1 else dict
+    if not issubclass(kind, Mapping):
         ts_name = getattr(kind, "__bizon_fast_timestamp__", "timestamp")
         getters = [attrgetter(name) for name in ("id", "data", ts_name, "destination_id")]
         try:
-            ids, datas, stamps, dests = ([get(r) for r in records] for get in getters)
+            ids, datas, stamps, dests = (list(map(get, records)) for get in getters)
             return ids, datas, stamps, dests
         except AttributeError:
             pass  # a record without one of the attributes: read each one leniently below
@@ -109,13 +110,15 @@ def records_to_batch(records: Iterable[Any]) -> pa.RecordBatch:
     records = records if isinstance(records, list) else list(records)
     now = datetime.now(UTC)
     ids, datas, stamps, dests = _columns(records)
-    if not all(type(i) is str for i in ids):
+    if set(map(type, ids)) - {str}:
         if any(i is None for i in ids):
             raise ValueError("source record without an id")
         ids = [i if type(i) is str else str(i) for i in ids]
-    encode = _encoder.encode
-    texts = [encode(d).decode() if type(d) is dict else _data_text(d) for d in datas]
-    if not all(d is None or type(d) is str for d in dests):
+    if set(map(type, datas)) <= {dict}:
+        texts = list(map(bytes.decode, map(_encoder.encode, datas)))
+    else:
+        texts = [_data_text(d) for d in datas]
+    if set(map(type, dests)) - {str, type(None)}:
         dests = [None if d is None else str(d) for d in dests]
     return pa.RecordBatch.from_arrays(
         [

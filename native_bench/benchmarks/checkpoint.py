@@ -10,7 +10,6 @@ least every 0.5 s whatever the setting, so "every 100" is really "every 100 or e
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 from native_bench import pipelines
@@ -31,7 +30,6 @@ PG_CONFIG = {
     "schema": PG_SCHEMA,
     "username": "postgres",
 }
-PROBE_ROWS = 20_000
 
 
 def _config(rows: int, backend: str, every: int) -> dict:
@@ -69,18 +67,13 @@ def _postgres(sql: str) -> str | None:
 
 
 def run(ctx: Context) -> BenchResult:
-    rows_n = ctx.size(4_000_000, 400_000)
+    rows_n = ctx.size(2_000_000, 200_000)
     batches = -(-rows_n // BATCH_ROWS)
     notes: list[str] = []
     backends = ["sqlite"]
     problem = _postgres(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}")
     if problem is None:
-        probe = pipelines.run_bizon_fast(_config(PROBE_ROWS, "postgres", 1), workers=ctx.cores, scratch=ctx.scratch)
-        problem = (
-            None if probe.ok else f"the postgres checkpoint backend failed a {PROBE_ROWS:,}-row run: {probe.failure()}"
-        )
-    if problem is None:
-        backends.append("postgres")
+        backends.append("postgres")  # a backend that cannot run shows up as failed runs, with the reason, below
     else:
         notes.append(f"postgres: no numbers; {problem}")
     try:
@@ -94,8 +87,7 @@ def run(ctx: Context) -> BenchResult:
         runs = interleave(contenders, ctx.rounds)
     finally:
         if "postgres" in backends:
-            with contextlib.suppress(Exception):
-                _postgres(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+            _postgres(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
     rows = []
     for b, every in keys:
         summary = summarize(runs[f"{b}/{every}"], rows_n)

@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
@@ -57,7 +57,10 @@ from bizon_fast.connectors.destinations.envelope import envelope, envelope_lines
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import UserError
-from bizon_fast.source.records import is_source_records
+from bizon_fast.source.records import extracted_at_of, is_source_records
+
+if TYPE_CHECKING:
+    from bizon_fast.connectors.destinations.file_stream import StreamAppender
 
 logger = logging.getLogger("bizon_fast.destination.file")
 
@@ -140,6 +143,35 @@ def _dictionary_columns(table: pa.Table, sample: int = 4096) -> list[str]:
     return chosen
 
 
+def _merge_frames(frames: list[tuple[int, int, pa.RecordBatch]]) -> list[tuple[int, int, pa.RecordBatch]]:
+    """Consecutive frames of one seq and extraction time as one batch: the same ids, far fewer steps.
+
+    Without one batch per seq, ids key on (first_seq, row within the write), so batches that follow
+    each other format identically one by one or together. A ring slot of a bizon source holds one
+    small batch per page (1000 rows, say); formatting them together is about 1.6x faster.
+    """
+    merged: list[tuple[int, int, pa.RecordBatch]] = []
+    run: list[pa.RecordBatch] = []
+    for seq, offset, batch in frames:
+        head = run[0] if run else None
+        same = (
+            head is not None
+            and merged[-1][0] == seq
+            and extracted_at_of(head.schema) == extracted_at_of(batch.schema)
+            and head.schema.equals(batch.schema, check_metadata=False)
+        )
+        if same:
+            run.append(batch.replace_schema_metadata(head.schema.metadata))
+            continue
+        if run:
+            merged[-1] = (merged[-1][0], merged[-1][1], pa.concat_batches(run))
+        merged.append((seq, offset, batch))
+        run = [batch]
+    if run:
+        merged[-1] = (merged[-1][0], merged[-1][1], pa.concat_batches(run))
+    return merged
+
+
 class FileDestination(Destination):
     name = "file"
     config_class = FileDestinationDetails
@@ -150,17 +182,29 @@ class FileDestination(Destination):
             config = FileDestinationDetails.model_validate(config.model_dump(exclude_unset=True))
         super().__init__(config, context)
         self.config: FileDestinationDetails = config
-        if not config.destination_id:
+        # stream mode routes each record to the file of its own destination_id (file_stream.py)
+        self.streaming = context.sync_mode == "stream"
+        if not config.destination_id and not self.streaming:
             raise UserError("destination.config.destination_id: the file destination needs the output path")
+        base_id = config.destination_id or context.stream
         self.ext = "parquet" if config.format == "parquet" else "ndjson"
-        target = config.destination_id if config.format == "parquet" else json_target(config.destination_id)
+        target = base_id if config.format == "parquet" else json_target(base_id)
         self.target = Path(os.path.abspath(target))
         self.staging_root = self.target.parent / f".{self.target.name}.bizon-fast"
         job = quote(context.job_id, safe="")
         self.job_dir = self.staging_root / job
         self.ready = self.staging_root / f"{job}.ready"
         self.aside = self.staging_root / f"{job}.old"
-        self.columns = record_columns(config.record_schemas, config.destination_id) if config.unnest else None
+        unnest = config.unnest and not self.streaming  # streaming: per destination_id, by file_stream
+        self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
+        self._appender: StreamAppender | None = None
+
+    def _stream(self) -> StreamAppender:
+        if self._appender is None:
+            from bizon_fast.connectors.destinations.file_stream import StreamAppender
+
+            self._appender = StreamAppender(self)
+        return self._appender
 
     # ------------------------------------------------------------ supervisor
 
@@ -193,7 +237,9 @@ class FileDestination(Destination):
             self.job_dir.mkdir(parents=True, exist_ok=True)
 
     def publish(self) -> None:
-        if self.config.format == "parquet":
+        if self.streaming:
+            self._stream().finish()  # every batch was appended when it was written
+        elif self.config.format == "parquet":
             self._publish_parquet()
         else:
             self._publish_json()
@@ -203,6 +249,9 @@ class FileDestination(Destination):
     # ------------------------------------------------------------ consumer
 
     def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        if self.streaming:
+            self._stream().write(split_id, first_seq, last_seq, batches)
+            return
         self._ensure_job_dir()
         name = part_name(split_id, first_seq, last_seq, self.ext)
         tmp = self.job_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
@@ -253,6 +302,8 @@ class FileDestination(Destination):
                 frames.append((seq, offset, batch))
         if not frames:
             return 0
+        if not one_per_seq:
+            frames = _merge_frames(frames)
         if self.config.format == "parquet":
             return self._write_parquet(path, split_id, frames, loaded_at)
         rows = 0

@@ -45,11 +45,11 @@ class SourceRecord:
                 id = str(id)  # noqa: A001
             else:
                 raise TypeError(f"SourceRecord.id: expected a str or an int, got {type(id).__name__}")
-        if not isinstance(data, dict):
+        if type(data) is not dict and not isinstance(data, dict):
             raise TypeError(f"SourceRecord.data: expected a dict, got {type(data).__name__}")
         self.id = id
         self.data = data
-        self._timestamp = _as_datetime(timestamp)
+        self._timestamp = timestamp if timestamp is None or type(timestamp) is datetime else _as_datetime(timestamp)
         self.destination_id = destination_id
 
     @property
@@ -95,8 +95,10 @@ class SourceRecord:
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         """As a field of a pydantic model (``SourceIteration.records``): instances pass, mappings are converted."""
-        return core_schema.no_info_plain_validator_function(
-            cls.model_validate, serialization=core_schema.plain_serializer_function_ser_schema(cls.model_dump)
+        convert = core_schema.no_info_plain_validator_function(cls.model_validate)
+        return core_schema.union_schema(
+            [core_schema.is_instance_schema(cls), convert],  # an instance passes in Rust, without a Python call
+            serialization=core_schema.plain_serializer_function_ser_schema(cls.model_dump),
         )
 
 

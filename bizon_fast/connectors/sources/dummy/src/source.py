@@ -133,6 +133,17 @@ class DummySource(Source):
             return None
         return "routed" if next_cursor == FINAL_CURSOR else self.stream
 
+    def _page(self, cursor: str | None) -> tuple[SourceBatch, str]:
+        """The page for ``cursor`` as one batch, and the cursor the API returned after it ("" = last page)."""
+        response = fake_api_call(self.stream, cursor, self.config.sleep)
+        next_cursor = response["next"]["cursor"]
+        destination_id = self._destination_id(next_cursor)
+        records = [
+            {"id": r["id"], "data": r, "timestamp": datetime.now(UTC), "destination_id": destination_id}
+            for r in response["results"]
+        ]
+        return SourceBatch(records_to_batch(records), {"cursor": next_cursor} if next_cursor else {}), next_cursor
+
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
         if position is None:
             cursor: str | None = None
@@ -141,14 +152,12 @@ class DummySource(Source):
         else:
             return  # {} after the first page is bizon's "no next page": the split is exhausted
         while True:
-            response = fake_api_call(self.stream, cursor, self.config.sleep)
-            next_cursor = response["next"]["cursor"]
-            destination_id = self._destination_id(next_cursor)
-            records = [
-                {"id": r["id"], "data": r, "timestamp": datetime.now(UTC), "destination_id": destination_id}
-                for r in response["results"]
-            ]
-            yield SourceBatch(records_to_batch(records), {"cursor": next_cursor} if next_cursor else {})
+            page, next_cursor = self._page(cursor)
+            yield page
             if not next_cursor:
                 return
             cursor = next_cursor
+
+    def poll(self, split: Split) -> SourceBatch:
+        """Stream mode: bizon's stream runner calls ``get()`` without pagination, so every poll is page 1."""
+        return self._page(None)[0]

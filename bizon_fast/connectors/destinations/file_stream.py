@@ -1,0 +1,125 @@
+"""Stream mode of the ``file`` destination: each batch is appended to its records' files as it is written.
+
+bizon's stream runner writes straight to ``{destination_id}.json`` (no staging, no final publish) and
+routes every record to the ``destination_id`` its source gave it (``record_schemas`` entries are looked
+up by that id when unnesting). A stream never ends, so nothing can wait for a publish step: a write
+appends its rows to each destination's file before it returns, and the supervisor commits the cursor
+right after.
+
+Rows are split by ``destination_id`` column-wise (one ``pyarrow.compute`` filter per destination in the
+batch); rows without one go to ``destination.config.destination_id``, or to the stream's name when that
+is unset. Each destination's lines are formatted into a part file in the job's staging folder (the same
+code as batch mode), then appended to the target under an exclusive ``flock`` (several consumers may
+append to one file; the kernel drops the lock if the process dies). A per-split marker records the last
+seq appended, so a batch replayed after a restart is skipped instead of appended twice. Only a crash
+between an append and its marker update can duplicate that one batch: stream mode is at-least-once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bizon_fast.connectors.destinations.file import FileDestination, _append_file
+from bizon_fast.source.records import is_source_records
+
+MARKER_PREFIX = "stream-"
+
+
+def route(batch: pa.RecordBatch, default: str) -> dict[str, pa.RecordBatch]:
+    """``batch`` split by ``destination_id`` (rows without one go to ``default``), order kept within each."""
+    if not is_source_records(batch.schema) or batch.column("destination_id").null_count == batch.num_rows:
+        return {default: batch}
+    ids = pc.fill_null(batch.column("destination_id"), default)
+    names = pc.unique(ids).to_pylist()
+    if len(names) == 1:
+        return {names[0]: batch}
+    return {name: batch.filter(pc.equal(ids, name)) for name in names}
+
+
+class StreamAppender:
+    def __init__(self, owner: FileDestination) -> None:
+        self.owner = owner
+        self.default = owner.config.destination_id or owner.context.stream
+        self.views: dict[str, FileDestination] = {}
+
+    def _view(self, destination_id: str) -> FileDestination:
+        """A batch-mode file destination for one destination id: its target, format and unnest columns."""
+        view = self.views.get(destination_id)
+        if view is None:
+            config = self.owner.config.model_copy(update={"destination_id": destination_id})
+            # the view only formats parts (with that id's unnest columns): any batch mode will do
+            view = FileDestination(config, msgspec.structs.replace(self.owner.context, sync_mode="incremental"))
+            view.target.parent.mkdir(parents=True, exist_ok=True)
+            self.views[destination_id] = view
+        return view
+
+    def _marker(self, split_id: str) -> Path:
+        return self.owner.job_dir / f"{MARKER_PREFIX}{quote(split_id, safe='')}.seq"
+
+    def _appended_through(self, split_id: str) -> int:
+        try:
+            return int(self._marker(split_id).read_text())
+        except (FileNotFoundError, ValueError):
+            return -1
+
+    def _mark(self, split_id: str, seq: int) -> None:
+        marker = self._marker(split_id)
+        tmp = marker.with_name(f"{marker.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(str(seq))
+        os.replace(tmp, marker)
+
+    def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        if last_seq <= self._appended_through(split_id):
+            return  # a replay of batches already appended
+        self.owner._ensure_job_dir()
+        # one entry per input batch in every destination (empty where it has no rows), so bizon_id stays
+        # keyed on (seq, row) within each destination
+        routed: dict[str, list[pa.RecordBatch]] = {}
+        for i, batch in enumerate(batches):
+            for destination_id, rows in route(batch, self.default).items():
+                routed.setdefault(destination_id, [b.slice(0, 0) for b in batches])[i] = rows
+        for destination_id, parts in routed.items():
+            self._append(destination_id, split_id, first_seq, last_seq, parts)
+        self._mark(split_id, last_seq)
+
+    def _append(self, destination_id: str, split_id: str, first_seq: int, last_seq: int, parts: list) -> None:
+        view = self._view(destination_id)
+        # ids of rows routed away from the default destination are salted with theirs, so no two files share one
+        key = split_id if destination_id == self.default else f"{split_id}>{destination_id}"
+        tmp = self.owner.job_dir / f".tmp-stream-{uuid.uuid4().hex}"
+        try:
+            if not view._write_part(tmp, key, first_seq, last_seq, parts):
+                return
+            if view.config.format == "parquet":
+                view.target.mkdir(parents=True, exist_ok=True)
+                name = f"part-{quote(self.owner.context.job_id, safe='')}-{quote(key, safe='')}"
+                os.replace(tmp, view.target / f"{name}-{first_seq:010d}-{last_seq:010d}.parquet")
+                return
+            fd = os.open(view.target, os.O_WRONLY | os.O_CREAT, 0o644)
+            with os.fdopen(fd, "wb") as out:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+                out.seek(0, os.SEEK_END)
+                _append_file(out, tmp)
+                out.flush()
+                if view.config.fsync:
+                    os.fsync(out.fileno())
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def finish(self) -> None:
+        """The stream ended (max_iterations): its rows are already in place; drop the markers."""
+        if self.owner.job_dir.is_dir():
+            for entry in self.owner.job_dir.iterdir():
+                if entry.name.startswith(MARKER_PREFIX):
+                    entry.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # holds other files: left for prepare() of the next job
+                self.owner.job_dir.rmdir()

@@ -1,0 +1,447 @@
+"""The ``postgres`` source: a table (or a query) read as parallel splits of columnar chunks.
+
+``stream`` is the table, ``schema.table`` allowed; any name is accepted (``streams()`` lists ``*``).
+How the work is cut:
+
+- **Key ranges** when the table has a single-column integer primary key (or ``split_column`` names
+  an integer column): ``min``/``max`` cut into ``splits`` equal ranges; each split reads chunks of
+  consecutive key ranges (``key > a AND key <= b``, an index range scan), the step adapting to the
+  rows found so a chunk holds about ``chunk_rows`` rows. The first split also reads keys below the
+  planned minimum and the last one keys above the planned maximum, so rows inserted after planning
+  are not lost. Position = the last key covered; a resumed split continues after it.
+- **Block ranges** otherwise: the table's pages cut into ``splits`` ranges of ctids, read with TID
+  range scans (PostgreSQL 14+). Position = the next block to read.
+- A **query** with ``split_column`` is cut by key ranges like a table (its predicate is pushed into
+  the query); rows whose key is NULL are read by one more split. Without one it is materialized into a temporary table and read by block ranges, as
+  one split. Resuming such a split re-runs the query and skips the blocks already read, which is
+  exact only when the query's row order is deterministic (give it an ORDER BY).
+
+Split ids carry their bounds: a table whose key range changed between an interrupted run and its
+resume gets new splits (read from scratch) rather than resumed ones with shifted bounds.
+
+Incremental (``sync_mode: incremental``): when the engine sets ``self.watermark`` (the maximum of
+``cursor_field`` the last successful job read), every chunk also filters ``cursor_field > watermark``,
+and key ranges are planned over the matching rows only (cheap when ``cursor_field`` is indexed).
+
+A lost connection is re-opened and the chunk read again, five times with backoff, then the error
+is raised. Rows come out as Arrow batches built column-wise (see ``chunks.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from bizon_fast.connectors import pgconn
+from bizon_fast.connectors.sources.postgres.src.chunks import INTEGER_OIDS, ChunkPlan, Column, quote
+from bizon_fast.connectors.sources.postgres.src.config import PostgresSourceConfig
+from bizon_fast.errors import ConfigError, UserError
+from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+
+log = logging.getLogger("bizon_fast.source.postgres")
+
+KEY = "source"
+INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
+CHUNK_BYTES = 4 << 20
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 1_024, 262_144
+SESSION = (
+    "SET jit = off",  # chunk queries are short and many: compiling them costs more than it saves
+    "SET max_parallel_workers_per_gather = 0",  # partial aggregates would be combined out of row order
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET client_encoding = 'UTF8'",
+)
+
+_COLUMNS_SQL = """
+SELECT a.attname, a.atttypid, a.atttypmod, NOT a.attnotnull
+FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+_TYPES_SQL = """
+SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod, t.typelem, t.typcategory FROM pg_type t WHERE t.oid = ANY(%s)
+"""
+
+
+def _coerce(config: SourceConfig) -> PostgresSourceConfig:
+    if isinstance(config, PostgresSourceConfig):
+        return config
+    try:
+        return PostgresSourceConfig.model_validate(config.model_dump(by_alias=True))
+    except ValidationError as exc:
+        details = "; ".join(f"source.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid postgres source config: {details}") from None
+
+
+def _raw_loaders(conn: Any) -> None:
+    """text and bytea results as raw bytes: the chunk's big values go straight into Arrow buffers."""
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    class RawBytes(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> bytes:
+            return bytes(data)
+
+    conn.adapters.register_loader("text", RawBytes)
+    conn.adapters.register_loader("bytea", RawBytes)
+
+
+class PostgresSource(Source):
+    name = "postgres"
+    supports_incremental = True
+
+    def __init__(self, config: SourceConfig) -> None:
+        config = _coerce(config)
+        super().__init__(config)
+        self.config: PostgresSourceConfig = config
+        keys = ("host", "port", "database", "username", "password")
+        if config.dsn:
+            chosen = {k: getattr(config, k) for k in keys if k in config.model_fields_set}
+            self.info = pgconn.conninfo(dsn=config.dsn, **chosen)
+        else:
+            self.info = pgconn.conninfo(**{k: getattr(config, k) for k in keys})
+        if config.query is None:
+            schema, table = pgconn.split_name(config.stream, config.schema_name)
+            self.relation: str | None = f"{quote(schema)}.{quote(table)}"
+        else:
+            self.relation = None
+        self._plan: dict[str, Any] | None = None
+
+    @staticmethod
+    def streams() -> list[str]:
+        return ["*"]  # any table: see accepts_stream
+
+    @classmethod
+    def accepts_stream(cls, stream: str) -> bool:
+        return bool(stream.strip())
+
+    @staticmethod
+    def get_config_class() -> type[SourceConfig]:
+        return PostgresSourceConfig
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self) -> Any:
+        conn = pgconn.connect(self.info, key=KEY, autocommit=True)
+        for statement in SESSION:
+            conn.execute(statement)
+        _raw_loaders(conn)
+        return conn
+
+    def _where(self) -> str:
+        return f"{self.relation} (stream)" if self.relation else "source.query"
+
+    # ------------------------------------------------------------ planning (supervisor)
+
+    def check_connection(self) -> tuple[bool, str | None]:
+        with self._connect() as conn:
+            self._describe(conn)
+        return True, None
+
+    def _describe(self, conn: Any) -> dict[str, Any]:
+        """Columns, the split key and size estimates of the table or query."""
+        cfg = self.config
+        if self.relation is not None:
+            oid = conn.execute("SELECT to_regclass(%s)::oid", (self.relation,)).fetchone()[0]
+            if oid is None:
+                raise UserError(f"source.stream: table {cfg.stream!r} does not exist in {pgconn.where(self.info)}")
+            raw = [(n, t, m, nullable) for n, t, m, nullable in conn.execute(_COLUMNS_SQL, (oid,)).fetchall()]
+            pages, tuples = conn.execute("SELECT relpages, reltuples FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+        else:
+            try:
+                cur = conn.execute(f"SELECT * FROM ({cfg.query}) q LIMIT 0")
+            except Exception as exc:  # noqa: BLE001 - any server error is a bad query
+                raise UserError(f"source.query: {' '.join(str(exc).split())}") from None
+            raw = [(d.name, d.type_code, cur.pgresult.fmod(i), True) for i, d in enumerate(cur.description)]
+            oid, pages, tuples = None, 0, -1
+        columns = self._resolve(conn, raw)
+        key = self._key(conn, oid, columns)
+        width = None
+        if oid is not None:
+            width = conn.execute(
+                "SELECT sum(avg_width) FROM pg_stats s JOIN pg_class c ON c.relname = s.tablename"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = s.schemaname WHERE c.oid = %s",
+                (oid,),
+            ).fetchone()[0]
+            if not width and pages > 0 and tuples > 0:
+                width = pages * 8192 / tuples
+        rows_per_chunk = cfg.chunk_rows or int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, CHUNK_BYTES / (width or 100))))
+        return {
+            "oid": oid,
+            "columns": columns,
+            "key": key,
+            "pages": pages,
+            "tuples": tuples if tuples and tuples > 0 else None,
+            "chunk_rows": rows_per_chunk,
+        }
+
+    def _resolve(self, conn: Any, raw: list[tuple[str, int, int, bool]]) -> list[Column]:
+        """Domains to their base types, with array element types."""
+        types: dict[int, tuple] = {}
+        wanted = {t for _, t, _, _ in raw}
+        while wanted - types.keys():
+            for row in conn.execute(_TYPES_SQL, (list(wanted - types.keys()),)).fetchall():
+                types[row[0]] = row[1:]
+            wanted |= {v[1] for v in types.values() if v[0] == "d"}
+        resolved = []
+        for name, oid, typmod, nullable in raw:
+            while types.get(oid, ("b",))[0] == "d":
+                _, base, base_mod, _, _ = types[oid]
+                oid, typmod = base, base_mod if base_mod != -1 else typmod
+            _, _, _, elem, category = types.get(oid, ("b", 0, -1, 0, ""))
+            resolved.append((name, oid, typmod, elem if category == "A" else 0, nullable))
+        names = conn.execute(
+            "SELECT format_type(o, m) FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i",
+            ([r[1] for r in resolved], [r[2] for r in resolved]),
+        ).fetchall()
+        return [Column(*r, sqltype=t[0]) for r, t in zip(resolved, names, strict=True)]
+
+    def _key(self, conn: Any, oid: int | None, columns: list[Column]) -> str | None:
+        cfg = self.config
+        by_name = {c.name: c for c in columns}
+        if cfg.split_column:
+            col = by_name.get(cfg.split_column)
+            if col is None or col.oid not in INTEGER_OIDS:
+                where = self._where()
+                raise UserError(f"source.split_column: {cfg.split_column!r} is not an integer column of {where}")
+            return col.name
+        if oid is None:
+            return None
+        row = conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = i.indkey[0] WHERE i.indrelid = %s AND i.indisprimary AND i.indnkeyatts = 1",
+            (oid,),
+        ).fetchone()
+        if row and row[0] in by_name and by_name[row[0]].oid in INTEGER_OIDS:
+            return row[0]
+        return None
+
+    def _filter(self, info: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The incremental condition and its parameters ("TRUE" when reading everything)."""
+        field = self.config.cursor_field
+        if self.config.sync_mode != "incremental" or self.watermark is None or not field:
+            return "TRUE", []
+        col = next((c for c in info["columns"] if c.name == field), None)
+        if col is None:
+            raise UserError(f"source.cursor_field: {field!r} is not a column of {self._where()}")
+        return f"{quote(field)} > CAST(%s AS {col.sqltype})", [self.watermark]
+
+    def _source_sql(self) -> str:
+        """The table, or the query as a subquery; ``%`` doubled as it goes into parametrized statements."""
+        return self.relation if self.relation is not None else f"({self.config.query.replace('%', '%%')}) q"
+
+    def plan(self) -> dict[str, Any]:
+        if self._plan is None:
+            with self._connect() as conn:
+                self._plan = self._make_plan(conn)
+        return self._plan
+
+    def _make_plan(self, conn: Any) -> dict[str, Any]:
+        info = self._describe(conn)
+        where, params = self._filter(info)
+        info["total"] = info["tuples"] if where == "TRUE" and self.relation is not None else None
+        n = self.config.splits
+        if info["key"] is not None:
+            k = quote(info["key"])
+            lo, hi, count = conn.execute(
+                f"SELECT min({k}), max({k}), {'count(*)' if where != 'TRUE' else 'NULL'}"
+                f" FROM {self._source_sql()} WHERE {where}",
+                params,
+            ).fetchone()
+            if count is not None:
+                info["total"] = count
+            rows = count if count is not None else info["tuples"]
+            nulls = [Split(id="key:null", params={"nulls": True})] if self._key_nullable(info) else []
+            if lo is None:
+                info["splits"] = [Split(id="key:empty", params={"after": None, "upto": None, "hi": None}), *nulls]
+                return info
+            span = hi - lo + 1
+            n = max(1, min(n, span))
+            bounds = [lo - 1 + span * i // n for i in range(n + 1)]
+            density = (rows / span) if rows else 1.0
+            info["splits"] = [
+                Split(
+                    id=f"key{i:03d}:{bounds[i]}:{bounds[i + 1]}",
+                    params={
+                        "after": None if i == 0 else bounds[i],
+                        "upto": None if i == n - 1 else bounds[i + 1],
+                        "lo": lo,
+                        "hi": hi,
+                        "density": density,
+                    },
+                    total_rows=int(density * (bounds[i + 1] - bounds[i])) if rows else None,
+                )
+                for i in range(n)
+            ] + nulls
+            return info
+        if self.relation is None:
+            info["splits"] = [Split(id="query", params={"first": 0, "end": None, "per_block": None})]
+            return info
+        if int(conn.execute("SHOW server_version_num").fetchone()[0]) < 140000:
+            raise UserError(
+                f"source.stream: {self.config.stream!r} has no integer primary key; reading it by block ranges needs "
+                "PostgreSQL 14+ (or set source.split_column to an integer column)"
+            )
+        blocks = conn.execute(
+            "SELECT pg_relation_size(%s) / current_setting('block_size')::int", (info["oid"],)
+        ).fetchone()[0]
+        per_block = (info["tuples"] / info["pages"]) if info["tuples"] and info["pages"] else None
+        n = max(1, min(n, blocks))
+        bounds = [blocks * i // n for i in range(n + 1)]
+        info["splits"] = [
+            Split(
+                id=f"blk{i:03d}:{bounds[i]}:{bounds[i + 1]}",
+                params={"first": bounds[i], "end": None if i == n - 1 else bounds[i + 1], "per_block": per_block},
+                total_rows=int(per_block * (bounds[i + 1] - bounds[i])) if per_block else None,
+            )
+            for i in range(n)
+        ]
+        return info
+
+    @staticmethod
+    def _key_nullable(info: dict[str, Any]) -> bool:
+        """Rows whose split key is NULL fall in no range: a nullable key gets one more split for them."""
+        return next(c for c in info["columns"] if c.name == info["key"]).nullable
+
+    def splits(self) -> list[Split]:
+        return self.plan()["splits"]
+
+    def total_rows(self) -> int | None:
+        total = self.plan()["total"]
+        return int(total) if total is not None else None
+
+    # ------------------------------------------------------------ reading (producer)
+
+    def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
+        reader = _SplitReader(self, split)
+        try:
+            if split.params.get("nulls"):
+                yield from reader.null_keys(position)
+            elif "after" in split.params:
+                yield from reader.keys(position)
+            else:
+                yield from reader.blocks(position)
+        finally:
+            reader.close()
+
+
+def _next_step(width: int, found: int, chunk_rows: int) -> int:
+    """The next chunk's width (keys or blocks): aim at ``chunk_rows``, at most 4x more or less at a time."""
+    if found == 0:
+        return width * 4
+    return max(1, width // 4, min(width * 4, width * chunk_rows // found))
+
+
+class _SplitReader:
+    """Reads one split chunk by chunk on its own connection, reconnecting when the connection is lost."""
+
+    def __init__(self, source: PostgresSource, split: Split) -> None:
+        self.source = source
+        self.split = split
+        self.conn: Any = None
+        self.info: dict[str, Any] = {}
+        self.temp: str | None = None
+        self._open()
+
+    def _open(self) -> None:
+        conn = self.source._connect()  # first: while the server is away the old, broken one stays
+        self.close()
+        self.conn = conn
+        self.info = self.source._describe(self.conn)
+        self.plan = ChunkPlan(self.info["columns"])
+        self.where, self.params = self.source._filter(self.info)
+        self.relation = self.source._source_sql()
+        if self.source.relation is None and self.info["key"] is None:
+            self.temp = f"bizon_fast_query_{secrets.token_hex(6)}"
+            self.conn.execute(f"CREATE TEMP TABLE {self.temp} AS {self.source.config.query}")
+            self.relation = self.temp
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _fetch(self, where: str, params: list[Any], key: str | None) -> tuple[pa.RecordBatch, Any]:
+        """One chunk: (batch, max key), reconnecting and retrying when the connection is lost."""
+        query = self.plan.query(self.relation, f"({self.where}) AND {where}", key)
+
+        def attempt() -> tuple:
+            return self.conn.execute(query, [*self.params, *params], binary=True).fetchone()
+
+        row = pgconn.with_retries(
+            attempt, reconnect=self._open, what=f"source ({self.source._where()})", conn=lambda: self.conn
+        )
+        return self.plan.decode(row), row[1]
+
+    def keys(self, position: Any | None) -> Iterator[SourceBatch]:
+        params = self.split.params
+        key = quote(self.info["key"])
+        chunk_rows = self.info["chunk_rows"]
+        upto_end, lo, hi = params["upto"], params.get("lo"), params.get("hi")
+        after = position if position is not None else params["after"]
+        step = max(1, int(chunk_rows / max(params.get("density") or 1.0, 1e-9)))
+        while True:
+            if upto_end is not None and after is not None and after >= upto_end:
+                return
+            if upto_end is None and (hi is None or (after is not None and after >= hi)):
+                # the open end of the last split: whatever lies above, in one chunk
+                cond, args = (f"{key} > %s::int8", [after]) if after is not None else ("TRUE", [])
+                batch, top = self._fetch(cond, args, self.info["key"])
+                if batch.num_rows:
+                    yield SourceBatch(batch, top)
+                return
+            start = after if after is not None else lo - 1
+            upper = min(INT8_MAX, start + step)
+            if upto_end is not None:
+                upper = min(upper, upto_end)
+            if after is None:
+                cond, args = f"{key} <= %s::int8", [upper]
+            else:
+                cond, args = f"{key} > %s::int8 AND {key} <= %s::int8", [after, upper]
+            batch, _ = self._fetch(cond, args, None)
+            found = batch.num_rows
+            if found:
+                yield SourceBatch(batch, upper)
+            after = upper
+            step = _next_step(max(1, upper - start), found, chunk_rows)
+
+    def null_keys(self, position: Any | None) -> Iterator[SourceBatch]:
+        """The rows whose split key is NULL, in one chunk (position 1 once read)."""
+        if position is None:
+            batch, _ = self._fetch(f"{quote(self.info['key'])} IS NULL", [], None)
+            if batch.num_rows:
+                yield SourceBatch(batch, 1)
+
+    def blocks(self, position: Any | None) -> Iterator[SourceBatch]:
+        params = self.split.params
+        chunk_rows = self.info["chunk_rows"]
+        block = position if position is not None else params["first"]
+        end = params["end"]
+        per_block = params.get("per_block") or max(1.0, 8192 / 100)
+        step = max(1, int(chunk_rows / per_block))
+        limit = end if end is not None else self._blocks()
+        while True:
+            if block >= limit:
+                if end is not None:
+                    return
+                limit = self._blocks()  # the table may have grown since
+                if block >= limit:
+                    return
+            upper = min(block + step, limit)
+            batch, _ = self._fetch("ctid >= %s::tid AND ctid < %s::tid", [f"({block},0)", f"({upper},0)"], None)
+            if batch.num_rows:
+                yield SourceBatch(batch, upper)
+            step = _next_step(upper - block, batch.num_rows, chunk_rows)
+            block = upper
+
+    def _blocks(self) -> int:
+        rel = self.temp or self.source.relation
+        return self.conn.execute(
+            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", (rel,)
+        ).fetchone()[0]
