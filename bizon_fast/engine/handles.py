@@ -87,6 +87,14 @@ class WorkerHandle:
             self.conn.close()
 
 
+def start_fork_server() -> None:
+    """Start the fork server now, so its imports overlap the supervisor's planning instead of following it."""
+    if START_METHOD == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def promote(spare: WorkerHandle, spec: WorkerSpec) -> WorkerHandle:
     """Turn a hot spare process into the worker ``spec`` describes."""
     spare.role, spare.index = spec.role, spec.index

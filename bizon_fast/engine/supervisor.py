@@ -26,7 +26,7 @@ from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import incremental as inc
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
-from bizon_fast.engine.handles import WorkerHandle, promote, start_worker
+from bizon_fast.engine.handles import WorkerHandle, promote, start_fork_server, start_worker
 from bizon_fast.engine.job import fingerprint, resolve_job
 from bizon_fast.engine.ledger import SplitLedger
 from bizon_fast.engine.progress import Progress
@@ -154,6 +154,8 @@ class Supervisor:
     def run(self) -> RunSummary:
         cfg = self.cfg
         started = time.monotonic()
+        if not self.threaded:
+            start_fork_server()
         source = build_source(self.source_cfg)
         ok, error = source.check_connection()
         if not ok:
