@@ -37,9 +37,11 @@ from native_bench.proctree import RunStats, measure
 DSN = os.environ.get("BIZON_FAST_BENCH_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 SCHEMA = "bizon_fast_bench"
 ROWS, QUICK_ROWS = 10_000_000, 1_000_000
-ROUNDS, QUICK_ROUNDS = 2, 2
+ROUNDS, QUICK_ROUNDS = 3, 3
 WORKERS = (1, 2)
 TIMEOUT_S = 1_800
+#: target tables of this process: two benchmark runs at once must not drop each other's
+PSQL_TABLE, BF_TABLE = f"dst_psql_{os.getpid()}", f"dst_bf_{os.getpid()}"
 
 _GENERATE = """
 DROP TABLE IF EXISTS {s}.{t};
@@ -133,10 +135,10 @@ def _measured(cmd: list[str], cwd: Path) -> tuple[RunStats, float]:
 
 def run_psql(rows: int, scratch: Path) -> tuple[RunStats, float]:
     table = source_table(rows)
-    _reset("dst_psql", like=table)
+    _reset(PSQL_TABLE, like=table)
     psql = " ".join(_psql_args())
     out = f'{psql} -c "\\copy (SELECT * FROM {SCHEMA}.{table}) TO STDOUT"'
-    into = f'{psql} -c "\\copy {SCHEMA}.dst_psql FROM STDIN"'
+    into = f'{psql} -c "\\copy {SCHEMA}.{PSQL_TABLE} FROM STDIN"'
     return _measured(["bash", "-o", "pipefail", "-c", f"{out} | {into}"], scratch)
 
 
@@ -144,13 +146,13 @@ def bizon_fast_config(rows: int, workers: int) -> dict[str, Any]:
     return {
         "name": f"bench-pg-{workers}",
         "source": {"name": "postgres", "stream": f"{SCHEMA}.{source_table(rows)}", "dsn": DSN, "splits": 16},
-        "destination": {"name": "postgres", "config": {"dsn": DSN, "destination_id": f"{SCHEMA}.dst_bf"}},
+        "destination": {"name": "postgres", "config": {"dsn": DSN, "destination_id": f"{SCHEMA}.{BF_TABLE}"}},
         "engine": {"runner": {"config": {"max_workers": workers}}},
     }
 
 
 def run_bizon_fast(rows: int, workers: int, scratch: Path) -> tuple[RunStats, float]:
-    _reset("dst_bf", like=None)
+    _reset(BF_TABLE, like=None)
     folder = scratch / f"bf{workers}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -162,21 +164,25 @@ def run_bizon_fast(rows: int, workers: int, scratch: Path) -> tuple[RunStats, fl
 def run(quick: bool) -> list[dict]:
     rows = QUICK_ROWS if quick else ROWS
     ensure_table(rows)
-    contenders: dict[str, Any] = {"psql pipe": (lambda scratch: run_psql(rows, scratch), "dst_psql")}
+    contenders: dict[str, Any] = {"psql pipe": (lambda scratch: run_psql(rows, scratch), PSQL_TABLE)}
     for w in WORKERS:
-        contenders[f"bizon-fast -w {w}"] = (lambda scratch, w=w: run_bizon_fast(rows, w, scratch), "dst_bf")
+        contenders[f"bizon-fast -w {w}"] = (lambda scratch, w=w: run_bizon_fast(rows, w, scratch), BF_TABLE)
     results: dict[str, list[tuple[RunStats, float]]] = {name: [] for name in contenders}
-    with tempfile.TemporaryDirectory(prefix="native_bench_pg_") as tmp:
-        scratch = Path(tmp)
-        for _ in range(QUICK_ROUNDS if quick else ROUNDS):
-            for name, (body, table) in contenders.items():
-                stats, server = body(scratch)
-                if not stats.ok:
-                    raise RuntimeError(f"{name}: {stats.failure()}")
-                copied = _count(table)
-                if copied != rows:
-                    raise RuntimeError(f"{name} copied {copied} rows of {rows}")
-                results[name].append((stats, server))
+    try:
+        with tempfile.TemporaryDirectory(prefix="native_bench_pg_") as tmp:
+            scratch = Path(tmp)
+            for _ in range(QUICK_ROUNDS if quick else ROUNDS):
+                for name, (body, table) in contenders.items():
+                    stats, server = body(scratch)
+                    if not stats.ok:
+                        raise RuntimeError(f"{name}: {stats.failure()}")
+                    copied = _count(table)
+                    if copied != rows:
+                        raise RuntimeError(f"{name} copied {copied} rows of {rows}")
+                    results[name].append((stats, server))
+    finally:
+        for table in (PSQL_TABLE, BF_TABLE):
+            _reset(table, like=None)
     out = []
     for name, runs in results.items():
         walls = sorted(runs, key=lambda r: r[0].wall_s)

@@ -82,6 +82,14 @@ def _checkpoint(result: BenchResult, plt: Any, path: Path) -> None:
     _bars(result, plt, path, label, "Cursor commits: every 1 / 10 / 100 batches")
 
 
+def _pg(result: BenchResult, plt: Any, path: Path) -> None:
+    _bars(result, plt, path, lambda r: r["contender"], "Postgres -> Postgres")
+
+
+def _transforms(result: BenchResult, plt: Any, path: Path) -> None:
+    _bars(result, plt, path, lambda r: r["transform"], "Transforms, one core")
+
+
 def _save(fig: Any, plt: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -94,6 +102,8 @@ PLOTTERS: dict[str, Callable[[BenchResult, Any, Path], None]] = {
     "showcase": _showcase,
     "alternatives": _alternatives,
     "checkpoint": _checkpoint,
+    "pg": _pg,
+    "transforms": _transforms,
 }
 
 

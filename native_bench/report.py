@@ -87,8 +87,10 @@ def results_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
             f"_{r.seconds:.0f} s; load average at start {r.load_average}_",
             "",
         ]
+        if r.skipped:
+            parts += [f"**Skipped:** {r.skipped}", ""]
         if r.error:
-            parts += ["**The benchmark raised:**", "", "```", r.error.strip(), "```", ""]
+            parts += ["**The benchmark failed:**", "", "```", r.error.strip(), "```", ""]
         if r.markdown:
             parts += [r.markdown, ""]
         for plot in r.plots:

@@ -3,7 +3,8 @@
 Why one shape for all: the suite writes every benchmark into the same results.json and results.md,
 and the CI smoke test only checks that each benchmark that ran produced numbers. A benchmark that
 cannot measure something (a service or PyPI missing, a feature not built yet) says so in ``notes``
-and leaves the metric ``None`` instead of failing the whole run.
+and leaves the metric ``None``, or sets ``skipped`` when it cannot run at all, instead of failing
+the whole run.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class BenchResult:
     seconds: float = 0.0
     load_average: list[float] = field(default_factory=list)  # at the start: how busy others kept the machine
     error: str | None = None
+    skipped: str | None = None  # why it could not run here (a service missing): not a failure
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

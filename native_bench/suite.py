@@ -55,9 +55,9 @@ def _run_one(module, ctx: Context) -> BenchResult:  # noqa: ANN001 - a benchmark
     result.description = description(module)
     result.load_average = load
     result.seconds = time.perf_counter() - start
-    if not result.error and not result.numbers():
+    if not (result.error or result.skipped or result.numbers()):
         result.error = "the benchmark produced no numbers"
-    status = "FAILED" if result.error else "ok"
+    status = "FAILED" if result.error else f"skipped ({result.skipped})" if result.skipped else "ok"
     print(f"native_bench: {module.NAME} {status} in {result.seconds:.0f} s", flush=True)
     return result
 

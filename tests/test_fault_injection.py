@@ -49,18 +49,21 @@ def test_sigkill_supervisor_then_rerun_resumes_exactly(tmp_path: Path, fmt: str)
     config = _config(tmp_path, fmt)
     proc = start_run(tmp_path, config)
     deadline = time.monotonic() + 60
-    while len(workers_of(proc.pid)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(fmt).uniform(0.8, 1.5))
+    # kill once the run has written something, at a random moment soon after: mid-run, whatever the load
+    while not list(tmp_path.glob("out/.*bizon-fast/*/part-*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(random.Random(fmt).uniform(0.0, 0.3))
+    assert proc.poll() is None, "the run finished before the supervisor could be killed"
     workers = workers_of(proc.pid)
     assert workers, "no workers to orphan"
     psutil.Process(proc.pid).kill()
     proc.wait(10)
+    # the dead run's ring is left behind (any later start removes it: look before anything else runs)
+    segments = [p for p in Path("/dev/shm").glob(f"bizon_fast_{proc.pid}_*")]
+    assert segments, "the dead run's segment should be left behind for the next start to find"
     # no orphans: every worker follows its supervisor within seconds
     gone, alive = psutil.wait_procs(workers, timeout=5)
     assert not alive, f"orphaned workers: {alive}"
-    segments = [p for p in Path("/dev/shm").glob(f"bizon_fast_{proc.pid}_*")]
-    assert segments, "the dead run's segment should be left behind for the next start to find"
     # the same command resumes the job and finishes it exactly
     rerun = start_run(tmp_path, config)
     out, err = rerun.communicate(timeout=240)

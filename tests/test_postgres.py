@@ -320,7 +320,7 @@ def test_source_query_with_and_without_a_split_column(admin, schema) -> None:
     make_ids(admin, schema, 5_000)
     query = f"SELECT id, upper(v) AS v FROM {schema}.src WHERE id % 2 = 0"
     keyed = source(schema, query=query, split_column="id", splits=4)
-    assert len(keyed.splits()) == 4
+    assert len(keyed.splits()) == 5  # 4 ranges, and the NULL keys (a query column may be NULL)
     assert sorted(read_all(keyed).column("id").to_pylist()) == list(range(2, 5_001, 2))
     # a key with many rows per value, and NULL keys: every row once, and the range walk ends
     grouped = f"SELECT id, nullif(id / 2500, 1) AS grp FROM {schema}.src"
@@ -649,3 +649,11 @@ def test_example_config_validates() -> None:
     assert cfg.source.name == "postgres" and cfg.destination.name == "postgres"
     assert isinstance(cfg.destination.config, PostgresDestinationDetails)
     assert cfg.engine.backend.type == "postgres"
+
+
+def test_native_bench_pipeline_validates() -> None:
+    from bizon_fast.config.models import PipelineConfig
+    from native_bench import pg
+
+    cfg = PipelineConfig.model_validate(pg.bizon_fast_config(1_000, 2))
+    assert cfg.source.name == "postgres" and cfg.destination.config.destination_id.endswith(pg.BF_TABLE)

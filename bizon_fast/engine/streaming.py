@@ -34,25 +34,27 @@ IDLE_SLEEP_S = 2.0  # after an empty poll, as bizon's stream runner
 def source_pages(producer: Any, split: Split, position: Any) -> Iterator[SourceBatch]:
     """The pages a producer reads for ``split`` from ``position`` (see the module docstring)."""
     source = producer.source
+    cap = getattr(source.config, "max_iterations", None) or None
     if producer.spec.streaming and callable(getattr(source, "poll", None)):
-        pages: Iterator[SourceBatch] = _polled(producer, split)
-    else:
-        pages = iter(source.read(split, position))
-    cap = getattr(source.config, "max_iterations", None)
+        return _polled(producer, split, cap)
+    pages = iter(source.read(split, position))
     return islice(pages, cap) if cap else pages
 
 
-def _polled(producer: Any, split: Split) -> Iterator[SourceBatch]:
+def _polled(producer: Any, split: Split, cap: int | None) -> Iterator[SourceBatch]:
     source = producer.source
     commits = bool(getattr(source, "has_commit", False))
-    while True:
+    polls = 0
+    while cap is None or polls < cap:
         page = source.poll(split)
+        polls += 1
         if page is None or page.batch.num_rows == 0:
             yield SourceBatch(empty_batch() if page is None else page.batch, None)
-            time.sleep(IDLE_SLEEP_S)
+            if cap is None or polls < cap:
+                time.sleep(IDLE_SLEEP_S)
             continue
-        yield page
-        if commits:
+        yield page  # the producer sends it on before asking for the next one
+        if commits:  # including after the last page: the source acknowledges everything it returned
             wait_committed(producer, split.id)
             source.commit()
 

@@ -9,7 +9,8 @@ several times faster), falling back to the stdlib for what msgspec refuses (inte
 ``sql:`` (a polars SQL query over the table ``batch``) and ``polars:`` (a list of polars expressions,
 evaluated with ``select``) are the vectorized fast path: one query per batch, no Python per record.
 On typed batches (native sources) they see the batch's columns. On bizon source records they see
-the *records*: ``data`` decoded into one column per key (a key a record lacks is null there), plus
+the *records*: ``data`` decoded into one typed column per key (a key a record lacks is null there, and
+a column's values share one type: an int among floats comes back as ``1.0``), plus
 ``__bizon_record_id``, ``__bizon_record_timestamp`` and ``__bizon_destination_id``; the result's other
 columns are encoded back into ``data``. A query that keeps the row count may drop the ``__bizon_*``
 columns (they are restored by position); one that filters or reorders rows must keep them
@@ -41,6 +42,7 @@ META_COLUMNS = {
     "destination_id": "__bizon_destination_id",
 }
 
+SCHEMA_SAMPLE_ROWS = 1000
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
@@ -80,9 +82,26 @@ def _python_transform(label: str, code: str) -> Transform:
     return apply
 
 
+def _decode_records(texts: pl.Series) -> pl.Series:
+    """``texts`` JSON-decoded into a struct column, without losing a key that only late rows have.
+
+    Inferring the struct from every row costs three times the decoding itself, so the schema is
+    inferred from a sample first; when re-encoding the result gives back every row's text exactly,
+    nothing was dropped. Otherwise (keys beyond the sample, another key order or number format) the
+    column is decoded again with a schema inferred from all rows.
+    """
+    try:
+        sampled = texts.str.json_decode(infer_schema_length=SCHEMA_SAMPLE_ROWS)
+    except pl.exceptions.ComputeError:
+        sampled = None  # a key or a type the sample did not have (polars may also narrow 1.5 to 1 silently)
+    if sampled is not None and isinstance(sampled.dtype, pl.Struct) and (sampled.struct.json_encode() == texts).all():
+        return sampled
+    return texts.str.json_decode(infer_schema_length=None)
+
+
 def _records_frame(table: pa.Table) -> pl.DataFrame:
     """Source records as a table: one column per key of ``data``, plus the ``__bizon_*`` envelope columns."""
-    data = pl.from_arrow(table.column("data")).str.json_decode(infer_schema_length=None)  # type: ignore[union-attr]
+    data = _decode_records(pl.from_arrow(table.column("data")))  # type: ignore[arg-type]
     if not isinstance(data.dtype, pl.Struct):
         raise ValueError("the records are not JSON objects, so they have no columns to query")
     fields = data.struct.unnest()

@@ -8,9 +8,9 @@ This wraps ``native_bench.transport`` (its docstring has the method); the suite 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 from native_bench import transport as bench
+from native_bench.benchmarks.external import patched
 from native_bench.context import Context
 from native_bench.result import BenchResult, Target, ratio
 
@@ -21,19 +21,8 @@ AT = 4 << 20
 QUICK_BATCH_SIZES = [AT]
 
 
-@contextlib.contextmanager
-def _batch_sizes(sizes: list[int]) -> Iterator[None]:
-    """Run the module at ``sizes`` only; its ``run`` reads the module-level list at call time."""
-    saved = bench.BATCH_SIZES
-    bench.BATCH_SIZES = sizes
-    try:
-        yield
-    finally:
-        bench.BATCH_SIZES = saved
-
-
 def run(ctx: Context) -> BenchResult:
-    with _batch_sizes(QUICK_BATCH_SIZES if ctx.quick else bench.BATCH_SIZES):
+    with patched(bench, BATCH_SIZES=QUICK_BATCH_SIZES) if ctx.quick else contextlib.nullcontext():
         rows = bench.run(quick=ctx.quick)
     by = {(r["transport"], r["batch_bytes"]): r for r in rows}
     gbps = {name: by.get((name, AT), {}).get("gbps") for name in ("memcpy", *bench.TRANSPORTS)}

@@ -1,9 +1,9 @@
 """Arrow batches as PostgreSQL binary COPY rows, built column-wise (no per-row Python).
 
-Why binary and not CSV: on the 1M-row, ~110 B/row bench table, ``pyarrow.csv.write_csv`` took
-2.06 s and the server's CSV ``COPY FROM`` 2.08 s; this encoder takes ~0.6 s and the server's
-binary ``COPY FROM`` 1.30 s (2-vCPU guest). The server's half matters most: on a small machine it
-shares the cores with everything else.
+Why binary and not CSV: on a 1M-row, ~110 B/row table (2-vCPU guest), ``pyarrow.csv.write_csv``
+took 2.06 s and the server's CSV ``COPY FROM`` 2.08 s; this encoder takes ~0.25 s and the server's
+binary ``COPY FROM`` 1.30 s. The server's half matters most: on a small machine it shares the
+cores with everything else.
 
 A binary COPY row is ``int16 field count`` then, per field, ``int32 length`` (-1 = NULL) and the
 value in the type's ``*send`` format. Fixed-width fields of consecutive columns are written into

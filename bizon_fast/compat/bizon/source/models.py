@@ -39,10 +39,10 @@ class SourceRecord:
     __bizon_fast_timestamp__ = "_timestamp"
     model_fields = dict.fromkeys(_FIELDS)
 
-    def __init__(self, id: Any, data: dict, timestamp: Any = None, destination_id: str | None = None) -> None:  # noqa: A002 - bizon's field name
+    def __init__(self, id: Any, data: dict, timestamp: Any = None, destination_id: str | None = None) -> None:
         if type(id) is not str:
             if isinstance(id, int) and not isinstance(id, bool):
-                id = str(id)  # noqa: A001
+                id = str(id)
             else:
                 raise TypeError(f"SourceRecord.id: expected a str or an int, got {type(id).__name__}")
         if type(data) is not dict and not isinstance(data, dict):

@@ -12,10 +12,11 @@ one query returns one row per chunk, built by aggregates:
   NULLs skipped, so the values lie back to back and the record's lengths give their offsets.
 
 The client reads the record as a big-endian numpy structured array and builds every Arrow array
-from buffers, so its cost is a few vector operations per column and chunk. Measured on the 1M-row,
-~110 B/row bench table (2-vCPU guest, CPU seconds per 1M rows): chunks 1.1 server + 0.07 client;
-COPY CSV 0.85 server + 0.78 psycopg read + 0.36 pyarrow parse; COPY binary 0.6 server + 0.75
-read, and its variable-length rows cannot be split into fields without a per-row loop.
+from buffers, so its cost is a few vector operations per column and chunk. Measured on a 1M-row,
+~110 B/row, 8-column table (2-vCPU guest, CPU seconds per 1M rows): chunks 1.1 server + 0.3
+client (fetch and decode); COPY CSV 0.85 server + 0.78 psycopg's per-row read + 0.36 pyarrow's CSV
+parse; COPY binary 0.6 server + 0.75 read before any parsing. Either COPY costs the producer's
+Python thread more than the whole chunk path; the server's part runs in its own process.
 
 All aggregates of one query see the same input rows in the same order (one Agg node feeds each
 tuple to every transition function), so element i of every column is the same row. Parallel query
@@ -25,7 +26,9 @@ Types: integers, floats, bool, date, time, timestamp and timestamptz (UTC) map t
 types; numeric(p,s) with p <= 38 to decimal128(p,s) (unconstrained numeric to string); bytea to
 binary; one-dimensional arrays to lists (of ints, floats, bools and strings, or of dates,
 timestamps and decimals parsed from their text); json, jsonb, uuid and every other type to string
-(their PostgreSQL text form).
+(their PostgreSQL text form; char(n) loses its trailing blanks, as in a cast to text). Values
+Arrow cannot hold ('infinity' dates and timestamps, numeric NaN in a numeric(p,s) column) fail the
+read with the column's name.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ How the work is cut:
 - **Block ranges** otherwise: the table's pages cut into ``splits`` ranges of ctids, read with TID
   range scans (PostgreSQL 14+). Position = the next block to read.
 - A **query** with ``split_column`` is cut by key ranges like a table (its predicate is pushed into
-  the query); rows whose key is NULL are read by one more split. Without one it is materialized into a temporary table and read by block ranges, as
-  one split. Resuming such a split re-runs the query and skips the blocks already read, which is
-  exact only when the query's row order is deterministic (give it an ORDER BY).
+  the query); rows whose key is NULL are read by one more split. Without a split column the query
+  is materialized into a temporary table and read by block ranges, as one split. Resuming such a
+  split re-runs the query and skips the blocks already read, which is exact only when the query's
+  row order is deterministic (give it an ORDER BY).
 
 Split ids carry their bounds: a table whose key range changed between an interrupted run and its
 resume gets new splits (read from scratch) rather than resumed ones with shifted bounds.
@@ -30,11 +31,12 @@ is raised. Rows come out as Arrow batches built column-wise (see ``chunks.py``).
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-import pyarrow as pa
 from pydantic import ValidationError
 
 from bizon_fast.connectors import pgconn
@@ -129,8 +131,7 @@ class PostgresSource(Source):
 
     def _connect(self) -> Any:
         conn = pgconn.connect(self.info, key=KEY, autocommit=True)
-        for statement in SESSION:
-            conn.execute(statement)
+        conn.execute("; ".join(SESSION))
         _raw_loaders(conn)
         return conn
 
@@ -319,16 +320,62 @@ class PostgresSource(Source):
     # ------------------------------------------------------------ reading (producer)
 
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
+        """Chunks are fetched one ahead in a thread: the server computes the next while this one is decoded."""
         reader = _SplitReader(self, split)
+        if split.params.get("nulls"):
+            walk = reader.null_keys(position)
+        elif "after" in split.params:
+            walk = reader.keys(position)
+        else:
+            walk = reader.blocks(position)
         try:
-            if split.params.get("nulls"):
-                yield from reader.null_keys(position)
-            elif "after" in split.params:
-                yield from reader.keys(position)
-            else:
-                yield from reader.blocks(position)
+            for plan, row, pos in _ahead(walk):
+                yield SourceBatch(plan.decode(row), pos)
         finally:
             reader.close()
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator[Any]) -> Iterator[Any]:
+    """``items``, produced one ahead by a thread (database waits release the GIL)."""
+    slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slot.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+            put(exc)
+        finally:
+            items.close()  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=run, name="bizon-fast-pg-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slot.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _next_step(width: int, found: int, chunk_rows: int) -> int:
@@ -367,8 +414,8 @@ class _SplitReader:
             self.conn.close()
             self.conn = None
 
-    def _fetch(self, where: str, params: list[Any], key: str | None) -> tuple[pa.RecordBatch, Any]:
-        """One chunk: (batch, max key), reconnecting and retrying when the connection is lost."""
+    def _fetch(self, where: str, params: list[Any], key: str | None) -> tuple[ChunkPlan, tuple]:
+        """One chunk's row (count, max key, packed columns), reconnecting and retrying when the connection is lost."""
         query = self.plan.query(self.relation, f"({self.where}) AND {where}", key)
 
         def attempt() -> tuple:
@@ -377,9 +424,9 @@ class _SplitReader:
         row = pgconn.with_retries(
             attempt, reconnect=self._open, what=f"source ({self.source._where()})", conn=lambda: self.conn
         )
-        return self.plan.decode(row), row[1]
+        return self.plan, row
 
-    def keys(self, position: Any | None) -> Iterator[SourceBatch]:
+    def keys(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
         params = self.split.params
         key = quote(self.info["key"])
         chunk_rows = self.info["chunk_rows"]
@@ -392,9 +439,9 @@ class _SplitReader:
             if upto_end is None and (hi is None or (after is not None and after >= hi)):
                 # the open end of the last split: whatever lies above, in one chunk
                 cond, args = (f"{key} > %s::int8", [after]) if after is not None else ("TRUE", [])
-                batch, top = self._fetch(cond, args, self.info["key"])
-                if batch.num_rows:
-                    yield SourceBatch(batch, top)
+                plan, row = self._fetch(cond, args, self.info["key"])
+                if row[0]:
+                    yield plan, row, row[1]
                 return
             start = after if after is not None else lo - 1
             upper = min(INT8_MAX, start + step)
@@ -404,21 +451,21 @@ class _SplitReader:
                 cond, args = f"{key} <= %s::int8", [upper]
             else:
                 cond, args = f"{key} > %s::int8 AND {key} <= %s::int8", [after, upper]
-            batch, _ = self._fetch(cond, args, None)
-            found = batch.num_rows
+            plan, row = self._fetch(cond, args, None)
+            found = row[0]
             if found:
-                yield SourceBatch(batch, upper)
+                yield plan, row, upper
             after = upper
             step = _next_step(max(1, upper - start), found, chunk_rows)
 
-    def null_keys(self, position: Any | None) -> Iterator[SourceBatch]:
+    def null_keys(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
         """The rows whose split key is NULL, in one chunk (position 1 once read)."""
         if position is None:
-            batch, _ = self._fetch(f"{quote(self.info['key'])} IS NULL", [], None)
-            if batch.num_rows:
-                yield SourceBatch(batch, 1)
+            plan, row = self._fetch(f"{quote(self.info['key'])} IS NULL", [], None)
+            if row[0]:
+                yield plan, row, 1
 
-    def blocks(self, position: Any | None) -> Iterator[SourceBatch]:
+    def blocks(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
         params = self.split.params
         chunk_rows = self.info["chunk_rows"]
         block = position if position is not None else params["first"]
@@ -434,10 +481,10 @@ class _SplitReader:
                 if block >= limit:
                     return
             upper = min(block + step, limit)
-            batch, _ = self._fetch("ctid >= %s::tid AND ctid < %s::tid", [f"({block},0)", f"({upper},0)"], None)
-            if batch.num_rows:
-                yield SourceBatch(batch, upper)
-            step = _next_step(upper - block, batch.num_rows, chunk_rows)
+            plan, row = self._fetch("ctid >= %s::tid AND ctid < %s::tid", [f"({block},0)", f"({upper},0)"], None)
+            if row[0]:
+                yield plan, row, upper
+            step = _next_step(upper - block, row[0], chunk_rows)
             block = upper
 
     def _blocks(self) -> int:
