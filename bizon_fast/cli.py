@@ -109,9 +109,8 @@ def run(
             custom_source=str(custom_source) if custom_source else None,
             env_file=str(env_file) if env_file else None,
             log_level=log_level,
+            reset=reset,
         )
-        if reset:
-            cfg.source.reset = True
         log_file = _log_file(cfg.name)
         _setup_logging(cfg.engine.runner.log_level, log_file)
         summary = Supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()

@@ -21,7 +21,7 @@ END = "<!-- END GENERATED -->"
 HOW_TO_RUN = """\
 ```bash
 .venv/bin/pip install -e '.[test,bench]'        # matplotlib for the plots (without it: md/json only)
-.venv/bin/python -m native_bench                 # full suite, ~10-15 min on 2 cores
+.venv/bin/python -m native_bench                 # full suite, ~20-25 min on 2 busy cores
 .venv/bin/python -m native_bench --quick         # every benchmark scaled down (CI smoke test, ~2 min)
 .venv/bin/python -m native_bench --only e2e,checkpoint --out /tmp/bench
 .venv/bin/python -m native_bench --update-readme # also rewrite this section with the numbers

@@ -74,8 +74,11 @@ def load_config(
     custom_source: str | Path | None = None,
     env_file: str | Path | None = None,
     log_level: str | None = None,
+    reset: bool = False,
 ) -> PipelineConfig:
     """Read, resolve and validate the pipeline at ``path``.
+
+    ``reset`` (``--reset``) sets ``source.reset`` before validation, so its rules apply to it too.
 
     ``workers`` sets ``engine.runner.config.max_workers``, ``runner`` ``engine.runner.type``,
     ``log_level`` ``engine.runner.log_level`` and ``custom_source`` ``source.source_file_path`` --
@@ -95,6 +98,8 @@ def load_config(
         raise ConfigError(_located(origin, positions, exc.path, exc.reason)) from None
     if custom_source is not None:
         overrides.append((("source", "source_file_path"), str(custom_source)))
+    if reset:
+        overrides.append((("source", "reset"), True))
     for parts, value in overrides:
         _set_in(raw, parts, value)
     return parse_config(raw, origin, positions=positions, original=original)
