@@ -97,6 +97,10 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display or summary")] = False,
 ) -> None:
     """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
+    from bizon_fast.engine.handles import start_fork_server
+
+    start_fork_server()  # its imports overlap config loading and planning
+
     from bizon_fast.config.load import load_config
     from bizon_fast.engine.progress import make_progress
     from bizon_fast.engine.supervisor import Supervisor

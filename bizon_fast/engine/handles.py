@@ -38,7 +38,6 @@ class WorkerHandle:
     split_id: str | None = None  # producer: the split it is reading
     granted: list[int] = field(default_factory=list)  # producer: slots handed to it, not yet filled
     delivered: dict[int, tuple] = field(default_factory=dict)  # consumer: slot -> batch info not yet written
-    last_split: str | None = None
     flush_requested: bool = False
     exited: bool = False
 
