@@ -59,6 +59,10 @@ class PlainProgress(Progress):
         super().__init__()
         self.last = 0.0
 
+    def start(self, total: int | None, resumed_rows: int) -> None:
+        super().start(total, resumed_rows)
+        self.last = time.monotonic()  # the first line after one interval, not a line of zeros
+
     def update(self, rows: int, nbytes: int) -> None:
         super().update(rows, nbytes)
         now = time.monotonic()
