@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover - exercised only without requests
         """Stand-in for ``requests.auth.AuthBase`` when requests is not installed."""
 
         def __call__(self, request: Any) -> Any:
-            raise NotImplementedError("Auth hooks must be callable.")
+            raise TypeError("Auth hooks must be callable: subclasses implement __call__.")
 
 
 class AbstractHeaderAuthenticator(AuthBase):
