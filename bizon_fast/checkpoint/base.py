@@ -37,6 +37,34 @@ class JobRecord(msgspec.Struct, kw_only=True):
     attempt: int = 1
 
 
+#: the column order of the jobs table that ``job_from_row`` reads, shared by the SQL backends
+JOB_COLUMNS = (
+    "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
+    " attempt"
+)
+
+
+def job_from_row(row: tuple) -> JobRecord:
+    """A jobs-table row (in ``JOB_COLUMNS`` order) as a JobRecord; sqlite stores the times as ISO text."""
+    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt) = row
+    if isinstance(created, str):
+        created, updated = datetime.fromisoformat(created), datetime.fromisoformat(updated)
+    return JobRecord(
+        id=id_,
+        name=name,
+        source_name=source,
+        stream_name=stream,
+        sync_mode=mode,
+        status=status,
+        fingerprint=fp,
+        created_at=created,
+        updated_at=updated,
+        total_rows=total,
+        error=error,
+        attempt=attempt,
+    )
+
+
 class CheckpointBackend(ABC):
     @abstractmethod
     def open(self) -> None:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
 from bizon_fast.connectors import pgconn
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import UserError
@@ -75,29 +75,6 @@ CREATE TABLE IF NOT EXISTS {s}.bizon_fast_watermarks (
     PRIMARY KEY (name, source_name, stream_name)
 );
 """
-
-_JOB_COLUMNS = (
-    "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
-    " attempt"
-)
-
-
-def _job(row: tuple) -> JobRecord:
-    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt) = row
-    return JobRecord(
-        id=id_,
-        name=name,
-        source_name=source,
-        stream_name=stream,
-        sync_mode=mode,
-        status=status,
-        fingerprint=fp,
-        created_at=created,
-        updated_at=updated,
-        total_rows=total,
-        error=error,
-        attempt=attempt,
-    )
 
 
 def backend_conninfo(details: Any) -> str:
@@ -233,8 +210,8 @@ class PostgresBackend(CheckpointBackend):
 
     def _one_job(self, where: str, params: tuple) -> JobRecord | None:
         def fn(cur: Any) -> JobRecord | None:
-            row = cur.execute(self._q(f"SELECT {_JOB_COLUMNS} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
-            return _job(row) if row else None
+            row = cur.execute(self._q(f"SELECT {JOB_COLUMNS} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
+            return job_from_row(row) if row else None
 
         return self._tx(fn, "reading a job")
 
@@ -265,7 +242,7 @@ class PostgresBackend(CheckpointBackend):
             self._supersede_dead_running(cur, name, source_name, stream_name, job_id)
             cur.execute(
                 self._q(
-                    f"INSERT INTO {{s}}.bizon_fast_jobs ({_JOB_COLUMNS})"
+                    f"INSERT INTO {{s}}.bizon_fast_jobs ({JOB_COLUMNS})"
                     " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1) ON CONFLICT DO NOTHING"
                 ),
                 (job_id, name, source_name, stream_name, sync_mode, fingerprint, total_rows),

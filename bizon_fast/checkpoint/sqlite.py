@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import UserError
 
@@ -53,32 +53,9 @@ CREATE TABLE IF NOT EXISTS bizon_fast_watermarks (
 );
 """
 
-_JOB_COLUMNS = (
-    "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
-    " attempt"
-)
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _job(row: tuple) -> JobRecord:
-    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt) = row
-    return JobRecord(
-        id=id_,
-        name=name,
-        source_name=source,
-        stream_name=stream,
-        sync_mode=mode,
-        status=status,
-        fingerprint=fp,
-        created_at=datetime.fromisoformat(created),
-        updated_at=datetime.fromisoformat(updated),
-        total_rows=total,
-        error=error,
-        attempt=attempt,
-    )
 
 
 class SqliteBackend(CheckpointBackend):
@@ -123,23 +100,23 @@ class SqliteBackend(CheckpointBackend):
 
     def find_unfinished_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:
         row = self._exec(
-            f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
+            f"SELECT {JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
             " AND status IN ('running', 'failed', 'cancelled') ORDER BY created_at DESC LIMIT 1",
             (name, source_name, stream_name),
         ).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def last_succeeded_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:
         row = self._exec(
-            f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
+            f"SELECT {JOB_COLUMNS} FROM bizon_fast_jobs WHERE name=? AND source_name=? AND stream_name=?"
             " AND status='succeeded' ORDER BY created_at DESC LIMIT 1",
             (name, source_name, stream_name),
         ).fetchone()
-        return _job(row) if row else None
+        return job_from_row(row) if row else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        row = self._exec(f"SELECT {_JOB_COLUMNS} FROM bizon_fast_jobs WHERE id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        row = self._exec(f"SELECT {JOB_COLUMNS} FROM bizon_fast_jobs WHERE id=?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
 
     def create_job(
         self, *, name: str, source_name: str, stream_name: str, sync_mode: str, fingerprint: str, total_rows: int | None
@@ -147,7 +124,7 @@ class SqliteBackend(CheckpointBackend):
         job_id = uuid.uuid4().hex
         now = _now()
         self._exec(
-            f"INSERT INTO bizon_fast_jobs ({_JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO bizon_fast_jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (job_id, name, source_name, stream_name, sync_mode, JobStatus.RUNNING, fingerprint, now, now, total_rows)
             + (None, 1),
         )
