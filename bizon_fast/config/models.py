@@ -24,7 +24,7 @@ import re
 import typing
 from copy import copy
 from datetime import datetime
-from typing import Any, Literal, NoReturn
+from typing import Any, ClassVar, Literal, NoReturn
 
 from pydantic import (
     AliasChoices,
@@ -741,9 +741,20 @@ def _typed_details(table: dict[str, type[BaseModel]], kind: Any, value: Any, def
     return model.model_validate(_as_mapping(value))
 
 
-class BackendConfig(Strict):
-    type: Literal["sqlite", "sqlite_in_memory", "postgres", "bigquery"] = "sqlite"
-    config: BackendDetails = Field(default_factory=BackendDetails)
+# aliases: inside these classes the name ``type`` is the field, not the builtin
+DetailsTable = dict[str, type[BaseModel]]
+DetailsModel = type[BaseModel]
+
+
+class _TypedBlock(Strict):
+    """A ``{type, config}`` block whose ``config`` is validated by the model its ``type`` selects.
+
+    Subclasses declare ``type`` and ``config`` and set the three class variables.
+    """
+
+    details_table: ClassVar[DetailsTable] = {}
+    default_type: ClassVar[str] = ""
+    default_details: ClassVar[DetailsModel] = BaseModel
 
     @model_validator(mode="before")
     @classmethod
@@ -752,16 +763,25 @@ class BackendConfig(Strict):
             data = {**data, "config": {}}
         return data
 
-    @field_validator("config", mode="before")
+    @field_validator("config", mode="before", check_fields=False)
     @classmethod
     def _details_for_type(cls, value: Any, info: ValidationInfo) -> Any:
-        return _typed_details(BACKEND_DETAILS, info.data.get("type"), value, BackendDetails)
+        return _typed_details(cls.details_table, info.data.get("type"), value, cls.default_details)
 
     @classmethod
     def child_model(cls, field: str, data: Any) -> type[BaseModel] | None:
         if field == "config" and isinstance(data, dict):
-            return BACKEND_DETAILS.get(data.get("type", "sqlite"))
+            return cls.details_table.get(data.get("type", cls.default_type))
         return None
+
+
+class BackendConfig(_TypedBlock):
+    details_table: ClassVar[DetailsTable] = BACKEND_DETAILS
+    default_type: ClassVar[str] = "sqlite"
+    default_details: ClassVar[DetailsModel] = BackendDetails
+
+    type: Literal["sqlite", "sqlite_in_memory", "postgres", "bigquery"] = "sqlite"
+    config: BackendDetails = Field(default_factory=BackendDetails)
 
 
 class QueueDetails(Strict):
@@ -824,27 +844,13 @@ QUEUE_DETAILS: dict[str, type[QueueDetails]] = {
 }
 
 
-class QueueConfig(Strict):
+class QueueConfig(_TypedBlock):
+    details_table: ClassVar[DetailsTable] = QUEUE_DETAILS
+    default_type: ClassVar[str] = "shm"
+    default_details: ClassVar[DetailsModel] = QueueDetails
+
     type: Literal["shm", "python_queue", "kafka", "rabbitmq"] = "shm"
     config: QueueDetails = Field(default_factory=QueueDetails)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _config_block(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("config") is None:
-            data = {**data, "config": {}}
-        return data
-
-    @field_validator("config", mode="before")
-    @classmethod
-    def _details_for_type(cls, value: Any, info: ValidationInfo) -> Any:
-        return _typed_details(QUEUE_DETAILS, info.data.get("type"), value, QueueDetails)
-
-    @classmethod
-    def child_model(cls, field: str, data: Any) -> type[BaseModel] | None:
-        if field == "config" and isinstance(data, dict):
-            return QUEUE_DETAILS.get(data.get("type", "shm"))
-        return None
 
 
 class RunnerDetails(Strict):
