@@ -77,19 +77,10 @@ CREATE TABLE IF NOT EXISTS {s}.bizon_fast_watermarks (
 """
 
 
-def backend_conninfo(details: Any) -> str:
-    """The conninfo of ``engine.backend.config``: its ``dsn`` (plus keys set next to it) or bizon's keys."""
-    keys = ("host", "port", "database", "username", "password")
-    if details.dsn:
-        chosen = {k: getattr(details, k) for k in keys if k in details.model_fields_set}
-        return pgconn.conninfo(dsn=details.dsn, **chosen)
-    return pgconn.conninfo(**{k: getattr(details, k) for k in keys})
-
-
 class PostgresBackend(CheckpointBackend):
     def __init__(self, details: Any) -> None:
         """``details``: a ``PostgresBackendDetails`` (dsn or host/port/database/username/password, schema)."""
-        self.info = backend_conninfo(details)
+        self.info = pgconn.conninfo_of(details)
         self.schema: str = details.schema_name
         self.conn: Any = None
         self.job_lock: str | None = None  # the job whose session lock this connection holds

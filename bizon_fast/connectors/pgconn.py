@@ -152,3 +152,15 @@ def lock_key(*parts: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_*lock`` from text parts."""
     digest = hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def conninfo_of(details: Any) -> str:
+    """The conninfo of a config block: its ``dsn`` (plus keys set next to it) or bizon's keys.
+
+    One rule for the backend, the source and the destination, which all accept the same keys.
+    """
+    keys = ("host", "port", "database", "username", "password")
+    if details.dsn:
+        chosen = {k: getattr(details, k) for k in keys if k in details.model_fields_set}
+        return conninfo(dsn=details.dsn, **chosen)
+    return conninfo(**{k: getattr(details, k) for k in keys})

@@ -152,12 +152,7 @@ class PostgresDestination(Destination):
             config = PostgresDestinationDetails.model_validate(config.model_dump(by_alias=True, exclude_unset=True))
         super().__init__(config, context)
         self.config: PostgresDestinationDetails = config
-        keys = ("host", "port", "database", "username", "password")
-        if config.dsn:
-            chosen = {k: getattr(config, k) for k in keys if k in config.model_fields_set}
-            self.info = pgconn.conninfo(dsn=config.dsn, **chosen)
-        else:
-            self.info = pgconn.conninfo(**{k: getattr(config, k) for k in keys})
+        self.info = pgconn.conninfo_of(config)
         if not config.destination_id:
             raise UserError("destination.config.destination_id: the postgres destination needs the table name")
         self.schema, self.table = pgconn.split_name(config.destination_id, config.schema_name)

@@ -102,12 +102,7 @@ class PostgresSource(Source):
         config = _coerce(config)
         super().__init__(config)
         self.config: PostgresSourceConfig = config
-        keys = ("host", "port", "database", "username", "password")
-        if config.dsn:
-            chosen = {k: getattr(config, k) for k in keys if k in config.model_fields_set}
-            self.info = pgconn.conninfo(dsn=config.dsn, **chosen)
-        else:
-            self.info = pgconn.conninfo(**{k: getattr(config, k) for k in keys})
+        self.info = pgconn.conninfo_of(config)
         if config.query is None:
             schema, table = pgconn.split_name(config.stream, config.schema_name)
             self.relation: str | None = f"{quote(schema)}.{quote(table)}"
