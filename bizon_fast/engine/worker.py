@@ -29,6 +29,7 @@ from bizon_fast.engine.spec import WorkerSpec, decode_spec
 from bizon_fast.engine.streaming import source_pages
 from bizon_fast.errors import UserError
 from bizon_fast.source.incremental import batch_watermark
+from bizon_fast.source.records import EXTRACTED_AT_KEY
 from bizon_fast.transport import open_store
 from bizon_fast.transport.base import BatchStore
 from bizon_fast.transport.fit import fit_to_slots
@@ -38,7 +39,6 @@ log = logging.getLogger("bizon_fast.worker")
 POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
 LINGER_S = 0.5  # a producer writes what it has after this long, even below batch_bytes
 WRITE_RETRIES = 3  # attempts after the first for a failing destination write
-EXTRACTED_AT_KEY = b"bizon_fast.extracted_at"
 
 
 class SupervisorGone(Exception):
