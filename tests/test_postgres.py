@@ -611,19 +611,36 @@ def test_sigkill_random_workers_during_a_postgres_copy(admin, schema, tmp_path: 
     assert scalar(admin, f"SELECT count(*) FROM {schema}.bizon_fast_destination_cursors") == 0
 
 
+def _staged_rows(admin, schema: str) -> int:
+    """Rows the run has written so far: a full refresh stages into its own table until it publishes."""
+    names = admin.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s", (schema, "dst%")
+    ).fetchall()
+    return sum(admin.execute(f'SELECT count(*) FROM {schema}."{n}"').fetchone()[0] for (n,) in names)
+
+
 @pytest.mark.slow
-def test_sigkill_supervisor_then_rerun_resumes_exactly(admin, schema, tmp_path: Path) -> None:
+def test_sigkill_supervisor_then_rerun_resumes_exactly(admin, schema, tmp_path: Path, monkeypatch) -> None:
+    """The kill lands once the destination holds some rows, not after a fixed delay: a fast machine
+    finished the whole copy inside a timed sleep. The slow destination keeps the run long enough."""
     import psutil
 
     rows = 300_000
     make_ids(admin, schema, rows)
-    config = pipeline_yaml(tmp_path, schema, chunk_rows=500)  # small chunks: a run long enough to interrupt
+    (tmp_path / "slow_report.py").write_text(SLOW_REPORT)
+    monkeypatch.setenv("BIZON_FAST_DESTINATIONS", "pg_slow_report=slow_report:SlowReport")
+    config = pipeline_yaml(tmp_path, schema, chunk_rows=500)
+    text = (tmp_path / config).read_text().replace("{name: postgres, config:", "{name: pg_slow_report, config:")
+    (tmp_path / config).write_text(text)
     proc = start_run(tmp_path, config)
     deadline = time.monotonic() + 60
-    while len(workers_of(proc.pid)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random("pg-supervisor").uniform(1.0, 1.5))
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _staged_rows(admin, schema) > 0:
+            break
+        time.sleep(0.02)
+    time.sleep(random.Random("pg-supervisor").uniform(0.1, 0.4))
     assert proc.poll() is None, "the run ended before it could be interrupted"
+    assert _staged_rows(admin, schema) < rows, "the copy finished before the kill"
     psutil.Process(proc.pid).kill()
     proc.wait(10)
     rerun = start_run(tmp_path, config)
