@@ -95,6 +95,10 @@ def run(
     env_file: Annotated[Path | None, typer.Option(help="load environment variables from this file")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="reset an incremental stream")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display or summary")] = False,
+    role: Annotated[
+        str | None,
+        typer.Option(help="all | producer | consumer: the half of a Kafka/RabbitMQ pipeline this machine runs"),
+    ] = None,
 ) -> None:
     """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
     from bizon_fast.engine.handles import start_fork_server
@@ -103,7 +107,7 @@ def run(
 
     from bizon_fast.config.load import load_config
     from bizon_fast.engine.progress import make_progress
-    from bizon_fast.engine.supervisor import Supervisor
+    from bizon_fast.engine.supervisor import make_supervisor
 
     try:
         cfg = load_config(
@@ -114,10 +118,11 @@ def run(
             env_file=str(env_file) if env_file else None,
             log_level=log_level,
             reset=reset,
+            role=role,
         )
         log_file = _log_file(cfg.name)
         _setup_logging(cfg.engine.runner.log_level, log_file)
-        summary = Supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()
+        summary = make_supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()
     except BizonFastError as exc:
         raise _fail(exc) from None
     except Exception as exc:  # a bug: one line on the console, the traceback in the log

@@ -41,3 +41,12 @@ def cli(tmp_path: Path):
         return run_cli(*args, cwd=tmp_path, **kw)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    """A Tansu Kafka-protocol broker for the whole session: ``host:port``."""
+    from tests.brokers import tansu
+
+    with tansu(tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+        yield bootstrap

@@ -20,4 +20,8 @@ def create_backend(backend_cfg) -> CheckpointBackend:  # noqa: ANN001 - BackendC
         from bizon_fast.checkpoint.postgres import PostgresBackend
 
         return PostgresBackend(backend_cfg.config)
+    if kind == "bigquery":
+        from bizon_fast.checkpoint.bigquery import BigQueryBackend
+
+        return BigQueryBackend(backend_cfg.config)
     raise UserError(f"engine.backend.type: '{kind}' is not available in this build yet")

@@ -19,10 +19,11 @@ backend every step is a real transaction and every write an upsert:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
@@ -84,6 +85,8 @@ class PostgresBackend(CheckpointBackend):
         self.schema: str = details.schema_name
         self.conn: Any = None
         self.job_lock: str | None = None  # the job whose session lock this connection holds
+        #: distributed roles share a job: each supervisor holds its lock shared, a plain run exclusively
+        self.shared_job_lock = False
 
     # ------------------------------------------------------------ connection
 
@@ -153,8 +156,9 @@ class PostgresBackend(CheckpointBackend):
 
         def attempt() -> None:
             deadline = time.monotonic() + LOCK_WAIT_S
+            take = "pg_try_advisory_lock_shared" if self.shared_job_lock else "pg_try_advisory_lock"
             while True:
-                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+                got = self.conn.execute(f"SELECT {take}(%s)", (key,)).fetchone()[0]
                 self.conn.commit()
                 if got:
                     self.job_lock = job_id
@@ -180,6 +184,8 @@ class PostgresBackend(CheckpointBackend):
             (name, source_name, stream_name, keep),
         ).fetchall()
         for (other,) in rows:
+            if self.shared_job_lock and self.job_lock == other:
+                continue
             free = cur.execute(
                 "SELECT pg_try_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_job", other),)
             ).fetchone()[0]
@@ -196,6 +202,32 @@ class PostgresBackend(CheckpointBackend):
                 ),
                 (other,),
             )
+
+    # ------------------------------------------------------------ locks shared by distributed roles
+
+    @contextlib.contextmanager
+    def pipeline_lock(self, *parts: str) -> Iterator[None]:
+        """Serialize find-or-create of a job between supervisors started at once on several machines."""
+        key = pgconn.lock_key("bizon_fast_pipeline", *parts)
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+        self.conn.commit()
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            self.conn.commit()
+
+    def try_lock(self, *parts: str, shared: bool = False) -> bool:
+        """A session advisory lock named by ``parts``, without waiting; held until ``unlock`` or the end."""
+        fn = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        got = self.conn.execute(f"SELECT {fn}(%s)", (pgconn.lock_key("bizon_fast_role", *parts),)).fetchone()[0]
+        self.conn.commit()
+        return bool(got)
+
+    def unlock(self, *parts: str, shared: bool = False) -> None:
+        fn = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+        self.conn.execute(f"SELECT {fn}(%s)", (pgconn.lock_key("bizon_fast_role", *parts),))
+        self.conn.commit()
 
     # ------------------------------------------------------------ jobs
 
@@ -304,6 +336,8 @@ class PostgresBackend(CheckpointBackend):
                     "INSERT INTO {s}.bizon_fast_cursors (job_id, split_id, seq, rows, done, cursor, updated_at)"
                     " VALUES (%s,%s,%s,%s,%s,%s,now()) ON CONFLICT (job_id, split_id) DO UPDATE SET seq=excluded.seq,"
                     " rows=excluded.rows, done=excluded.done, cursor=excluded.cursor, updated_at=excluded.updated_at"
+                    # several machines commit a job's cursors: a late, stale commit never moves one back
+                    " WHERE NOT {s}.bizon_fast_cursors.done AND {s}.bizon_fast_cursors.seq <= excluded.seq"
                 ),
                 rows,
             )

@@ -75,17 +75,19 @@ def load_config(
     env_file: str | Path | None = None,
     log_level: str | None = None,
     reset: bool = False,
+    role: str | None = None,
 ) -> PipelineConfig:
     """Read, resolve and validate the pipeline at ``path``.
 
     ``reset`` (``--reset``) sets ``source.reset`` before validation, so its rules apply to it too.
 
     ``workers`` sets ``engine.runner.config.max_workers``, ``runner`` ``engine.runner.type``,
-    ``log_level`` ``engine.runner.log_level`` and ``custom_source`` ``source.source_file_path`` --
+    ``log_level`` ``engine.runner.log_level``, ``role`` ``engine.runner.config.role`` and
+    ``custom_source`` ``source.source_file_path`` --
     each only when given, so the YAML's own values otherwise stand (bizon's ``--runner`` default
     silently replaced the YAML's). Raises ConfigError for every user mistake.
     """
-    overrides = _check_overrides(workers, runner, log_level)
+    overrides = _check_overrides(workers, runner, log_level, role)
     load_env_file(env_file)
     origin = str(path)
     text = _read_text(Path(path))
@@ -218,8 +220,11 @@ def _substitute_legacy_env(raw: Any, origin: str, positions: Positions, path: tu
 # ---------------------------------------------------------------- command-line overrides
 
 
+ROLES = ("all", "producer", "consumer")
+
+
 def _check_overrides(
-    workers: int | None, runner: str | None, log_level: str | None
+    workers: int | None, runner: str | None, log_level: str | None, role: str | None = None
 ) -> list[tuple[tuple[str, ...], Any]]:
     """Validate the command-line values up front: their errors must name the option, not a YAML line."""
     overrides: list[tuple[tuple[str, ...], Any]] = []
@@ -236,6 +241,10 @@ def _check_overrides(
         if not isinstance(log_level, str) or log_level.upper() not in levels:
             raise ConfigError(f"--log-level: expected one of {', '.join(levels)}, got {log_level!r}")
         overrides.append((("engine", "runner", "log_level"), log_level.upper()))
+    if role is not None:
+        if role not in ROLES:
+            raise ConfigError(f"--role: expected one of {', '.join(ROLES)}, got {role!r}")
+        overrides.append((("engine", "runner", "config", "role"), role))
     return overrides
 
 

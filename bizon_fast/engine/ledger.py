@@ -48,6 +48,16 @@ class SplitLedger:
         self.durable.update(range(first_seq, last_seq + 1))
         return self._advance()
 
+    def written(self, seqs: list[tuple[int, bytes, int, Watermark | None]]) -> bool:
+        """Broker mode: batches (seq, position, rows, watermark) read and written on another process's
+        word -- the producer may be on another machine -- so they are published and durable at once.
+        Return True when the committed cursor moved."""
+        for seq, position, rows, mark in seqs:
+            if seq > self.committed.seq:
+                self.publish(seq, position, rows, mark)
+                self.durable.add(seq)
+        return self._advance()
+
     def finish(self, last_seq: int) -> bool:
         self.last_seq = last_seq
         return self._advance()

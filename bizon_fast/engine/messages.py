@@ -93,8 +93,78 @@ class Committed(Msg):
     seq: int
 
 
+# ---------------------------------------------------------------- broker mode (Kafka, RabbitMQ)
+
+
+class Lease(Msg):
+    """supervisor -> broker producer: read this split from ``position`` as lease ``epoch``."""
+
+    split: Split
+    position: bytes | None
+    next_seq: int
+    epoch: int
+
+
+class Sent(Msg):
+    """broker producer -> supervisor: a batch is handed to the broker (progress only)."""
+
+    split_id: str
+    seq: int
+    rows: int
+    nbytes: int
+
+
+class Wrote(Msg):
+    """broker consumer -> supervisor: batches first_seq..last_seq of a split are durable."""
+
+    split_id: str
+    first_seq: int
+    positions: list[bytes]  # per seq: the cursor position after it
+    rows: list[int]  # per seq
+    nbytes: int
+    watermarks: list[Watermark | None] = []
+
+
+class SplitEnded(Msg):
+    """broker consumer -> supervisor: the split's end marker was read; its last seq is ``last_seq``."""
+
+    split_id: str
+    last_seq: int
+
+
+class Sync(Msg):
+    """broker consumer -> supervisor: commit what I reported, then answer ``Synced`` with the same ``n``."""
+
+    n: int
+    splits: list[str] = []  # also report how far these splits are committed (a partition changed hands)
+
+
+class Synced(Msg):
+    """supervisor -> broker consumer: cursors up to ``Sync(n)`` are committed; acknowledge the broker."""
+
+    n: int
+    committed: dict[str, int] = {}  # split -> committed seq, for the splits the Sync asked about
+
+
 Message = (
-    Assign | Grant | Stop | NoMoreSplits | Filled | SplitDone | Deliver | Flush | Written | Failed | Started | Committed
+    Assign
+    | Grant
+    | Stop
+    | NoMoreSplits
+    | Filled
+    | SplitDone
+    | Deliver
+    | Flush
+    | Written
+    | Failed
+    | Started
+    | Committed
+    | Lease
+    | Sent
+    | Wrote
+    | SplitEnded
+    | Sync
+    | Synced
 )
 
 _encoder = msgspec.msgpack.Encoder()

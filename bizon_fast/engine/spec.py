@@ -11,6 +11,16 @@ from bizon_fast.source.incremental import IncrementalRun
 from bizon_fast.transport.base import StoreSpec
 
 
+class BrokerSpec(msgspec.Struct, kw_only=True):
+    """Broker mode (Kafka, RabbitMQ): where batches go instead of the ring."""
+
+    kind: str  # "kafka" | "rabbitmq"
+    queue: dict[str, Any]  # the resolved ``engine.queue.config`` block
+    job_id: str
+    committed: dict[str, int] = {}  # consumers: split -> committed seq when the consumer started
+    partitions: int = 1  # rabbitmq: queues queue_name.0..n-1
+
+
 class WorkerSpec(msgspec.Struct, kw_only=True):
     role: str  # "producer" | "consumer"
     index: int
@@ -19,7 +29,7 @@ class WorkerSpec(msgspec.Struct, kw_only=True):
     destination: dict[str, Any]  # the resolved ``destination.config`` block
     transforms: list[dict[str, Any]] = []
     context: DestinationContext
-    store: StoreSpec
+    store: StoreSpec | None  # None in broker mode
     batch_bytes: int  # producers coalesce source batches up to this size before writing a slot
     buffer_bytes: int  # consumers write when this much is buffered (0: every batch)
     flush_timeout: float  # consumers write a buffered batch after this many seconds (0: never on a timer)
@@ -30,6 +40,7 @@ class WorkerSpec(msgspec.Struct, kw_only=True):
     threaded: bool = False
     incremental: IncrementalRun | None = None  # producers: the watermark to read after (incremental mode)
     streaming: bool = False  # stream mode: a batch per page, written and committed one by one
+    broker: BrokerSpec | None = None  # broker mode: batches travel through Kafka or RabbitMQ
 
 
 def encode_spec(spec: WorkerSpec) -> bytes:

@@ -79,6 +79,7 @@ class Supervisor:
         self.source_cfg = cfg.source.model_dump(mode="json")
         self.dest_cfg = cfg.destination.config.model_dump(mode="json", by_alias=True)
         self.workers: list[WorkerHandle] = []
+        self.store: BatchStore | None = None
         self.ready: deque[tuple[int, int, str, int, int]] = deque()  # (slot, nbytes, split, seq, rows)
         self.free: list[int] = []
         self.waiting: deque[WorkerHandle] = deque()  # producers waiting for a slot
@@ -137,7 +138,7 @@ class Supervisor:
             destination=self.dest_cfg,
             transforms=[t.model_dump(mode="json", exclude_none=True) for t in self.cfg.transforms],
             context=self.context,
-            store=self.store.spec,
+            store=self.store.spec if self.store is not None else None,
             batch_bytes=1 if self.streaming else int(self.cfg.engine.queue.config.batch_size_mb * MiB),
             buffer_bytes=0 if self.streaming else int(dest.buffer_size * MiB),
             flush_timeout=float(dest.buffer_flush_timeout),
@@ -171,7 +172,7 @@ class Supervisor:
         self.job = None
         try:
             plan = inc.prepare(backend, cfg)
-            resolved = resolve_job(
+            resolved = self._resolve_job(
                 backend,
                 name=cfg.name,
                 source_name=cfg.source.name,
@@ -191,12 +192,11 @@ class Supervisor:
                 sync_mode=self.plan.destination_mode,
             )
             destination = build_destination(cfg.destination.name, self.dest_cfg, self.context)
-            destination.check_connection()
             for split in splits:
                 cursor = resolved.cursors.get(split.id, Cursor(split_id=split.id))
                 pos = encode_position(cursor.position) if cursor.seq >= 0 else None
                 self.ledgers[split.id] = SplitLedger.from_cursor(cursor, pos)
-            destination.prepare({sid: led.committed.seq for sid, led in self.ledgers.items()})
+            self._prepare_destination(destination, {sid: led.committed.seq for sid, led in self.ledgers.items()})
             resumed_rows = sum(led.committed.rows for led in self.ledgers.values())
             self.pending_splits = deque(s.id for s in splits if not self.ledgers[s.id].done)
             if resolved.resumed:
@@ -231,10 +231,7 @@ class Supervisor:
                     f"Interrupted: {committed} rows committed for job {self.job.id}. "
                     "Run the same command to resume where it stopped."
                 )
-            destination.publish()
-            destination.close()
-            inc.finish(backend, cfg, self.plan, self.job, [led.committed for led in self.ledgers.values()])
-            backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)
+            self._complete(destination, backend)
             committed = sum(led.committed.rows for led in self.ledgers.values())
             return RunSummary(
                 job_id=self.job.id,
@@ -263,13 +260,40 @@ class Supervisor:
             self.progress.stop()
             backend.close()
 
+    # ------------------------------------------------------------ hooks (broker mode overrides them)
+
+    def _resolve_job(self, backend: Any, **kw: Any) -> Any:
+        return resolve_job(backend, **kw)
+
+    def _prepare_destination(self, destination: Any, committed: dict[str, int]) -> None:
+        destination.check_connection()
+        destination.prepare(committed)
+
+    def _complete(self, destination: Any, backend: Any) -> None:
+        """Every split is done and committed: publish the destination and close the job."""
+        destination.publish()
+        destination.close()
+        inc.finish(backend, self.cfg, self.plan, self.job, [led.committed for led in self.ledgers.values()])
+        backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)
+
+    def _requeue_split(self, split_id: str) -> None:
+        """A producer died reading ``split_id``: someone reads it again from its committed cursor."""
+        self.pending_splits.appendleft(split_id)
+
+    def _tick(self) -> None:
+        """Once per loop turn: periodic work of a subclass."""
+
+    def _consumer_may_exit(self) -> bool:
+        """A consumer that exits now is done, not crashed."""
+        return self._finished()
+
     def _run_workers(self, producers: int, consumers: int) -> None:
         slot_size, n_slots, self.max_held = self._sizes(producers, consumers)
         kind = "memory" if self.threaded else "shm"
         if kind == "shm":
             for name in cleanup_stale_segments():
                 log.warning("removed the shared-memory segment %s of a dead earlier run", name)
-        self.store: BatchStore = create_store(kind, slot_size, n_slots)
+        self.store = create_store(kind, slot_size, n_slots)
         self.free = list(range(n_slots - 1, -1, -1))
         log.info(
             "job %s: %d producers, %d consumers, ring of %d x %d KiB slots (%s)",
@@ -353,6 +377,7 @@ class Supervisor:
                     self._drain(w)
                     self._on_exit(w)
             self._restart_due()
+            self._tick()
             if self.spare is None and self.batches:
                 self._ensure_spare()  # once the workers are busy, not competing with their start
             self._maybe_flush()
@@ -538,7 +563,7 @@ class Supervisor:
             self.waiting.remove(w)
         clean = w.process is None or w.process.exitcode == 0
         crashed = not clean or (w.role == "producer" and w.split_id is not None and not self.stopping)
-        if w.role == "consumer" and not self.stopping and not self._finished():
+        if w.role == "consumer" and not self.stopping and not self._consumer_may_exit():
             crashed = True
         if w.delivered:
             # hand its batches to someone else, in order; a half-written part is replaced idempotently
@@ -552,7 +577,7 @@ class Supervisor:
             self._dispatch()
             return
         if w.role == "producer" and w.split_id is not None:
-            self.pending_splits.appendleft(w.split_id)
+            self._requeue_split(w.split_id)
         self.restarts += 1
         log.warning("%s died (%s); restart %d of %d", w.name, desc, self.restarts, self.max_restarts)
         if self.restarts > self.max_restarts:
@@ -609,3 +634,17 @@ class Supervisor:
         for w in self.workers:
             w.kill()
         self.workers = []
+
+
+def make_supervisor(cfg: PipelineConfig, *, progress: Progress, log_file: str | None = None) -> Supervisor:
+    """The ring supervisor, or the broker one when batches travel through Kafka or RabbitMQ."""
+    if cfg.engine.queue.type in ("kafka", "rabbitmq"):
+        from bizon_fast.engine.distributed import BrokerSupervisor
+
+        return BrokerSupervisor(cfg, progress=progress, log_file=log_file)
+    if cfg.engine.runner.config.role != "all":
+        raise UserError(
+            f"--role {cfg.engine.runner.config.role}: roles split a pipeline across machines through a broker; "
+            f"set engine.queue.type: kafka or rabbitmq (it is {cfg.engine.queue.type})"
+        )
+    return Supervisor(cfg, progress=progress, log_file=log_file)

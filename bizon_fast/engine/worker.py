@@ -326,7 +326,7 @@ def _struct_dict(struct: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- entry point
 
 
-def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, BatchStore]:
+def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, BatchStore | None]:
     """A hot spare: imports done, connectors loaded, waiting to be told which worker to become.
 
     Spawning a fresh interpreter and importing pyarrow costs about a second on a busy machine; a
@@ -339,7 +339,7 @@ def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, Bat
 
         source_class(spare.source["name"], spare.source["stream"], spare.source.get("source_file_path"))
         destination_class(spare.destination_name)
-    store = open_store(spare.store)  # mapped and populated ahead of need
+    store = open_store(spare.store) if spare.store is not None else None  # mapped and populated ahead of need
     ppid = os.getppid()
     while True:
         try:
@@ -361,9 +361,15 @@ def worker_main(conn: Connection, spec_bytes: bytes) -> None:
         _setup_process(spec)
     chan = Channel(conn, spec)
     try:
-        if store is None:
-            store = open_store(spec.store)
-        worker = Producer(chan, spec, store) if spec.role == "producer" else Consumer(chan, spec, store)
+        if spec.broker is not None:
+            from bizon_fast.engine.broker_worker import BrokerConsumer, BrokerProducer
+
+            worker: Any = BrokerProducer(chan, spec) if spec.role == "producer" else BrokerConsumer(chan, spec)
+        else:
+            if store is None:
+                assert spec.store is not None
+                store = open_store(spec.store)
+            worker = Producer(chan, spec, store) if spec.role == "producer" else Consumer(chan, spec, store)
         chan.send(m.Started(os.getpid()))
         worker.run()
     except (SupervisorGone, StopRequested):
