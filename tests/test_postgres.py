@@ -29,7 +29,7 @@ from bizon_fast.errors import UserError
 from bizon_fast.source.base import SourceConfig
 from bizon_fast.source.records import records_to_batch
 from tests.conftest import need_service
-from tests.faults import kill_workers_randomly, start_run, workers_of
+from tests.faults import kill_workers_randomly, start_run
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -221,15 +221,25 @@ class BizonSourceConfig(SourceConfig):
 
 
 class KafkaAuthConfig(AuthConfig):
-    """bizon's Kafka auth: SASL ``basic`` only, plus the schema registry's location and credentials."""
+    """bizon's Kafka auth: SASL ``basic`` only, plus the schema registry's location and credentials.
+
+    ``params`` may be left out for a broker without SASL that still needs the schema registry keys;
+    ``schema_registry_type: confluent`` (``/schemas/ids/{id}``, 4-byte ids) is added to bizon's apicurio.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["basic"] = "basic"
-    schema_registry_type: Literal["apicurio"] = "apicurio"
+    params: BasicAuthParams | None = None  # type: ignore[assignment]
+    schema_registry_type: Literal["apicurio", "confluent"] = "apicurio"
     schema_registry_url: str = ""
     schema_registry_username: str = ""
     schema_registry_password: str = Field("", repr=False)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_for_type(cls, value: Any, info: ValidationInfo) -> Any:
+        return value
 
 
 class KafkaTopicConfig(Strict):
@@ -247,28 +257,55 @@ def _default_kafka_consumer_config() -> dict[str, Any]:
 
 
 class KafkaSourceConfig(BizonSourceConfig):
-    """bizon's ``kafka`` source keys, used to validate a kafka ``source:`` until a connector ships its own.
+    """bizon's ``kafka`` source keys, plus bizon-fast's (``record_layout``, ``commit_group_offsets``,
+    ``stream_splits``). Also the fallback model when confluent-kafka is not installed.
 
     Unknown keys stay allowed (bizon's kafka example carries ``nb_bytes_schema_id`` and
-    ``timestamp_ms_name``, which are not fields).
+    ``timestamp_ms_name``, which are not fields). ``authentication`` is optional (bizon required it):
+    it is needed only for SASL brokers, which the config check below enforces.
     """
 
     topics: list[KafkaTopicConfig] = Field(default_factory=list)
     bootstrap_servers: str
     group_id: str = "bizon"
-    batch_size: int = Field(100, ge=1)
-    consumer_timeout: float = Field(10, ge=0)
+    batch_size: int = Field(100, ge=1, le=1_000_000, description="messages per consume() call")
+    consumer_timeout: float = Field(10, gt=0, description="seconds: consume() wait, metadata and end-of-data timeout")
     consumer_config: dict[str, Any] = Field(default_factory=_default_kafka_consumer_config)
     message_encoding: Literal["utf-8", "avro"] = "avro"
     skip_message_empty_value: bool = True
     skip_message_invalid_keys: bool = False
     skip_message_on_decode_error: bool = False
-    authentication: KafkaAuthConfig
+    authentication: KafkaAuthConfig | None = None
+    record_layout: Literal["bizon", "columns"] = Field(
+        "bizon",
+        description="bizon: bizon's records (id, data JSON text, timestamp, destination_id); "
+        "columns: the decoded value's typed columns plus _source_* metadata columns",
+    )
+    commit_group_offsets: bool = Field(True, description="also commit committed cursor positions to group_id")
+    stream_splits: int = Field(1, ge=1, description="stream mode: splits per topic (partitions dealt among them)")
+    batch_bytes: int = Field(4 << 20, ge=1, description="raw message bytes gathered into one Arrow batch at most")
 
     @field_validator("topics", mode="before")
     @classmethod
     def _no_topics(cls, value: Any) -> Any:
         return [] if value is None else value
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSourceConfig:
+        protocol = str(self.consumer_config.get("security.protocol", "plaintext")).upper()
+        explicit = "sasl.username" in self.consumer_config
+        if (
+            protocol.startswith("SASL")
+            and not explicit
+            and (self.authentication is None or not self.authentication.params)
+        ):
+            raise PydanticCustomError(
+                "config",
+                "consumer_config security.protocol is {protocol}: set source.authentication (type: basic, "
+                "params: {username, password}), or set consumer_config security.protocol: PLAINTEXT",
+                {"protocol": protocol},
+            )
+        return self
 
 
 #: sources with no connector code in bizon-fast yet whose config is still validated: name -> (model, streams)
@@ -499,13 +536,13 @@ class BigQueryAuthentication(Strict):
 
 
 class BigQueryDetails(DestinationDetails):
-    """``bigquery`` (batch loads through a GCS bucket)."""
+    """``bigquery`` (Parquet load jobs; bizon's GCS bucket is accepted but not needed: bytes go into the job)."""
 
     project_id: str
     dataset_id: str
     dataset_location: str = "US"
     create_dataset: bool = False
-    gcs_buffer_bucket: str
+    gcs_buffer_bucket: str | None = None
     gcs_buffer_format: Literal["parquet", "csv"] = "parquet"
     time_partitioning: TimePartitioningType = "DAY"
     async_load: bool = False
@@ -810,13 +847,23 @@ class KafkaQueueSettings(Strict):
 
     bootstrap_server: str = Field(validation_alias=AliasChoices("bootstrap_server", "bootstrap_servers"))
     topic: str = "bizon"
+    partitions: int = Field(12, ge=1, description="partitions of the topic when bizon-fast creates it")
+    max_message_bytes: int = Field(
+        1_000_000, ge=65_536, description="the broker's message limit: larger batches are sent in parts"
+    )
+    compression: Literal["lz4", "zstd"] = "lz4"
+    producer_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka producer settings")
 
 
 class KafkaConsumerSettings(Strict):
     group_id: str = "bizon"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    enable_auto_commit: bool = True
+    enable_auto_commit: bool = Field(
+        False, description="accepted for bizon; offsets are always committed after the checkpoint commit"
+    )
     consumer_timeout_ms: int = Field(1000, ge=0)
+    session_timeout_ms: int = Field(10_000, ge=1000, description="how soon the group notices a dead consumer")
+    consumer_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka consumer settings")
 
 
 class KafkaQueueDetails(QueueDetails):
@@ -829,6 +876,18 @@ class RabbitMQQueueSettings(Strict):
     port: int = Field(5672, ge=1, le=65535)
     queue_name: str
     exchange: str = ""
+    username: str = "guest"
+    password: str = Field("guest", repr=False)
+    virtual_host: str = "/"
+    partitions: int | None = Field(None, ge=1, description="queues queue_name.0..n-1; default: one per consumer")
+    prefetch: int = Field(16, ge=1, description="unacknowledged messages per consumer (backpressure)")
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=65_536)
+
+    def url(self) -> str:
+        from urllib.parse import quote
+
+        vhost = quote(self.virtual_host, safe="")
+        return f"amqp://{quote(self.username, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/{vhost}"
 
 
 class RabbitMQQueueDetails(QueueDetails):
@@ -858,6 +917,10 @@ class RunnerDetails(Strict):
     producers: int | None = Field(None, ge=1)
     consumers: int | None = Field(None, ge=1)
     max_restarts: int = Field(5, ge=0, description="worker restarts allowed per job before it fails")
+    role: Literal["all", "producer", "consumer"] = Field(
+        "all", description="broker queues: which half of the pipeline this machine runs (--role)"
+    )
+    lease_seconds: float = Field(30, gt=0, description="broker queues: a dead producer's splits are re-leased after")
     consumer_start_delay: float = Field(0, ge=0)  # bizon's key, accepted; bizon-fast never waits
     is_alive_check_interval: float = Field(2, gt=0)  # bizon's key, accepted; liveness uses process sentinels
 

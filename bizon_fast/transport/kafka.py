@@ -28,7 +28,7 @@ log = logging.getLogger("bizon_fast.kafka")
 
 #: librdkafka's default message.max.bytes is 1,000,000; headers and framing need some room
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
-MESSAGE_OVERHEAD = 16 * 1024
+MESSAGE_OVERHEAD = 4096  # record and batch headers, our frame header (a cursor is a few dozen bytes)
 
 
 def _kafka() -> Any:
@@ -39,7 +39,7 @@ def _kafka() -> Any:
     return confluent_kafka
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int, extra: dict[str, Any], timeout: float = 15) -> None:
+def ensure_topic(bootstrap: str, topic: str, partitions: int, extra: dict[str, Any], timeout: float = 10) -> None:
     """Create the topic when it is missing (an existing topic keeps its partition count)."""
     ck = _kafka()
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -66,7 +66,7 @@ class KafkaSender(BrokerSender):
     def __init__(self, bootstrap: str, topic: str, extra: dict[str, Any], max_message_bytes: int) -> None:
         ck = _kafka()
         self.topic = topic
-        self.max_message_bytes = max(64 * 1024, max_message_bytes - MESSAGE_OVERHEAD)
+        self.max_message_bytes = max_message_bytes - MESSAGE_OVERHEAD
         self.errors: list[str] = []
         self.producer = ck.Producer(
             {
