@@ -225,8 +225,8 @@ class BigQueryBackend(CheckpointBackend):
             params[f"s{i}"] = c.split_id
             params[f"c{i}"] = base64.b64encode(encode_cursor(c)).decode()
         self._q(
-            f"INSERT INTO {self._t('bizon_fast_cursors')} (job_id, split_id, version, seq, rows, done, cursor, updated_at)"
-            f" VALUES {', '.join(values)}",
+            f"INSERT INTO {self._t('bizon_fast_cursors')}"
+            f" (job_id, split_id, version, seq, rows, done, cursor, updated_at) VALUES {', '.join(values)}",
             **params,
         )
 

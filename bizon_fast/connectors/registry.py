@@ -19,6 +19,9 @@ DESTINATIONS: dict[str, str] = {
     "logger": "bizon_fast.connectors.destinations.logger:LoggerDestination",
     "file": "bizon_fast.connectors.destinations.file:FileDestination",
     "postgres": "bizon_fast.connectors.destinations.postgres:PostgresDestination",
+    "bigquery": "bizon_fast.connectors.bigquery.load:BigQueryDestination",
+    "bigquery_streaming_v2": "bizon_fast.connectors.bigquery.storage_write:BigQueryStreamingV2Destination",
+    "bigquery_streaming": "bizon_fast.connectors.bigquery.insert_all:BigQueryStreamingDestination",
 }
 
 #: third-party destinations: the ``bizon_fast.destinations`` entry-point group, and

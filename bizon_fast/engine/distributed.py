@@ -132,6 +132,15 @@ class BrokerSupervisor(Supervisor):
         if self.kind == "kafka":
             from bizon_fast.transport.kafka import ensure_topic
 
+            strategy = str(q.consumer.consumer_config.get("partition.assignment.strategy", ""))
+            if "cooperative" in strategy:
+                raise UserError(
+                    "engine.queue.config.consumer.consumer_config.partition.assignment.strategy: cooperative "
+                    "rebalancing is not supported (a consumer drops what it buffered when partitions move and "
+                    "replays it from the committed offsets, which needs every partition revoked); "
+                    "use range or roundrobin"
+                )
+
             extra = dict(q.queue.producer_config)
             ensure_topic(
                 q.queue.bootstrap_server,

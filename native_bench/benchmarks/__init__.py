@@ -4,9 +4,31 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from native_bench.benchmarks import alternatives, checkpoint, e2e, pg, recovery, showcase, transforms, transport
+from native_bench.benchmarks import (
+    alternatives,
+    bigquery,
+    checkpoint,
+    e2e,
+    kafka,
+    pg,
+    recovery,
+    showcase,
+    transforms,
+    transport,
+)
 
-ALL: list[ModuleType] = [transport, e2e, showcase, alternatives, checkpoint, pg, transforms, recovery]
+ALL: list[ModuleType] = [
+    transport,
+    e2e,
+    showcase,
+    alternatives,
+    checkpoint,
+    pg,
+    bigquery,
+    kafka,
+    transforms,
+    recovery,
+]
 BY_NAME: dict[str, ModuleType] = {m.NAME: m for m in ALL}
 
 
