@@ -27,8 +27,6 @@ import argparse
 import contextlib
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,36 +54,11 @@ def tansu_binary() -> str:
 
 @contextlib.contextmanager
 def tansu() -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the Tansu broker did not start")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(5)
+    """The tests' Tansu launcher (``tests/brokers.py``), its log in a temporary folder."""
+    from tests.brokers import tansu as start_tansu
+
+    with tempfile.TemporaryDirectory(prefix="native_bench_tansu_") as tmp, start_tansu(Path(tmp) / "tansu.log") as url:
+        yield url
 
 
 def source_config(rows: int) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import BrokerSpec, WorkerSpec
 from bizon_fast.engine.streaming import source_pages
-from bizon_fast.engine.worker import WRITE_RETRIES, Channel, StopRequested, _struct_dict
-from bizon_fast.errors import UserError
+from bizon_fast.engine.worker import Channel, StopRequested, _struct_dict, write_with_retries
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
 from bizon_fast.transport.broker import (
@@ -339,18 +338,7 @@ class BrokerConsumer:
     def _write_run(self, split_id: str, items: list[tuple[Frame, list[pa.RecordBatch]]]) -> None:
         first, last = items[0][0].seq, items[-1][0].seq
         batches = [b for _, bs in items for b in bs]
-        for attempt in range(WRITE_RETRIES + 1):
-            try:
-                self.destination.write(split_id, first, last, batches)
-                break
-            except UserError:
-                raise
-            except Exception as exc:
-                if attempt == WRITE_RETRIES:
-                    raise
-                delay = 0.5 * 2**attempt
-                log.warning("write of %s seq %d-%d failed (%s); retrying in %.1fs", split_id, first, last, exc, delay)
-                time.sleep(delay)
+        write_with_retries(self.destination, split_id, first, last, batches)
         self.written[split_id] = last
         frames = [f for f, _ in items]
         self.chan.send(

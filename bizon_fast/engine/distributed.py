@@ -155,8 +155,6 @@ class BrokerSupervisor(Supervisor):
             declare_queues(q.queue.url(), q.queue.queue_name, self.partitions)
 
     def _run_workers(self, producers: int, consumers: int) -> None:
-        import signal
-
         self.max_held = 2
         if self.shared:
             self.leases = PostgresLeases(self.backend)
@@ -171,21 +169,16 @@ class BrokerSupervisor(Supervisor):
             consumers if self.role != "producer" else 0,
             self.kind,
         )
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
-        previous_term = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._on_sigint)
         try:
-            if self.role in ("all", "consumer"):
-                for i in range(consumers):
-                    self._start("consumer", i)
-            if self.role in ("all", "producer"):
-                for i in range(producers):
-                    self._start("producer", i)
-            self._loop()
+            with self._stop_signals():
+                if self.role in ("all", "consumer"):
+                    for i in range(consumers):
+                        self._start("consumer", i)
+                if self.role in ("all", "producer"):
+                    for i in range(producers):
+                        self._start("producer", i)
+                self._loop()
         finally:
-            signal.signal(signal.SIGINT, previous)
-            signal.signal(signal.SIGTERM, previous_term)
             self._kill_all()
             with contextlib.suppress(Exception):
                 self.leases.release(self.job.id, self.owner)

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
@@ -304,21 +305,28 @@ class Supervisor:
             slot_size // 1024,
             kind,
         )
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_sigint)
-        previous_term = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._on_sigint)  # a stop request (k8s, systemd): drain and commit too
         try:
-            for i in range(consumers):
-                self._start("consumer", i)
-            for i in range(producers):
-                self._start("producer", i)
-            self._loop()
+            with self._stop_signals():
+                for i in range(consumers):
+                    self._start("consumer", i)
+                for i in range(producers):
+                    self._start("producer", i)
+                self._loop()
         finally:
-            signal.signal(signal.SIGINT, previous)
-            signal.signal(signal.SIGTERM, previous_term)
             self._kill_all()
             self.store.destroy()
+
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """Ctrl-C, and SIGTERM (a stop request from k8s or systemd): drain and commit, then exit 130."""
+        previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.interrupts += 1

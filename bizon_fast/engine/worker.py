@@ -300,23 +300,28 @@ class Consumer:
     def _write_run(self, split_id: str, run: list) -> None:
         first, last = run[0][0], run[-1][0]
         batches = [b for item in run for b in item[2]]
-        for attempt in range(WRITE_RETRIES + 1):
-            try:
-                self.destination.write(split_id, first, last, batches)
-                break
-            except UserError:
-                raise
-            except Exception as exc:
-                if attempt == WRITE_RETRIES:
-                    raise
-                delay = 0.5 * 2**attempt
-                log.warning("write of %s seq %d-%d failed (%s); retrying in %.1fs", split_id, first, last, exc, delay)
-                time.sleep(delay)
+        write_with_retries(self.destination, split_id, first, last, batches)
         slots = [item[1] for item in run]
         rows = sum(item[3] for item in run)
         nbytes = sum(item[4] for item in run)
         del batches, run  # no reference into the slots may outlive the report that frees them
         self.chan.send(m.Written(split_id, first, last, slots, rows, nbytes))
+
+
+def write_with_retries(destination: Any, split_id: str, first: int, last: int, batches: list[pa.RecordBatch]) -> None:
+    """A destination write, retried with backoff: a transient outage is not worth a restart (a UserError is)."""
+    for attempt in range(WRITE_RETRIES + 1):
+        try:
+            destination.write(split_id, first, last, batches)
+            return
+        except UserError:
+            raise
+        except Exception as exc:
+            if attempt == WRITE_RETRIES:
+                raise
+            delay = 0.5 * 2**attempt
+            log.warning("write of %s seq %d-%d failed (%s); retrying in %.1fs", split_id, first, last, exc, delay)
+            time.sleep(delay)
 
 
 def _struct_dict(struct: Any) -> dict[str, Any]:
