@@ -24,7 +24,7 @@ from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import BrokerSpec, WorkerSpec
-from bizon_fast.engine.streaming import source_pages
+from bizon_fast.engine.streaming import commit_source_offsets, source_pages
 from bizon_fast.engine.worker import Channel, StopRequested, _struct_dict, write_with_retries
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
@@ -98,12 +98,14 @@ class BrokerProducer:
         self.stopping = False
         self.filled: dict[str, int] = {}  # stream mode: split -> last seq sent
         self.committed: dict[str, int] = {}
+        self.split: Any = None  # the split being read
 
     def _handle(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Stop):
             self.stopping = True
         elif isinstance(msg, m.Committed):
             self.committed[msg.split_id] = msg.seq
+            commit_source_offsets(self.source, self.split, msg)
         else:
             raise RuntimeError(f"broker producer got unexpected {type(msg).__name__}")
 
@@ -129,7 +131,7 @@ class BrokerProducer:
             self.sender.close()
 
     def read_split(self, lease: m.Lease) -> None:
-        split = lease.split
+        split = self.split = lease.split
         source_pos, skip = (None, 0) if lease.position is None else decode_position(lease.position)
         seq = lease.next_seq
         pending: list[pa.RecordBatch] = []

@@ -91,6 +91,7 @@ class Committed(Msg):
 
     split_id: str
     seq: int
+    position: bytes | None = None  # msgpack of the committed cursor's position ([source position, skip])
 
 
 # ---------------------------------------------------------------- broker mode (Kafka, RabbitMQ)

@@ -76,7 +76,22 @@ def empty_batch() -> pa.RecordBatch:
 
 def notify_committed(workers: list[Any], send: Any, cursors: list[Any]) -> None:
     """Supervisor side: tell each producer how far its split is committed (stream mode)."""
-    committed = {c.split_id: c.seq for c in cursors}
+    from bizon_fast.cursor import encode_position
+
+    committed = {c.split_id: c for c in cursors}
     for w in workers:
         if w.role == "producer" and not w.exited and w.split_id in committed:
-            send(w, m.Committed(w.split_id, committed[w.split_id]))
+            c = committed[w.split_id]
+            send(w, m.Committed(w.split_id, c.seq, encode_position(c.position) if c.seq >= 0 else None))
+
+
+def commit_source_offsets(source: Any, split: Split | None, msg: m.Committed) -> None:
+    """Producer side: hand a committed cursor's position to a source that reports its own offsets
+    (the ``kafka`` source commits them to its consumer group, for lag dashboards)."""
+    commit = getattr(source, "commit_offsets", None)
+    if commit is None or split is None or split.id != msg.split_id or msg.position is None:
+        return
+    from bizon_fast.cursor import decode_position
+
+    source_position, _ = decode_position(msg.position)
+    commit(split, source_position)

@@ -26,7 +26,7 @@ from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import WorkerSpec, decode_spec
-from bizon_fast.engine.streaming import source_pages
+from bizon_fast.engine.streaming import commit_source_offsets, source_pages
 from bizon_fast.errors import UserError
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
@@ -127,6 +127,7 @@ class Producer:
         self.stopping = False
         self.filled: dict[str, int] = {}  # split -> last seq sent (stream mode waits for its commit)
         self.committed: dict[str, int] = {}  # split -> seq the supervisor reported committed
+        self.split: Any = None  # the split being read
 
     def _handle(self, msg: m.Msg) -> None:
         if isinstance(msg, m.Grant):
@@ -135,6 +136,7 @@ class Producer:
             self.stopping = True
         elif isinstance(msg, m.Committed):
             self.committed[msg.split_id] = msg.seq
+            commit_source_offsets(self.source, self.split, msg)
         else:
             raise RuntimeError(f"producer got unexpected {type(msg).__name__}")
 
@@ -168,7 +170,7 @@ class Producer:
                     return
 
     def read_split(self, assign: m.Assign) -> None:
-        split = assign.split
+        split = self.split = assign.split
         if assign.position is None:
             source_pos, skip = None, 0
         else:
