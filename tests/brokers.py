@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.conftest import need_service
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-KAFKA_TEST_CLIENT = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+KAFKA_TEST_CLIENT = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 10000}
 
 
 def free_port() -> int:

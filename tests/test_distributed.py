@@ -43,12 +43,21 @@ def _plugins(monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
 
 
-def kafka_queue(bootstrap: str, tag: str, batch_size_mb: float = 0.25, **extra: object) -> str:
+def kafka_queue(
+    bootstrap: str, tag: str, batch_size_mb: float = 0.25, assignment: str = "group", **extra: object
+) -> str:
+    """``assignment: static`` where a test SIGKILLs consumers: Tansu 0.6's group coordinator keeps a
+    SIGKILLed member (it never left the group) and may elect it leader of the next generation; the live
+    members then get "rebalance in progress" from SyncGroup forever (seen here: a restarted consumer
+    machine hung for minutes, with max.poll.interval.ms at 10 s). Kafka evicts such a member after the
+    rebalance timeout. Group assignment is tested where no consumer dies."""
     settings = ", ".join(f"{k}: {v}" for k, v in extra.items())
     return (
         f"{{type: kafka, config: {{batch_size_mb: {batch_size_mb}, queue: {{bootstrap_server: '{bootstrap}',"
         f" topic: t_{tag}, partitions: 4{', ' + settings if settings else ''}}},"
-        f" consumer: {{group_id: g_{tag}, session_timeout_ms: {KAFKA_TEST_CLIENT['session.timeout.ms']}}}}}}}"
+        f" consumer: {{group_id: g_{tag}, assignment: {assignment},"
+        f" session_timeout_ms: {KAFKA_TEST_CLIENT['session.timeout.ms']},"
+        f" consumer_config: {{max.poll.interval.ms: {KAFKA_TEST_CLIENT['max.poll.interval.ms']}}}}}}}}}"
     )
 
 
@@ -135,7 +144,8 @@ def test_kafka_one_machine_exactly_once_with_batches_in_parts(kafka_bootstrap: s
 
 
 def test_kafka_sigkill_random_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
-    config = pipeline(tmp_path, kafka_queue(kafka_bootstrap, secrets.token_hex(3)), rows=300_000, delay=0.1)
+    queue = kafka_queue(kafka_bootstrap, secrets.token_hex(3), assignment="static")
+    config = pipeline(tmp_path, queue, rows=300_000, delay=0.1)
     proc = start_run(tmp_path, config)
     killed = kill_workers_randomly(proc, kills=4, rng=random.Random("kafka-workers"))
     finish(proc)
@@ -149,10 +159,10 @@ def test_kafka_two_roles_and_a_killed_consumer_machine(kafka_bootstrap: str, pg_
     rows = 300_000
     config = pipeline(
         tmp_path,
-        kafka_queue(kafka_bootstrap, secrets.token_hex(3)),
+        kafka_queue(kafka_bootstrap, secrets.token_hex(3), assignment="static"),
         rows=rows,
         backend=pg_backend(pg_schema),
-        delay=0.15,
+        delay=0.3,
     )
     producer = start_run(tmp_path, config, "--role", "producer")
     consumer = start_run(tmp_path, config, "--role", "consumer")
@@ -202,6 +212,30 @@ def test_two_producer_machines_share_splits_through_leases(
     check_parquet_ids(tmp_path / "out" / "events", rows)
 
 
+def test_two_consumer_machines_share_the_group_and_publish_once(
+    kafka_bootstrap: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """One producer machine, two consumer machines in one consumer group: the first consumer machine
+    prepares the destination, one of them publishes it, both exit 0, every row lands once."""
+    rows = 240_000
+    config = pipeline(
+        tmp_path,
+        kafka_queue(kafka_bootstrap, secrets.token_hex(3)),
+        rows=rows,
+        backend=pg_backend(pg_schema),
+        delay=0.05,
+        workers=1,
+    )
+    consumers = [start_run(tmp_path, config, "--role", "consumer") for _ in range(2)]
+    producer = start_run(tmp_path, config, "--role", "producer")
+    finish(producer)
+    for proc in consumers:
+        finish(proc)
+    check_parquet_ids(tmp_path / "out" / "events", rows)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
+    assert logs.count("published") == 1, "the destination must be published exactly once"
+
+
 def test_role_needs_a_broker_and_a_shared_backend(kafka_bootstrap: str, cli, tmp_path: Path) -> None:
     config = pipeline(tmp_path, "{type: shm}", rows=10)
     done = cli("run", config, "--role", "producer", "--quiet")
@@ -235,9 +269,7 @@ def test_rabbitmq_one_machine_exactly_once(tmp_path: Path) -> None:
 def test_rabbitmq_two_roles_and_a_killed_consumer_machine(pg_schema: str, tmp_path: Path) -> None:
     rabbitmq_available()
     rows = 200_000
-    config = pipeline(
-        tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, backend=pg_backend(pg_schema), delay=0.15
-    )
+    config = pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, backend=pg_backend(pg_schema), delay=0.3)
     producer = start_run(tmp_path, config, "--role", "producer")
     consumer = start_run(tmp_path, config, "--role", "consumer")
     deadline = time.monotonic() + 90

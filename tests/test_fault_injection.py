@@ -9,9 +9,19 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import REPO
 from tests.faults import check_json_ids, check_parquet_ids, kill_workers_randomly, start_run, workers_of
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _slow_file(monkeypatch) -> None:
+    """Writes that take a moment: the run lasts long enough for the kills on a fast machine too
+    (a CI run once finished between the second and the third kill)."""
+    monkeypatch.setenv("BIZON_FAST_DESTINATIONS", "slow_file=tests.fixtures.slow_file:SlowFileDestination")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
 
 ROWS = 3_000_000
 
@@ -21,7 +31,8 @@ def _config(tmp_path: Path, fmt: str, rows: int = ROWS) -> str:
         f"""
 name: faults-{fmt}
 source: {{name: synthetic, stream: events, rows: {rows}, splits: 12, batch_rows: 20000}}
-destination: {{name: file, config: {{destination_id: out/events, format: {fmt}, buffer_size: 2}}}}
+destination: {{name: slow_file, config: {{destination_id: out/events, format: {fmt}, buffer_size: 2,
+               write_delay_s: 0.05}}}}
 engine:
   queue: {{config: {{batch_size_mb: 1}}}}
   runner: {{config: {{max_workers: 2, max_restarts: 50}}}}

@@ -863,6 +863,11 @@ class KafkaConsumerSettings(Strict):
     )
     consumer_timeout_ms: int = Field(1000, ge=0)
     session_timeout_ms: int = Field(10_000, ge=1000, description="how soon the group notices a dead consumer")
+    assignment: Literal["group", "static"] = Field(
+        "group",
+        description="group: partitions shared by the consumer group (several consumer machines); "
+        "static: consumer i of n reads partitions p % n == i, offsets still in the group (one consumer machine)",
+    )
     consumer_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka consumer settings")
 
 

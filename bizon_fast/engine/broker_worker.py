@@ -74,7 +74,8 @@ def make_receiver(spec: BrokerSpec, index: int) -> BrokerReceiver:
             "session.timeout.ms": c.get("session_timeout_ms", 10_000),
             **(c.get("consumer_config") or {}),
         }
-        return KafkaReceiver(q["bootstrap_server"], q["topic"], c.get("group_id", "bizon"), extra, ours)
+        static = (index, spec.consumers) if c.get("assignment") == "static" else None
+        return KafkaReceiver(q["bootstrap_server"], q["topic"], c.get("group_id", "bizon"), extra, ours, static)
     from bizon_fast.config.models import RabbitMQQueueSettings
     from bizon_fast.transport.rabbitmq import RabbitReceiver
 

@@ -59,6 +59,7 @@ class BrokerSupervisor(Supervisor):
         self.remote_done = False
         self.closing = False
         self.partitions = 1
+        self.consumers = 1
         self.shared = self.backend_is_postgres = self.cfg.engine.backend.type == "postgres"
         if self.role != "all" and not self.shared:
             raise UserError(
@@ -123,6 +124,7 @@ class BrokerSupervisor(Supervisor):
             job_id=self.job.id,
             committed=committed if role in ("consumer", "spare") else {},
             partitions=self.partitions,
+            consumers=self.consumers,
         )
         spec.batch_bytes = 1 if self.streaming else int(self.cfg.engine.queue.config.batch_size_mb * MiB)
         return spec
@@ -155,6 +157,7 @@ class BrokerSupervisor(Supervisor):
             declare_queues(q.queue.url(), q.queue.queue_name, self.partitions)
 
     def _run_workers(self, producers: int, consumers: int) -> None:
+        self.consumers = consumers
         self.max_held = 2
         if self.shared:
             self.leases = PostgresLeases(self.backend)

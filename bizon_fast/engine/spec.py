@@ -19,6 +19,7 @@ class BrokerSpec(msgspec.Struct, kw_only=True):
     job_id: str
     committed: dict[str, int] = {}  # consumers: split -> committed seq when the consumer started
     partitions: int = 1  # rabbitmq: queues queue_name.0..n-1
+    consumers: int = 1  # consumer processes of this machine (a static Kafka assignment splits partitions by it)
 
 
 class WorkerSpec(msgspec.Struct, kw_only=True):

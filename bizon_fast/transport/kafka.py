@@ -10,6 +10,7 @@ never skips.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ log = logging.getLogger("bizon_fast.kafka")
 
 #: librdkafka's default message.max.bytes is 1,000,000; headers and framing need some room
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+ASSIGNMENT_WARNING_S = 30.0
 MESSAGE_OVERHEAD = 4096  # record and batch headers, our frame header (a cursor is a few dozen bytes)
 
 
@@ -107,8 +109,18 @@ class KafkaSender(BrokerSender):
 
 
 class KafkaReceiver(BrokerReceiver):
+    """``static=(index, count)``: no group membership; this consumer reads the partitions ``p % count == index``
+    from the group's committed offsets (and still commits there). For one consumer machine, and for brokers
+    whose group coordinator cannot be trusted with dead members (see tests/brokers.py on Tansu)."""
+
     def __init__(
-        self, bootstrap: str, topic: str, group_id: str, extra: dict[str, Any], job_filter: Callable[[Frame], bool]
+        self,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        extra: dict[str, Any],
+        job_filter: Callable[[Frame], bool],
+        static: tuple[int, int] | None = None,
     ) -> None:
         ck = _kafka()
         self.ck = ck
@@ -127,11 +139,47 @@ class KafkaReceiver(BrokerReceiver):
                 **extra,
             }
         )
-        self.consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.waiting_since: float | None = None  # group mode: since when this consumer waits for partitions
+        if static is None:
+            self.waiting_since = time.monotonic()
+            self.consumer.subscribe([topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        else:
+            self._assign_static(topic, *static)
+
+    def _check_assignment(self) -> None:
+        """Say so when the group gives this consumer nothing for long: a silent wait looks like a hang."""
+        assert self.waiting_since is not None
+        if self.consumer.assignment():
+            self.waiting_since = None
+        elif time.monotonic() - self.waiting_since > ASSIGNMENT_WARNING_S:
+            log.warning(
+                "no Kafka partitions assigned after %.0f s: the consumer group is still rebalancing (a dead member "
+                "holds it until the rebalance timeout, max.poll.interval.ms); with one consumer machine, "
+                "engine.queue.config.consumer.assignment: static needs no rebalance",
+                ASSIGNMENT_WARNING_S,
+            )
+            self.waiting_since = None
+
+    def _assign_static(self, topic: str, index: int, count: int) -> None:
+        ck = self.ck
+        metadata = self.consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
+        if not partitions:
+            raise RuntimeError(f"Kafka topic {topic} has no partitions")
+        mine = [ck.TopicPartition(topic, p) for p in partitions if p % count == index]
+        if not mine:
+            return  # more consumers than partitions: this one idles
+        committed = self.consumer.committed(mine, timeout=10)
+        start = [
+            ck.TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else ck.OFFSET_BEGINNING)
+            for tp in committed
+        ]
+        self.consumer.assign(start)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         if partitions:
             self._revoked = True
+            self.waiting_since = time.monotonic()
 
     def revoked(self) -> bool:
         flag, self._revoked = self._revoked, False
@@ -139,6 +187,8 @@ class KafkaReceiver(BrokerReceiver):
 
     def poll(self, timeout: float) -> list[Received]:
         out: list[Received] = []
+        if self.waiting_since is not None:
+            self._check_assignment()
         for msg in self.consumer.consume(num_messages=64, timeout=timeout):
             if msg.error():
                 if msg.error().code() == self.ck.KafkaError._PARTITION_EOF:
