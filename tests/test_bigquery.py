@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +34,7 @@ from bizon_fast.destination.base import DestinationContext
 from bizon_fast.source.records import records_to_batch
 from tests.bqemu import PROJECT, Emulator, EmulatorUnavailable
 from tests.conftest import need_service
-from tests.faults import kill_workers_randomly, start_run
+from tests.faults import kill_workers_randomly, start_run, workers_of
 
 pytest.importorskip("google.cloud.bigquery")
 
@@ -449,6 +450,35 @@ def test_sigkill_random_workers_during_bigquery_loads(emulator, dataset, tmp_pat
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert len(killed) >= 3, f"the run ended before enough kills: {killed}"
+    assert ids_of(emulator, dataset) == (rows, rows, 0, rows - 1)
+
+
+def test_sigkill_supervisor_during_loads_then_rerun_holds_each_row_once(
+    emulator, dataset, tmp_path: Path, monkeypatch
+) -> None:
+    """The whole run dies mid-load (supervisor and workers); the same command resumes the job, trims the
+    writes past the committed cursors and publishes each row once."""
+    import psutil
+
+    rows = 200_000
+    (tmp_path / "slow_report.py").write_text(SLOW_REPORT)
+    monkeypatch.setenv("BIZON_FAST_DESTINATIONS", "bq_slow_report=slow_report:SlowReport")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    config = pipeline(tmp_path, dataset, destination="bq_slow_report", rows=rows, splits=8, batch_rows=2_000)
+    proc = start_run(tmp_path, config)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None and "events_temp" not in tables_of(emulator, dataset):
+        time.sleep(0.1)
+    time.sleep(random.Random("bq-supervisor").uniform(0.5, 1.0))  # a few loads in: some committed, some not
+    assert proc.poll() is None, "the run ended before it could be killed"
+    workers = workers_of(proc.pid)
+    psutil.Process(proc.pid).kill()
+    proc.wait(10)
+    psutil.wait_procs(workers, timeout=5)
+    assert "events" not in tables_of(emulator, dataset), "a killed full refresh must not publish"
+    rerun = start_run(tmp_path, config)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
     assert ids_of(emulator, dataset) == (rows, rows, 0, rows - 1)
 
 
