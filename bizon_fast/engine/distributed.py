@@ -56,11 +56,11 @@ class BrokerSupervisor(Supervisor):
         self.next_lease_try = 0.0
         self.next_refresh = 0.0
         self.next_renew = 0.0
-        self.remote_done = False
         self.closing = False
+        self.told_to_stop: set[int] = set()  # pids of consumers sent Stop while the run stops
         self.partitions = 1
         self.consumers = 1
-        self.shared = self.backend_is_postgres = self.cfg.engine.backend.type == "postgres"
+        self.shared = self.cfg.engine.backend.type == "postgres"
         if self.role != "all" and not self.shared:
             raise UserError(
                 f"--role {self.role}: machines share a job through the checkpoint backend; "
@@ -289,7 +289,6 @@ class BrokerSupervisor(Supervisor):
             if led is not None and (cursor.seq > led.committed.seq or (cursor.done and not led.done)):
                 pos = encode_position(cursor.position) if cursor.seq >= 0 else None
                 self.ledgers[sid] = SplitLedger.from_cursor(cursor, pos)
-        self.remote_done = all(led.done for led in self.ledgers.values())
         if self.role == "producer":
             self.progress.note(
                 f"{sum(1 for led in self.ledgers.values() if led.done)} of {len(self.ledgers)} splits committed"
@@ -320,7 +319,7 @@ class BrokerSupervisor(Supervisor):
             return True
         if self.stopping:
             for w in consumers:
-                if not getattr(w, "stop_sent", False):
-                    w.stop_sent = True  # type: ignore[attr-defined]
+                if w.pid not in self.told_to_stop:
+                    self.told_to_stop.add(w.pid)
                     self._send(w, m.Stop())
         return False

@@ -24,10 +24,9 @@ import pyarrow.compute as pc
 
 from bizon_fast.config.models import BigQueryStreamingDetails
 from bizon_fast.connectors.bigquery import client as bqclient
-from bizon_fast.connectors.bigquery.staged import ENVELOPE_NAMES, KEY, StagedBigQueryDestination
+from bizon_fast.connectors.bigquery.staged import KEY, StagedBigQueryDestination, bigquery_rows
 from bizon_fast.destination.base import Destination
 from bizon_fast.errors import UserError
-from bizon_fast.source.records import is_source_records
 
 log = logging.getLogger("bizon_fast.destination.bigquery_streaming")
 
@@ -82,28 +81,18 @@ class BigQueryStreamingDestination(StagedBigQueryDestination):
         self._target = target
 
     def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
-        from bizon_fast.connectors.destinations.envelope import bizon_ids, envelope, unnest
+        from bizon_fast.connectors.destinations.envelope import bizon_ids, row_origins
         from bizon_fast.connectors.destinations.jsontext import row_json
 
-        one_per_seq = len(batches) == last_seq - first_seq + 1
         loaded_at = datetime.now(UTC)
-        row_offset = 0
-        for i, batch in enumerate(batches):
-            seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
-            row_offset += batch.num_rows
-            if batch.num_rows == 0:
-                continue
-            if self.declared is not None:
-                rows = unnest(batch, self.declared, enforce_types=True).to_arrow()
-            elif is_source_records(batch.schema):
-                job = self.context.job_id
-                frame = envelope(batch, job_id=job, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset)
-                rows = frame.rename(ENVELOPE_NAMES).select(list(ENVELOPE_NAMES.values())).to_arrow()
-            else:
-                rows = pa.Table.from_batches([batch.replace_schema_metadata(None)])
+        job = self.context.job_id
+        for seq, offset, batch in row_origins(batches, first_seq, last_seq):
+            rows = bigquery_rows(
+                batch, self.declared, job_id=job, split_id=split_id, seq=seq, offset=offset, loaded_at=loaded_at
+            )
             rows = rows.combine_chunks()
             self._ensure_target(rows.schema)
-            ids = bizon_ids(self.context.job_id, split_id, seq, rows.num_rows, offset)
+            ids = bizon_ids(job, split_id, seq, rows.num_rows, offset)
             for rb in rows.to_batches():
                 self._insert(ids.slice(0, rb.num_rows), row_json(rb))
                 ids = ids.slice(rb.num_rows)

@@ -82,6 +82,28 @@ ENVELOPE_NAMES = {
 }
 
 
+def bigquery_rows(
+    batch: pa.RecordBatch,
+    declared: list[tuple[str, str]] | None,
+    *,
+    job_id: str,
+    split_id: str,
+    seq: int,
+    offset: int,
+    loaded_at: datetime,
+) -> pa.Table:
+    """A batch as BigQuery rows: the declared columns (unnest), bizon's envelope for source records, or
+    the typed columns as they are."""
+    from bizon_fast.connectors.destinations.envelope import envelope, unnest  # polars: only when needed
+
+    if declared is not None:
+        return unnest(batch, declared, enforce_types=True).to_arrow()
+    if is_source_records(batch.schema):
+        frame = envelope(batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset)
+        return frame.rename(ENVELOPE_NAMES).select(list(ENVELOPE_NAMES.values())).to_arrow()
+    return pa.Table.from_batches([batch.replace_schema_metadata(None)])
+
+
 def label_value(text: str) -> str:
     """A GCP label value: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
     clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in text.lower())
@@ -207,27 +229,21 @@ class StagedBigQueryDestination(Destination):
 
     def rows(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> pa.Table | None:
         """The write as the stage's columns (typed, enveloped or unnested) plus the bookkeeping columns."""
-        one_per_seq = len(batches) == last_seq - first_seq + 1
-        loaded_at = datetime.now(UTC)
-        parts, row_offset = [], 0
-        for i, batch in enumerate(batches):
-            seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
-            row_offset += batch.num_rows
-            if batch.num_rows == 0:
-                continue
-            if self.declared is None and not is_source_records(batch.schema):
-                parts.append(pa.Table.from_batches([batch.replace_schema_metadata(None)]))
-                continue
-            from bizon_fast.connectors.destinations.envelope import envelope, unnest
+        from bizon_fast.connectors.destinations.envelope import row_origins
 
-            if self.declared is not None:
-                table = unnest(batch, self.declared, enforce_types=True).to_arrow()
-                table = self._declared_types(table)
-            else:
-                job = self.context.job_id
-                frame = envelope(batch, job_id=job, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset)
-                table = frame.rename(ENVELOPE_NAMES).select(list(ENVELOPE_NAMES.values())).to_arrow()
-            parts.append(table)
+        loaded_at = datetime.now(UTC)
+        parts = []
+        for seq, offset, batch in row_origins(batches, first_seq, last_seq):
+            table = bigquery_rows(
+                batch,
+                self.declared,
+                job_id=self.context.job_id,
+                split_id=split_id,
+                seq=seq,
+                offset=offset,
+                loaded_at=loaded_at,
+            )
+            parts.append(self._declared_types(table) if self.declared is not None else table)
         if not parts:
             return None
         table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]

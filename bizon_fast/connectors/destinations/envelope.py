@@ -14,7 +14,7 @@ column-wise (``jsontext``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,23 @@ def _splitmix(values: np.ndarray, key: int) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(31)
     return x
+
+
+def row_origins(
+    batches: list[pa.RecordBatch], first_seq: int, last_seq: int
+) -> Iterator[tuple[int, int, pa.RecordBatch]]:
+    """(seq, row offset, batch) of the non-empty batches of a write of seqs ``first_seq..last_seq``.
+
+    ``bizon_id`` keys on them: with one batch per seq a row is (its seq, its row), stable however a
+    replay groups the batches; otherwise (a transform regrouped them) rows count from ``first_seq``.
+    """
+    one_per_seq = len(batches) == last_seq - first_seq + 1
+    row_offset = 0
+    for i, batch in enumerate(batches):
+        seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
+        row_offset += batch.num_rows
+        if batch.num_rows:
+            yield seq, offset, batch
 
 
 def bizon_ids(job_id: str, split_id: str, seq: int, n: int, row_offset: int = 0) -> pa.Array:

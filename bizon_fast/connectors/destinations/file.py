@@ -53,7 +53,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bizon_fast.config.models import DestinationDetails, FileDestinationDetails
-from bizon_fast.connectors.destinations.envelope import envelope, envelope_lines, record_columns, unnest
+from bizon_fast.connectors.destinations.envelope import (
+    envelope,
+    envelope_lines,
+    record_columns,
+    row_origins,
+    unnest,
+)
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import UserError
@@ -291,18 +297,10 @@ class FileDestination(Destination):
     ) -> int:
         """Write the batches to ``path``; return the rows written (0: no file needed)."""
         loaded_at = datetime.now(UTC)
-        one_per_seq = len(batches) == last_seq - first_seq + 1
-        frames: list[tuple[int, int, pa.RecordBatch]] = []
-        row_offset = 0
-        for i, batch in enumerate(batches):
-            # bizon_id keys on (seq, row): one batch per seq keeps ids stable however a replay is grouped.
-            seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
-            row_offset += batch.num_rows
-            if batch.num_rows:
-                frames.append((seq, offset, batch))
+        frames = list(row_origins(batches, first_seq, last_seq))
         if not frames:
             return 0
-        if not one_per_seq:
+        if len(batches) != last_seq - first_seq + 1:
             frames = _merge_frames(frames)
         if self.config.format == "parquet":
             return self._write_parquet(path, split_id, frames, loaded_at)

@@ -372,14 +372,11 @@ class PostgresDestination(Destination):
         self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
     ) -> list[pa.RecordBatch]:
         """The batches as the stage's columns: typed as they are, enveloped, or unnested."""
-        one_per_seq = len(batches) == last_seq - first_seq + 1
+        from bizon_fast.connectors.destinations.envelope import row_origins
+
         loaded_at = datetime.now(UTC)
-        out, row_offset = [], 0
-        for i, batch in enumerate(batches):
-            seq, offset = (first_seq + i, 0) if one_per_seq else (first_seq, row_offset)
-            row_offset += batch.num_rows
-            if batch.num_rows == 0:
-                continue
+        out = []
+        for seq, offset, batch in row_origins(batches, first_seq, last_seq):
             if self.declared is None and not is_source_records(batch.schema):
                 out.append(batch.replace_schema_metadata(None))  # typed columns go as they are
                 continue
