@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bizon_fast import cli_compat
-from bizon_fast.errors import BizonFastError, Interrupted
+from bizon_fast.errors import BizonFastError, Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
 out_console = Console()
@@ -29,10 +29,34 @@ def _group() -> None:
 
 
 def _log_file(pipeline: str) -> str:
+    """Create this run's log file, private to the user (0600 in a 0700 folder): it holds config values and errors.
+
+    Created here, before any handler opens it, so its mode is ours; the workers append to it.
+    """
     log_dir = Path(os.environ.get(LOG_DIR_ENV, ".bizon_fast/logs"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in pipeline)
-    return str(log_dir / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    path = log_dir / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    return str(path)
+
+
+def _record_failure(log_file: str | None, name: str, exc: BaseException, *, with_traceback: bool) -> str | None:
+    """Append ``exc`` to the run's log, creating one (named ``name``) if the run failed before it had one.
+
+    A failed run must leave a log that says why: one that failed while loading its config or
+    starting up used to leave none, or an empty one. Written directly rather than through logging,
+    so no log level can drop it and the console stays at one line. Returns the log, None if unwritable.
+    """
+    try:
+        log_file = log_file or _log_file(name)
+        text = "".join(traceback.format_exception(exc)) if with_traceback else f"{type(exc).__name__}: {exc}\n"
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(log_file, "a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} ERROR supervisor bizon_fast.cli: run failed: {text}")
+    except OSError:
+        return None
+    return log_file
 
 
 def _setup_logging(level: str, log_file: str | None) -> None:
@@ -59,10 +83,28 @@ def _setup_logging(level: str, log_file: str | None) -> None:
         dest_logger.propagate = True
 
 
-def _fail(exc: BizonFastError) -> typer.Exit:
-    # plain text: one problem per line, never re-wrapped to the terminal width
-    typer.echo(str(exc) if isinstance(exc, Interrupted) else f"Error: {exc}", err=True)
+def _fail(exc: BizonFastError, log_file: str | None = None) -> typer.Exit:
+    """Print ``exc`` as is: plain text, one problem per line, never re-wrapped to the terminal width.
+
+    A user error (exit 2) says all there is to say; a failed job's line names the log, where the
+    workers' errors are.
+    """
+    message = str(exc) if isinstance(exc, Interrupted) else f"Error: {exc}"
+    if exc.exit_code == 1 and log_file and log_file not in message:
+        message += f" (log: {log_file})"
+    typer.echo(message, err=True)
     return typer.Exit(exc.exit_code)
+
+
+def _internal_error(exc: Exception, log_file: str | None) -> typer.Exit:
+    """A bug: one line on the console, the traceback in the log (on the console only if no log can be written)."""
+    if log_file is None:
+        traceback.print_exception(exc)
+        where = "the log could not be written"
+    else:
+        where = f"traceback in {log_file}"
+    typer.echo(f"Internal error: {type(exc).__name__}: {exc} ({where})", err=True)
+    return typer.Exit(1)
 
 
 def _summary(summary) -> None:  # noqa: ANN001 - RunSummary
@@ -101,15 +143,16 @@ def run(
     ] = None,
 ) -> None:
     """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
-    from bizon_fast.engine.handles import start_fork_server
-
-    start_fork_server()  # its imports overlap config loading and planning
-
-    from bizon_fast.config.load import load_config
-    from bizon_fast.engine.progress import make_progress
-    from bizon_fast.engine.supervisor import make_supervisor
-
+    log_file: str | None = None
     try:
+        from bizon_fast.engine.handles import start_fork_server
+
+        start_fork_server()  # its imports overlap config loading and planning
+
+        from bizon_fast.config.load import load_config
+        from bizon_fast.engine.progress import make_progress
+        from bizon_fast.engine.supervisor import make_supervisor
+
         cfg = load_config(
             config,
             workers=workers,
@@ -120,15 +163,18 @@ def run(
             reset=reset,
             role=role,
         )
-        log_file = _log_file(cfg.name)
+        try:
+            log_file = _log_file(cfg.name)
+        except OSError as exc:
+            raise UserError(f"{LOG_DIR_ENV}: cannot create the run's log file: {exc}") from None
         _setup_logging(cfg.engine.runner.log_level, log_file)
         summary = make_supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()
     except BizonFastError as exc:
-        raise _fail(exc) from None
+        log_file = _record_failure(log_file, config.stem, exc, with_traceback=False)
+        raise _fail(exc, log_file) from None
     except Exception as exc:  # a bug: one line on the console, the traceback in the log
-        logging.getLogger("bizon_fast").error("internal error\n%s", traceback.format_exc())
-        typer.echo(f"Internal error: {type(exc).__name__}: {exc} (traceback in the log)", err=True)
-        raise typer.Exit(1) from None
+        log_file = _record_failure(log_file, config.stem, exc, with_traceback=True)
+        raise _internal_error(exc, log_file) from None
     if not quiet:
         _summary(summary)
     typer.echo("Pipeline finished successfully.")
@@ -138,7 +184,12 @@ cli_compat.register(app)  # bizon's source / stream / secrets command groups
 
 
 def main() -> None:
-    app()
+    """The console entry point; an exception no command handled is still one line, its traceback in a log."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the last resort: `run` handles its own
+        log_file = _record_failure(None, "bizon-fast", exc, with_traceback=True)
+        raise SystemExit(_internal_error(exc, log_file).exit_code) from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,27 @@ class JobFailed(BizonFastError):
     exit_code = 1
 
 
+class DataError(JobFailed):
+    """The data itself makes a step fail, the same way on every run (a transform that raises on a record).
+
+    Its own class so the supervisor can tell it apart: a rerun of the same command on the same data fails
+    again, so the CLI does not suggest one (the job still resumes from its committed cursors once the
+    transform is fixed: transforms are not part of the job's identity).
+    """
+
+
+class StepFailed(BizonFastError):
+    """A step of the run failed for a reason a retry would not cure (a destination lock held past
+    ``lock_timeout``, a full disk, a watermark that cannot be computed): exit 1, one line.
+
+    Not a JobFailed: the supervisor raises JobFailed after recording the failure itself, while this
+    one is raised from inside a step, so the supervisor records the job as failed when it passes by.
+    Workers do not retry it (a wait that timed out would only be waited again).
+    """
+
+    exit_code = 1
+
+
 class Interrupted(BizonFastError):
     """The user pressed Ctrl-C; the job was drained and committed, so the same command resumes it."""
 

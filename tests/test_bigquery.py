@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import google.cloud.bigquery  # noqa: F401 - the [test] extra installs it: a missing package is a failure
 import pyarrow as pa
 import pytest
 
@@ -35,8 +36,6 @@ from bizon_fast.source.records import records_to_batch
 from tests.bqemu import PROJECT, Emulator, EmulatorUnavailable
 from tests.conftest import need_service
 from tests.faults import kill_workers_randomly, start_run, workers_of
-
-pytest.importorskip("google.cloud.bigquery")
 
 # ---------------------------------------------------------------- no emulator needed
 

@@ -158,6 +158,8 @@ def test_failing_transform_fails_the_job_and_publishes_nothing(tmp_path: Path, c
     error = [line for line in res.stderr.splitlines() if not line.startswith("progress:")]
     assert len(error) == 1, res.stderr
     assert "Error applying transformation" in error[0] and "fake_variable" in error[0]
+    # the transform raises on the data: a rerun as is cannot succeed, so no resume hint
+    assert "Run the same command" not in error[0] and "A rerun as is fails the same way" in error[0]
     assert not (tmp_path / "failed.json").exists()
     (status, message) = _jobs(tmp_path, "test_failure")[-1]
     assert status == "failed" and "Error applying transformation" in message

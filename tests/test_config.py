@@ -344,7 +344,8 @@ def test_unknown_nested_key_names_path_line_and_the_accepted_keys(tmp_path: Path
     line = line_of(text, "max_wrkers")
     assert message == (
         f"{path}:{line}: engine.runner.config.max_wrkers: unknown key 'max_wrkers'; expected one of: max_workers, "
-        "producers, consumers, max_restarts, role, lease_seconds, consumer_start_delay, is_alive_check_interval "
+        "producers, consumers, max_restarts, role, lease_seconds, stall_timeout_s, drain_timeout_s, "
+        "consumer_start_delay, is_alive_check_interval "
         "(did you mean 'max_workers'?)"
     )
 

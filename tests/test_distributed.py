@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg  # the [test] extra installs it: a missing package is a failure
 import pytest
 
 from tests.brokers import KAFKA_TEST_CLIENT, rabbitmq_available
 from tests.conftest import REPO, need_service
 from tests.faults import check_parquet_ids, kill_workers_randomly, start_run, workers_of
-
-psycopg = pytest.importorskip("psycopg")
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 SLOW_FILE = "slow_file=tests.fixtures.slow_file:SlowFileDestination"

@@ -205,3 +205,23 @@ def test_locked_backend_is_a_clear_error(tmp_path: Path, cli) -> None:
         holder.close()
     assert res.returncode == 2, res.stderr
     assert "locked" in res.stderr and "engine.backend" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_row_larger_than_a_ring_slot_fails_without_a_resume_hint(tmp_path: Path) -> None:
+    """A rerun as is would fail the same way: the message names the knob and does not suggest rerunning."""
+    (tmp_path / "p.yml").write_text(
+        """
+name: bigrow
+source: {name: synthetic, stream: events, rows: 100, splits: 1, payload_bytes: 200000, batch_rows: 10}
+destination: {name: file, config: {destination_id: out/events, format: parquet}}
+engine: {queue: {config: {batch_size_mb: 0.01}}, runner: {config: {max_workers: 1}}}
+"""
+    )
+    proc = start_run(tmp_path, "p.yml")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "more than a ring slot" in lines[0] and "engine.queue.config.batch_size_mb" in lines[0]
+    assert "Run the same command" not in lines[0] and "A rerun as is fails the same way" in lines[0]
+    assert _jobs(tmp_path)[0][1] == "failed"

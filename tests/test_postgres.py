@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg  # the [test] extra installs it: a missing package is a failure
 import pyarrow as pa
 import pytest
 
@@ -30,8 +31,6 @@ from bizon_fast.source.base import SourceConfig
 from bizon_fast.source.records import records_to_batch
 from tests.conftest import need_service
 from tests.faults import kill_workers_randomly, start_run
-
-psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.service
 

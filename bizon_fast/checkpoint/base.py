@@ -6,13 +6,17 @@ database works across the whole process tree and there is a single writer.
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import msgspec
 
 from bizon_fast.cursor import Cursor
+from bizon_fast.errors import UserError
 
 
 class JobStatus(StrEnum):
@@ -65,13 +69,68 @@ def job_from_row(row: tuple) -> JobRecord:
     )
 
 
+class RunHolder(msgspec.Struct, kw_only=True):
+    """Who holds a pipeline's run lock: what a refused run prints so the user can find the holder."""
+
+    pid: int | None = None
+    host: str | None = None
+    started: str | None = None  # ISO time the holder took the lock (or connected, for Postgres)
+    command: str | None = None  # its command line, when the lock can carry it
+    detail: str | None = None  # where the lock lives, or more about the holder (its session, lease expiry)
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid is not None else "another bizon-fast process"
+        if self.host:
+            who += f" on host {self.host}"
+        if self.started:
+            who += f", started {self.started}"
+        notes = [f"command: {self.command}"] if self.command else []
+        notes += [self.detail] if self.detail else []
+        return who + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def this_holder() -> RunHolder:
+    """This process as a run-lock holder: pid, host, start time and command line (one line, bounded)."""
+    command = " ".join(" ".join(sys.argv).split())[:200]
+    return RunHolder(
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        command=command,
+    )
+
+
+def run_refused(name: str, source_name: str, stream_name: str, holder: RunHolder) -> UserError:
+    """The one-line refusal of a second live run of a pipeline, naming the holder of its run lock."""
+    return UserError(
+        f"engine.backend: pipeline '{name}' ({source_name}/{stream_name}) is already running: {holder.describe()}."
+        " Two runs of one pipeline would interleave their writes; wait for it to finish or stop it, then run again"
+    )
+
+
 class CheckpointBackend(ABC):
     @abstractmethod
     def open(self) -> None:
         """Connect and create the tables if needed."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Disconnect; also releases the run lock taken by ``hold_run``."""
+
+    def hold_run(self, name: str, source_name: str, stream_name: str, *, shared: bool = False) -> None:
+        """Claim the pipeline for this process until ``close`` (or its death): one live run per pipeline.
+
+        Two live runs of one pipeline would both write its destination and its cursors, and the
+        published data would be a mix of both (or one would resume the other's job under its feet).
+        The supervisor calls this right after ``open``, before it reads or writes any job, and a
+        second run is refused at once with a ``UserError`` naming the holder (``run_refused``).
+        ``shared``: broker roles on several machines join one run; they hold the claim shared, which
+        excludes only exclusive holders (a plain run).
+
+        The default takes no lock and lets runs overlap: a backend (a plugin, say) that has no way to
+        see other processes cannot exclude them, and refusing every run would make it unusable. The
+        built-in backends all override it.
+        """
 
     @abstractmethod
     def find_unfinished_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:

@@ -13,6 +13,8 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
+from bizon_fast.connectors import pgconn
+
 LEASES_DDL = """
 CREATE TABLE IF NOT EXISTS {s}.bizon_fast_split_leases (
     job_id TEXT NOT NULL,
@@ -100,6 +102,9 @@ class PostgresLeases(SplitLeases):
         self.b = backend
 
         def create(cur: Any) -> None:
+            # under the backend's DDL lock: roles starting at once on several machines would otherwise race
+            # in CREATE TABLE IF NOT EXISTS, and the loser fails (a unique violation in pg_type)
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_checkpoint_ddl"),))
             cur.execute(self.b._q(LEASES_DDL))
 
         self.b._tx(create, "creating the split leases table")

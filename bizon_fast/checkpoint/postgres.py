@@ -6,6 +6,11 @@ backend every step is a real transaction and every write an upsert:
 - The schema (``engine.backend.config.schema``) is created when missing -- bizon only checked that
   it existed and then wrote to the connection's default schema; we honour it. DDL runs under a
   transaction-level advisory lock, so two first runs creating the tables at once do not collide.
+- One live run per pipeline: ``hold_run`` takes a session-level advisory lock on the pipeline
+  (shared by the broker roles of one run, exclusive for a plain run) without waiting, and a refused
+  run names the holder from ``pg_locks`` and ``pg_stat_activity`` (the backend connection's
+  ``application_name`` carries its pid and host). The lock dies with the session, so a killed run
+  frees it; it is taken again on a new connection after a lost one.
 - At most one job of a pipeline is ``running``: a partial unique index enforces it. A supervisor
   holds a session-level advisory lock on the job it runs; the lock dies with its connection, so
   a ``running`` job whose lock is free belongs to a dead run and is superseded, while one whose
@@ -21,15 +26,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
+from bizon_fast.checkpoint.base import (
+    JOB_COLUMNS,
+    CheckpointBackend,
+    JobRecord,
+    JobStatus,
+    RunHolder,
+    job_from_row,
+    run_refused,
+)
 from bizon_fast.connectors import pgconn
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
-from bizon_fast.errors import UserError
+from bizon_fast.errors import JobFailed, UserError
 
 log = logging.getLogger("bizon_fast.checkpoint.postgres")
 
@@ -37,6 +53,10 @@ T = TypeVar("T")
 KEY = "engine.backend"
 #: how long a resumed job waits for the lock a dead predecessor's session still holds
 LOCK_WAIT_S = 10.0
+#: how long a run waits for the run lock of a predecessor that is dead on this host (its session is
+#: dropped a moment after the kill); a live holder, or one on another host, is refused at once
+RUN_LOCK_GRACE_S = 2.0
+_APP_NAME = re.compile(r"^bizon-fast pid=(\d+) id=\w+ host=(\S*)")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS {s}.bizon_fast_jobs (
@@ -85,6 +105,10 @@ class PostgresBackend(CheckpointBackend):
         self.schema: str = details.schema_name
         self.conn: Any = None
         self.job_lock: str | None = None  # the job whose session lock this connection holds
+        self.run_lock: tuple[tuple[str, str, str], bool] | None = None  # (pipeline key, shared) held
+        #: shown in pg_stat_activity: a run refused by our locks reads who we are from it, and after a
+        #: lost connection we recognise our own old session by it (``id``: this backend object's)
+        self.application_name = f"bizon-fast pid={os.getpid()} id={uuid.uuid4().hex[:6]} host={socket.gethostname()}"
         #: distributed roles share a job: each supervisor holds its lock shared, a plain run exclusively
         self.shared_job_lock = False
 
@@ -93,7 +117,7 @@ class PostgresBackend(CheckpointBackend):
     def open(self) -> None:
         from psycopg import sql
 
-        self.conn = pgconn.connect(self.info, key=KEY)
+        self.conn = pgconn.connect(self.info, key=KEY, application_name=self.application_name)
         self.s = sql.Identifier(self.schema)
 
         def create(cur: Any) -> None:
@@ -113,14 +137,32 @@ class PostgresBackend(CheckpointBackend):
 
     def close(self) -> None:
         if self.conn is not None:
-            self.conn.close()  # also releases the job's session lock
+            if self.run_lock is not None or self.job_lock is not None:
+                # closing releases them too, but only once the server has processed the disconnect: a
+                # run started right after this one ends would find them still held, and be refused
+                with contextlib.suppress(Exception):
+                    self.conn.rollback()
+                    self.conn.execute("SELECT pg_advisory_unlock_all()")
+                    self.conn.commit()
+            self.conn.close()  # also releases the job's and the run's session locks
             self.conn = None
             self.job_lock = None
+            self.run_lock = None
 
     def _reconnect(self) -> None:
         if self.conn is not None and not self.conn.closed:
             self.conn.close()
-        self.conn = pgconn.connect(self.info, key=KEY)
+        self.conn = pgconn.connect(self.info, key=KEY, application_name=self.application_name)
+        if self.run_lock is not None:
+            # the lost session's locks are gone: take the run lock back before anything else is written
+            try:
+                self._take_run_lock(*self.run_lock, reconnecting=True)
+            except JobFailed:
+                self.conn.close()
+                raise
+            except Exception as exc:  # lost again: close it, so the retried operation reconnects once more
+                self.conn.close()
+                raise UserError(f"{KEY}: taking the run lock again: {' '.join(str(exc).split())}") from None
         if self.job_lock is not None:
             job, self.job_lock = self.job_lock, None
             self._lock_job(job)
@@ -141,6 +183,99 @@ class PostgresBackend(CheckpointBackend):
         from psycopg import sql
 
         return sql.SQL(text).format(s=self.s)
+
+    # ------------------------------------------------------------ the run lock
+
+    def hold_run(self, name: str, source_name: str, stream_name: str, *, shared: bool = False) -> None:
+        """A session advisory lock on the pipeline, held until ``close`` or the session's end."""
+        key = (name, source_name, stream_name)
+        if self.run_lock == (key, shared):
+            return
+        pgconn.with_retries(
+            lambda: self._take_run_lock(key, shared),
+            reconnect=self._reconnect,
+            what=f"{KEY}: locking pipeline '{name}'",
+            conn=lambda: self.conn,
+        )
+        self.run_lock = (key, shared)
+
+    def _take_run_lock(self, key: tuple[str, str, str], shared: bool, *, reconnecting: bool = False) -> None:
+        """Take the run lock now, or refuse naming its holder.
+
+        Only two holders are waited for: one whose pid is gone on this host (a run killed a moment ago,
+        whose session the server has not dropped yet: ``RUN_LOCK_GRACE_S``), and, after a lost
+        connection, our own old session (terminated, then ``LOCK_WAIT_S``). Anyone else is alive as
+        far as we can tell, and waiting for a live run would only delay the refusal.
+        """
+        lock = pgconn.lock_key("bizon_fast_run", *key)
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        deadline: float | None = None
+        vanished = 0
+        while True:
+            got = self.conn.execute(f"SELECT {take}(%s)", (lock,)).fetchone()[0]
+            self.conn.commit()
+            if got:
+                return
+            holders = self._run_lock_holders(lock, shared)
+            if not holders and vanished < 10:  # released between our try and our look: try again
+                vanished += 1
+                time.sleep(0.05)
+                continue
+            if deadline is None:
+                wait = 0.0
+                ours = self.application_name.encode()[:63].decode(errors="ignore")  # as the server truncates it
+                for session, app, holder in holders:
+                    if reconnecting and app == ours:
+                        wait = max(wait, LOCK_WAIT_S)  # our own session from before the lost connection
+                        with contextlib.suppress(Exception):
+                            self.conn.execute("SELECT pg_terminate_backend(%s)", (session,))
+                            self.conn.commit()
+                    elif _dead_here(holder):
+                        wait = max(wait, RUN_LOCK_GRACE_S)
+                deadline = time.monotonic() + wait
+            if time.monotonic() >= deadline:
+                holder = holders[0][2] if holders else RunHolder(detail=f"a session of {pgconn.where(self.info)}")
+                if len(holders) > 1:
+                    holder.detail = f"{holder.detail}; and {len(holders) - 1} more sessions"
+                if reconnecting:
+                    raise JobFailed(
+                        f"{KEY}: lost the connection to {pgconn.where(self.info)} and, with it, the run lock of "
+                        f"pipeline '{key[0]}', which {holder.describe()} holds now: stopping this run, which must "
+                        "not write beside it"
+                    )
+                raise run_refused(*key, holder)
+            time.sleep(0.1)
+
+    def _run_lock_holders(self, lock: int, shared: bool) -> list[tuple[int, str, RunHolder]]:
+        """The sessions holding ``lock`` in a mode that excludes ours: (server pid, application_name, who),
+        oldest first."""
+        rows = self.conn.execute(
+            "SELECT a.pid, a.application_name, host(a.client_addr), a.client_hostname, a.backend_start"
+            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::bigint = %s AND l.objid::bigint = %s AND (%s OR l.mode = 'ExclusiveLock')"
+            " ORDER BY a.backend_start",
+            ((lock >> 32) & 0xFFFFFFFF, lock & 0xFFFFFFFF, not shared),
+        ).fetchall()
+        self.conn.commit()
+        holders = []
+        for session, app, addr, client_host, started in rows:
+            match = _APP_NAME.match(app or "")
+            where = f"from {client_host or addr}" if client_host or addr else "over a local socket"
+            holders.append(
+                (
+                    session,
+                    app or "",
+                    RunHolder(
+                        pid=int(match.group(1)) if match else None,
+                        host=(match.group(2) or None) if match else None,
+                        started=started.isoformat(timespec="seconds") if started else None,
+                        detail=f"PostgreSQL session {session} {where}, application_name {app!r}",
+                    ),
+                )
+            )
+        return holders
 
     # ------------------------------------------------------------ job locks
 
@@ -368,3 +503,16 @@ class PostgresBackend(CheckpointBackend):
             ),
             "storing the watermark",
         )
+
+
+def _dead_here(holder: RunHolder) -> bool:
+    """True when the holder's pid is gone on this host: its session is about to be dropped."""
+    if holder.pid is None or holder.host != socket.gethostname():
+        return False
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -3,16 +3,22 @@
 Only the supervisor opens it, so ``sqlite_in_memory`` works for a whole multiprocess run (bizon's
 opened one empty database per process). WAL + synchronous=NORMAL survives a process crash at any
 instant; that is the failure this backend promises to survive.
+
+One live run per pipeline: ``hold_run`` takes an OS file lock (``runlock.py``) that the kernel drops
+when the process dies, beside the database file, or in a per-user temp directory for
+``sqlite_in_memory`` (each run has its own database there, but they would share a destination).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
+from bizon_fast.checkpoint.runlock import FileRunLock, user_lock_dir
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import UserError
 
@@ -66,6 +72,19 @@ class SqliteBackend(CheckpointBackend):
         else:
             self.path = database if database.endswith((".sqlite3", ".db", ".sqlite")) else f"{database}.sqlite3"
         self.conn: sqlite3.Connection | None = None
+        self.run_lock: FileRunLock | None = None
+
+    def lock_dir(self) -> Path:
+        """Where the run locks of this database live: ``<database file>.locks``, or the user's temp dir."""
+        if self.path == ":memory:":
+            return user_lock_dir()
+        return Path(f"{self.path}.locks").absolute()
+
+    def hold_run(self, name: str, source_name: str, stream_name: str, *, shared: bool = False) -> None:
+        """An exclusive (or shared) ``flock`` on the pipeline's lock file, held until ``close`` or death."""
+        if self.run_lock is None:
+            self.run_lock = FileRunLock(self.lock_dir())
+        self.run_lock.acquire(name, source_name, stream_name, shared=shared)
 
     def _fail(self, exc: sqlite3.Error) -> UserError:
         if "locked" in str(exc):
@@ -76,6 +95,8 @@ class SqliteBackend(CheckpointBackend):
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # private from the first byte (cursors, errors); sqlite gives -wal and -shm the file's mode
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self.conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
             if self.path != ":memory:":
                 self.conn.execute("PRAGMA journal_mode=WAL")
@@ -90,6 +111,9 @@ class SqliteBackend(CheckpointBackend):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        if self.run_lock is not None:  # after the last write: the next run sees everything this one did
+            self.run_lock.release()
+            self.run_lock = None
 
     def _exec(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         assert self.conn is not None, "backend not open"

@@ -15,21 +15,25 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from dotenv import load_dotenv
 from pydantic import BaseModel, ValidationError
 
 from bizon_fast.config.models import LogLevel, PipelineConfig
 from bizon_fast.config.secrets import SecretResolutionError, find_references, resolve_references
-from bizon_fast.config.yamlpaths import Position, format_path, lookup, yaml_positions
+from bizon_fast.config.yamlpaths import Position, format_path, lookup
+from bizon_fast.config.yamlstrict import read_yaml
 from bizon_fast.errors import ConfigError
+from bizon_fast.transform.code import compile_polars, compile_python, sql_syntax_error
 
 LEGACY_ENV_PREFIX = "BIZON_ENV_"
 RUNNER_TYPES = ("thread", "process", "stream")
 MAX_REPORTED_ERRORS = 12
+#: the range of every integer in a config: the engine, sqlite, Arrow and the services all hold int64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 Positions = dict[tuple[str | int, ...], Position]
 
@@ -62,8 +66,8 @@ def read_raw_config(path: str | Path, *, env_file: str | Path | None = None) -> 
     """
     load_env_file(env_file)
     text = _read_text(Path(path))
-    raw = _parse_yaml(text, str(path))
-    return _substitute_legacy_env(raw, str(path), yaml_positions(text))
+    raw, positions = _parse_yaml(text, str(path))
+    return _substitute_legacy_env(raw, str(path), positions)
 
 
 def load_config(
@@ -91,8 +95,7 @@ def load_config(
     load_env_file(env_file)
     origin = str(path)
     text = _read_text(Path(path))
-    positions = yaml_positions(text)
-    original = _parse_yaml(text, origin)
+    original, positions = _parse_yaml(text, origin)
     raw = _substitute_legacy_env(copy.deepcopy(original), origin, positions)
     try:
         raw = resolve_references(raw)
@@ -118,13 +121,25 @@ def parse_config(
 
     ``original`` is the dict before substitution: a value that came from a reference is described
     by its reference, never printed, so a secret cannot leak into an error message.
+
+    Beyond the models, every integer must fit in int64 and every transform must compile (see
+    :func:`_integer_problems` and :func:`_transform_problems`), so neither fails the run later.
     """
+    positions = positions or {}
     try:
-        return PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
-            format_validation_error(exc, origin=origin, positions=positions or {}, data=raw, original=original)
+            format_validation_error(exc, origin=origin, positions=positions, data=raw, original=original)
         ) from None
+    problems = [
+        *_integer_problems(cfg, origin, positions, original),
+        *_transform_problems(cfg, origin, positions, original),
+    ]
+    if problems:
+        problems.sort(key=lambda entry: entry[0])
+        raise ConfigError("\n".join(text for _, text in problems[:MAX_REPORTED_ERRORS]))
+    return cfg
 
 
 def format_validation_error(
@@ -172,25 +187,14 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
-        problem = exc.problem or "cannot parse"
-        if exc.context:
-            problem += f" ({exc.context})"
-        if "\\t" in problem:
-            problem += "; indent with spaces, YAML does not allow tabs"
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: malformed YAML: {exc}") from None
+def _parse_yaml(text: str, origin: str) -> tuple[dict[str, Any], Positions]:
+    """The top-level mapping and its positions, read by the strict reader (bounded aliases, no duplicate keys)."""
+    raw, positions = read_yaml(text, origin)
     if raw is None:
         raise ConfigError(f"{origin}: the file is empty; expected a pipeline (name, source, destination, ...)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}:1: expected a mapping of keys (name, source, destination, ...), got {_kind(raw)}")
-    return raw
+    return raw, positions
 
 
 def _substitute_legacy_env(raw: Any, origin: str, positions: Positions, path: tuple[str | int, ...] = ()) -> Any:
@@ -258,6 +262,85 @@ def _set_in(raw: dict[str, Any], parts: tuple[str, ...], value: Any) -> None:
         if not isinstance(node, dict):
             return
     node[parts[-1]] = value
+
+
+# ---------------------------------------------------------------- checks beyond the models
+
+
+def _integer_problems(
+    cfg: PipelineConfig, origin: str, positions: Positions, original: Any
+) -> Iterator[tuple[int, str]]:
+    """An integer beyond int64 anywhere in the validated config (whether written or from a reference).
+
+    Checked on the validated models rather than on the YAML so that a number reaching an integer
+    key through ``env://`` or a command-line option is caught too; no key needs more than int64,
+    and beyond it sqlite, Arrow and the services fail with an OverflowError traceback mid-run.
+    """
+    for loc, value in _integers(cfg, ()):
+        if not INT64_MIN <= value <= INT64_MAX:
+            given = _given(value, loc, original)
+            message = f"expected an integer between {INT64_MIN} and {INT64_MAX}, got {given}"
+            line = _line_of(loc, positions)
+            yield line or 0, _located(origin, positions, loc, message, line=line)
+
+
+def _integers(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], int]]:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        yield loc, value
+    elif isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            key = info.alias if isinstance(info.alias, str) else name
+            yield from _integers(getattr(value, name, None), (*loc, key))
+        for key, item in (value.model_extra or {}).items():
+            yield from _integers(item, (*loc, key))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _integers(item, (*loc, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _integers(item, (*loc, index))
+
+
+def _transform_problems(
+    cfg: PipelineConfig, origin: str, positions: Positions, original: Any
+) -> Iterator[tuple[int, str]]:
+    """Compile every transform as the run will (same functions), so a syntax error is a config error.
+
+    The line given is the file's: the line where the YAML value's text starts plus the line inside
+    the code (exact for a ``|`` block or a one-line value).
+    """
+    for index, transform in enumerate(cfg.transforms):
+        for kind in ("python", "polars", "sql"):
+            code = getattr(transform, kind)
+            problem = _code_problem(kind, transform.label, code) if code is not None else None
+            if problem is None:
+                continue
+            message, code_line = problem
+            loc = ("transforms", index, kind)
+            line = _line_of(loc, positions)
+            pos = positions.get(loc)
+            found, written = lookup(original, loc) if original is not None else (False, None)
+            if pos is not None and code_line and found and written == code:  # the code is in the file itself
+                line = pos.text_line + code_line - 1
+            yield line or 0, _located(origin, positions, loc, message, line=line)
+
+
+def _code_problem(kind: str, label: str, code: str) -> tuple[str, int | None] | None:
+    """(message, line in the code) when a transform's code cannot compile; None when it can."""
+    try:
+        if kind == "python":
+            compile_python(label, code)
+        elif kind == "polars":
+            compile_polars(label, code)
+        elif (error := sql_syntax_error(code)) is not None:
+            return f"SQL syntax error: {error[0]}", error[1]
+    except SyntaxError as exc:
+        return f"syntax error at line {exc.lineno} of the code: {exc.msg}", exc.lineno
+    except ValueError as exc:  # a NUL character
+        return f"cannot compile the code: {exc}", None
+    return None
 
 
 # ---------------------------------------------------------------- messages

@@ -591,6 +591,12 @@ class PostgresDestinationDetails(DestinationDetails):
     schema_name: str = Field("public", alias="schema")
     username: str | None = None
     password: str | None = Field(None, repr=False)
+    lock_timeout: float = Field(
+        60,
+        gt=0,
+        description="seconds a statement of the destination waits for a table lock (the full refresh's swap, "
+        "an append, the stage's DDL) before the job fails, naming the session that holds it; nothing is published",
+    )
 
     @model_validator(mode="after")
     def _dsn_or_host(self) -> PostgresDestinationDetails:
@@ -926,6 +932,18 @@ class RunnerDetails(Strict):
         "all", description="broker queues: which half of the pipeline this machine runs (--role)"
     )
     lease_seconds: float = Field(30, gt=0, description="broker queues: a dead producer's splits are re-leased after")
+    stall_timeout_s: float = Field(
+        60,
+        gt=0,
+        description="process runner: a worker silent this long (no heartbeat: stopped or frozen) while it holds "
+        "work is killed and replaced like a crash; workers beat every second, so keep it at several seconds",
+    )
+    drain_timeout_s: float = Field(
+        30,
+        gt=0,
+        description="Ctrl-C, SIGTERM or a source failure: in-flight batches get this long to be written; then "
+        "the stragglers are killed, what is written is committed, and the same command resumes",
+    )
     consumer_start_delay: float = Field(0, ge=0)  # bizon's key, accepted; bizon-fast never waits
     is_alive_check_interval: float = Field(2, gt=0)  # bizon's key, accepted; liveness uses process sentinels
 

@@ -71,11 +71,17 @@ def where(info: str) -> str:
     return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user') or ''}"
 
 
-def connect(info: str, *, key: str, autocommit: bool = False) -> psycopg.Connection:
-    """A connection, or a one-line UserError naming the config ``key`` and ``host:port/database``."""
+def connect(
+    info: str, *, key: str, autocommit: bool = False, application_name: str = "bizon-fast"
+) -> psycopg.Connection:
+    """A connection, or a one-line UserError naming the config ``key`` and ``host:port/database``.
+
+    ``application_name`` shows in ``pg_stat_activity``: the checkpoint backend puts its pid and host
+    there, so that a run refused by a lock can name the process that holds it.
+    """
     psycopg = _psycopg()
     try:
-        conn = psycopg.connect(info, autocommit=autocommit, application_name="bizon-fast")
+        conn = psycopg.connect(info, autocommit=autocommit, application_name=application_name)
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise UserError(f"{key}: cannot connect to PostgreSQL at {where(info)}: {reason}") from None

@@ -61,6 +61,7 @@ class BrokerSupervisor(Supervisor):
         self.partitions = 1
         self.consumers = 1
         self.shared = self.cfg.engine.backend.type == "postgres"
+        self.run_lock_shared = self.shared  # the other roles of this run hold the pipeline's run lock too
         if self.role != "all" and not self.shared:
             raise UserError(
                 f"--role {self.role}: machines share a job through the checkpoint backend; "
@@ -311,6 +312,12 @@ class BrokerSupervisor(Supervisor):
 
     def _consumer_may_exit(self) -> bool:
         return self.closing or self._finished()
+
+    def _held_work(self, w: WorkerHandle) -> str | None:
+        """A broker consumer always holds work: its partitions' unacknowledged batches, and a Stop to answer."""
+        if w.role == "consumer":
+            return "its broker partitions"
+        return super()._held_work(w)
 
     def _consumers_stopped(self) -> bool:
         """Consumers told to stop write and sync what they hold first: serve them until they exit."""

@@ -40,6 +40,8 @@ class WorkerHandle:
     delivered: dict[int, tuple] = field(default_factory=dict)  # consumer: slot -> batch info not yet written
     flush_requested: bool = False
     exited: bool = False
+    last_heard: float = 0.0  # monotonic time of its last message (a heartbeat at least every second)
+    stalled: bool = False  # killed by the supervisor for going silent while holding work
 
     @property
     def name(self) -> str:

@@ -25,6 +25,8 @@ from bizon_fast.checkpoint import resets
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord
 from bizon_fast.config.models import PipelineConfig
 from bizon_fast.cursor import Cursor
+from bizon_fast.errors import ConfigError, StepFailed
+from bizon_fast.source.base import Source
 from bizon_fast.source.incremental import IncrementalRun, Watermark, fold, later
 
 log = logging.getLogger("bizon_fast.incremental")
@@ -61,6 +63,24 @@ def _key(cfg: PipelineConfig) -> tuple[str, str, str]:
 def load_watermark(backend: CheckpointBackend, cfg: PipelineConfig) -> StoredWatermark | None:
     raw = backend.get_watermark(*_key(cfg))
     return None if raw is None else msgspec.msgpack.decode(raw, type=StoredWatermark)
+
+
+def check_cursor_field(source: Source, cfg: PipelineConfig) -> None:
+    """Start-up, before any job exists: an incremental ``cursor_field`` must be a column the source has.
+
+    A misspelt field used to be accepted: every run read and appended the whole stream again, with no
+    watermark to show for it. Sources that cannot know their columns up front (JSON records, a schema
+    inferred from the data) return None from ``columns()``; the producer checks their batches instead.
+    """
+    field = cfg.source.cursor_field
+    if not field or is_streaming(cfg) or sync_mode(cfg) != "incremental":
+        return
+    columns = source.columns()
+    if columns is None or field in columns:
+        return
+    raise ConfigError(
+        f"source.cursor_field: {field!r} is not a column of {source.label()}; columns: {', '.join(columns)}"
+    )
 
 
 def prepare(backend: CheckpointBackend, cfg: PipelineConfig) -> Plan:
@@ -103,13 +123,37 @@ def bind(backend: CheckpointBackend, cfg: PipelineConfig, plan: Plan, job: JobRe
     return Plan(mode=plan.mode, destination_mode=plan.destination_mode, run=run)
 
 
+def _seen(cursors: list[Cursor]) -> Watermark | None:
+    seen: Watermark | None = None
+    for cursor in cursors:
+        seen = fold(seen, cursor.watermark)
+    return seen
+
+
+def verify(cfg: PipelineConfig, plan: Plan | None, cursors: list[Cursor]) -> None:
+    """Before publishing: a job that committed rows must have a ``cursor_field`` max to store.
+
+    Storing None would make the next run read everything again (and append it again), so the job
+    fails instead, with nothing published and the previous watermark kept.
+    """
+    field = cfg.source.cursor_field
+    if plan is None or plan.run is None or not field:
+        return
+    rows = sum(c.rows for c in cursors)
+    seen = _seen(cursors)
+    if rows and (seen is None or seen.max is None):
+        raise StepFailed(
+            f"incremental: {rows} rows were read but source.cursor_field {field!r} had no value in any of them, "
+            "so no watermark can be stored; nothing was published and the previous watermark is kept"
+        )
+
+
 def finish(backend: CheckpointBackend, cfg: PipelineConfig, plan: Plan, job: JobRecord, cursors: list[Cursor]) -> None:
     """On success only: the watermark moves to max(previous, this job's committed max)."""
     if plan.run is None:
         return
-    seen: Watermark | None = None
-    for cursor in cursors:
-        seen = fold(seen, cursor.watermark)
+    verify(cfg, plan, cursors)  # the supervisor verified before publishing; a None max is never stored
+    seen = _seen(cursors)
     previous = None if plan.run.reset else load_watermark(backend, cfg)
     stored = StoredWatermark(
         max=later(previous.max if previous else None, seen.max if seen else None),

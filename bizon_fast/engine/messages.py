@@ -77,12 +77,28 @@ class Written(Msg):
 
 # any worker -> supervisor
 class Failed(Msg):
+    """The worker stopped on an error. ``resumable``: could the same command succeed on a rerun as is?
+
+    A config mistake (a row larger than a ring slot, a missing cursor field) or a transform that raises on
+    the data fails the same way every time; the CLI then does not tell the user to "run the same command".
+    """
+
     error: str
     detail: str  # traceback text, for the log
+    resumable: bool = True
 
 
 class Started(Msg):
     pid: int
+
+
+class Heartbeat(Msg):
+    """I am still scheduled: a worker's daemon thread sends one every second, whatever its main thread does.
+
+    A long write or a slow page keeps the beat going, so it is never mistaken for a hang; a process that
+    is stopped (SIGSTOP, a frozen container) or cannot run Python at all goes silent, and the supervisor
+    kills it and resumes its work elsewhere instead of waiting forever.
+    """
 
 
 # supervisor -> producer (stream mode)
@@ -159,6 +175,7 @@ Message = (
     | Written
     | Failed
     | Started
+    | Heartbeat
     | Committed
     | Lease
     | Sent

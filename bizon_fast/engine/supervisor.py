@@ -43,7 +43,6 @@ MiB = 1024 * 1024
 GRANTS_PER_PRODUCER = 2
 COMMIT_INTERVAL_S = 0.5
 LOOP_TIMEOUT_S = 0.2
-DRAIN_TIMEOUT_S = 60.0  # after a failure, how long in-flight batches may take to be written
 
 
 @dataclass
@@ -68,6 +67,9 @@ class RunSummary:
 
 
 class Supervisor:
+    #: broker roles on several machines join one run, so they hold the pipeline's run lock shared
+    run_lock_shared = False
+
     def __init__(self, cfg: PipelineConfig, *, progress: Progress, log_file: str | None = None) -> None:
         self.cfg = cfg
         self.progress = progress
@@ -77,6 +79,8 @@ class Supervisor:
         self.streaming = inc.is_streaming(cfg)  # continuous: a batch per page, each written and committed
         self.plan: inc.Plan | None = None  # incremental watermark / stream reset of this run
         self.max_restarts = runner.config.max_restarts
+        self.stall_timeout = runner.config.stall_timeout_s  # a silent worker holding work is killed after this
+        self.drain_timeout = runner.config.drain_timeout_s  # a stop's drain is abandoned after this
         self.source_cfg = cfg.source.model_dump(mode="json")
         self.dest_cfg = cfg.destination.config.model_dump(mode="json", by_alias=True)
         self.workers: list[WorkerHandle] = []
@@ -98,6 +102,7 @@ class Supervisor:
         self.died_at: dict[tuple[str, int], float] = {}
         self.recoveries: list[float] = []  # seconds from a worker's death to its replacement working again
         self.failure: tuple[str, str] | None = None
+        self.failure_resumable = True  # False when a rerun as is would fail the same way (see messages.Failed)
         self.drain_on_failure = False  # a source failure still writes what was read before it
         self.stop_started = 0.0
         self.interrupts = 0
@@ -163,6 +168,7 @@ class Supervisor:
         ok, error = source.check_connection()
         if not ok:
             raise JobFailed(f"source '{cfg.source.name}' check_connection failed: {error}")
+        inc.check_cursor_field(source, cfg)  # a cursor_field the source lacks is a config error, before any job
         splits = source.splits()
         self.splits = {s.id: s for s in splits}
         total_rows = source.total_rows()
@@ -172,6 +178,8 @@ class Supervisor:
         self.backend = backend
         self.job = None
         try:
+            # one live run per pipeline: a second one is refused here, before it touches a job or the destination
+            backend.hold_run(cfg.name, cfg.source.name, cfg.source.stream, shared=self.run_lock_shared)
             plan = inc.prepare(backend, cfg)
             resolved = self._resolve_job(
                 backend,
@@ -224,7 +232,14 @@ class Supervisor:
                 message, _ = self.failure
                 backend.set_job_status(self.job.id, JobStatus.FAILED, message[:2000])
                 where = f"; log: {self.log_file}" if self.log_file else ""
-                raise JobFailed(f"job {self.job.id} failed: {message}{where}. Run the same command to resume.")
+                hint = (
+                    "Run the same command to resume."
+                    if self.failure_resumable
+                    # a transform or an engine setting is not part of the job's identity: fixing it resumes the job
+                    else "A rerun as is fails the same way: fix the cause, then the job resumes from its committed "
+                    "cursors."
+                )
+                raise JobFailed(f"job {self.job.id} failed: {message}{where}. {hint}")
             if self.interrupts:
                 backend.set_job_status(self.job.id, JobStatus.CANCELLED, "interrupted")
                 committed = sum(led.committed.rows for led in self.ledgers.values())
@@ -272,9 +287,11 @@ class Supervisor:
 
     def _complete(self, destination: Any, backend: Any) -> None:
         """Every split is done and committed: publish the destination and close the job."""
+        cursors = [led.committed for led in self.ledgers.values()]
+        inc.verify(self.cfg, self.plan, cursors)  # a job without a watermark to store publishes nothing
         destination.publish()
         destination.close()
-        inc.finish(backend, self.cfg, self.plan, self.job, [led.committed for led in self.ledgers.values()])
+        inc.finish(backend, self.cfg, self.plan, self.job, cursors)
         backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)
 
     def _requeue_split(self, split_id: str) -> None:
@@ -345,7 +362,7 @@ class Supervisor:
                 handle = start_worker(spec)
         else:
             handle = start_worker(spec)
-        handle.started_at = time.monotonic()
+        handle.started_at = handle.last_heard = time.monotonic()
         self.workers.append(handle)
         if role == "producer":
             self._assign(handle)
@@ -354,15 +371,21 @@ class Supervisor:
 
     def _loop(self) -> None:
         while True:
-            if self.failure is not None and (not self.drain_on_failure or self._drain_overdue()):
+            if self.failure is not None and not self.drain_on_failure:
                 self._kill_all()
                 self._commit(force=True)
+                return
+            if self._drain_overdue():
+                self._abandon_drain()
                 return
             if self.failure is not None and not self.stopping:
                 # a source error: what was read before it is good data; write and commit it, then fail
                 self._begin_stop("source failed: writing what was read before the error, then failing the job")
             if self.interrupts and not self.stopping:
-                self._begin_stop("Interrupted: draining in-flight batches and committing (Ctrl-C again to abort now)")
+                self._begin_stop(
+                    f"Interrupted: draining in-flight batches and committing for up to {self.drain_timeout:g}s "
+                    "(Ctrl-C again to abort now)"
+                )
             if self._finished():
                 self._commit(force=True)
                 for w in self.workers:
@@ -384,6 +407,7 @@ class Supervisor:
                 if dead and not w.exited:
                     self._drain(w)
                     self._on_exit(w)
+            self._check_stalls()
             self._restart_due()
             self._tick()
             if self.spare is None and self.batches:
@@ -395,7 +419,10 @@ class Supervisor:
     def _drain(self, w: WorkerHandle) -> None:
         try:
             while not w.conn.closed and w.conn.poll(0):
-                self._handle(w, m.decode(w.conn.recv_bytes()))
+                msg = m.decode(w.conn.recv_bytes())
+                w.last_heard = time.monotonic()
+                if not isinstance(msg, m.Heartbeat):
+                    self._handle(w, msg)
         except (EOFError, ConnectionResetError, OSError):
             pass
 
@@ -441,6 +468,7 @@ class Supervisor:
             log.error("%s failed: %s\n%s", w.name, msg.error, msg.detail, extra={"console": False})
             if self.failure is None:
                 self.failure = (msg.error, msg.detail)
+                self.failure_resumable = msg.resumable
                 self.drain_on_failure = w.role == "producer"
         elif isinstance(msg, m.Started):
             log.debug("%s started (pid %d) %.3fs after spawn", w.name, msg.pid, time.monotonic() - w.started_at)
@@ -557,13 +585,71 @@ class Supervisor:
                 self._send(w, m.Stop())
 
     def _drain_overdue(self) -> bool:
-        return self.stopping and time.monotonic() - self.stop_started > DRAIN_TIMEOUT_S
+        return self.stopping and time.monotonic() - self.stop_started > self.drain_timeout
+
+    def _abandon_drain(self) -> None:
+        """The stop's drain ran past ``drain_timeout_s``: kill the stragglers and commit what is durable.
+
+        A stop must end even when a worker never will (stopped, hung in a write): what was written is
+        committed, the rest is read again by the next run, which resumes from the committed cursors.
+        """
+        late = [f"{w.name} (pid {w.pid})" for w in self.workers if not w.exited]
+        log.warning(
+            "the drain did not finish within %gs (engine.runner.config.drain_timeout_s): killing %s; "
+            "committing what was written",
+            self.drain_timeout,
+            ", ".join(late) or "no worker",
+        )
+        self._kill_all()
+        self._commit(force=True)
+
+    def _held_work(self, w: WorkerHandle) -> str | None:
+        """What the run waits on ``w`` for, said for the log; None when it holds nothing and may idle."""
+        if w.role == "producer":
+            if w.split_id is not None:
+                return f"split {w.split_id}"
+            return f"{len(w.granted)} ring slots" if w.granted else None
+        splits = sorted({info[2] for info in w.delivered.values()})
+        return f"{len(w.delivered)} batches of split {', '.join(splits)}" if splits else None
+
+    def _check_stalls(self) -> None:
+        """Kill a worker process that went silent while it holds work; its death is then handled as a crash.
+
+        Every worker process beats once a second from a thread of its own, so silence for
+        ``stall_timeout_s`` means the whole process stopped running (SIGSTOP, a frozen cgroup, a C call
+        that holds the GIL), not that it is busy: without this the run would wait for it forever. The
+        SIGKILL (which also ends a stopped process) fires its sentinel, and the usual death path takes
+        over: its slots are reclaimed, its split or batches go to a replacement, a restart is counted.
+        Process mode only: thread workers cannot be killed, so a hung thread is not detected.
+        """
+        if self.threaded:
+            return
+        now = time.monotonic()
+        for w in self.workers:
+            if w.process is None or w.exited or w.stalled or now - w.last_heard <= self.stall_timeout:
+                continue
+            holding = self._held_work(w)
+            if holding is None:
+                continue
+            log.warning(
+                "%s (pid %s) stalled: silent for %.1fs (engine.runner.config.stall_timeout_s=%g) while holding %s; "
+                "killing it so a replacement resumes its work",
+                w.name,
+                w.pid,
+                now - w.last_heard,
+                self.stall_timeout,
+                holding,
+            )
+            w.stalled = True
+            w.kill()
 
     def _on_exit(self, w: WorkerHandle) -> None:
         w.exited = True
         if w.process is not None:
             w.process.join(2)  # the sentinel fires a moment before the exit status can be reaped
         desc = w.exit_description()
+        if w.stalled:
+            desc = f"stalled, {desc}"
         for slot in w.granted:  # empty or half-written: nothing was published from them
             self.free.append(slot)
         w.granted.clear()

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -27,7 +28,7 @@ from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import WorkerSpec, decode_spec
 from bizon_fast.engine.streaming import commit_source_offsets, source_pages
-from bizon_fast.errors import UserError
+from bizon_fast.errors import DataError, StepFailed, UserError
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
 from bizon_fast.transport import open_store
@@ -39,6 +40,7 @@ log = logging.getLogger("bizon_fast.worker")
 POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
 LINGER_S = 0.5  # a producer writes what it has after this long, even below batch_bytes
 WRITE_RETRIES = 3  # attempts after the first for a failing destination write
+HEARTBEAT_S = 1.0  # how often a worker process tells the supervisor it is still scheduled
 
 
 class SupervisorGone(Exception):
@@ -84,18 +86,41 @@ def _setup_process(spec: WorkerSpec) -> None:
 
 
 class Channel:
-    """The worker's end of its pipe: blocking receives that notice a dead supervisor."""
+    """The worker's end of its pipe: blocking receives that notice a dead supervisor, and a heartbeat.
+
+    A worker process beats from a daemon thread (``Heartbeat`` every ``HEARTBEAT_S``), so the beat goes
+    on while the main thread sits in a long write or a slow source call, and stops only when the whole
+    process does (SIGSTOP, a frozen cgroup, a C call that holds the GIL): exactly the case the
+    supervisor's stall detection is for. Two threads send, so sends are serialized by a lock: a message
+    is one length-prefixed write that must not interleave with another. Thread workers do not beat:
+    the supervisor could not kill them anyway.
+    """
 
     def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
         self.conn = conn
         self.spec = spec
         self.ppid = os.getppid()  # the supervisor, or the fork server it started
+        self.send_lock = threading.Lock()
+        if not spec.threaded:
+            threading.Thread(target=self._beat, name="bf-heartbeat", daemon=True).start()
 
     def send(self, msg: m.Msg) -> None:
+        data = m.encode(msg)
         try:
-            self.conn.send_bytes(m.encode(msg))
+            with self.send_lock:
+                self.conn.send_bytes(data)
         except (BrokenPipeError, ConnectionResetError, OSError) as exc:
             raise SupervisorGone() from exc
+
+    def _beat(self) -> None:
+        beat = m.encode(m.Heartbeat())
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                with self.send_lock:
+                    self.conn.send_bytes(beat)
+            except (BrokenPipeError, ConnectionResetError, OSError, ValueError):
+                return  # the supervisor is gone (or the pipe closed): the main thread notices on its own
 
     def recv(self, timeout: float | None) -> m.Msg | None:
         """One message, or None when ``timeout`` passes. None timeout = wait forever (checking liveness)."""
@@ -194,11 +219,12 @@ class Producer:
             for i, group in enumerate(groups):
                 rows = sum(b.num_rows for b in group)
                 done_rows += rows
+                # first: a batch without its cursor_field fails the job before it takes a slot
+                mark = batch_watermark(group, self.spec.incremental.cursor_field) if self.spec.incremental else None
                 slot = self._acquire_slot()
                 nbytes = self.store.write(slot, group)
                 # a group that ends inside the pending rows resumes by skipping what it covered
                 position = [end_pos, 0] if i == len(groups) - 1 else [base_pos, base_skip + done_rows]
-                mark = batch_watermark(group, self.spec.incremental.cursor_field) if self.spec.incremental else None
                 self.chan.send(m.Filled(slot, nbytes, split.id, seq, encode_position(position), rows, mark))
                 self.filled[split.id] = seq
                 seq += 1
@@ -311,12 +337,15 @@ class Consumer:
 
 
 def write_with_retries(destination: Any, split_id: str, first: int, last: int, batches: list[pa.RecordBatch]) -> None:
-    """A destination write, retried with backoff: a transient outage is not worth a restart (a UserError is)."""
+    """A destination write, retried with backoff: a transient outage is not worth a restart.
+
+    A UserError or StepFailed is final: retrying a lock wait that hit ``lock_timeout`` would multiply it.
+    """
     for attempt in range(WRITE_RETRIES + 1):
         try:
             destination.write(split_id, first, last, batches)
             return
-        except UserError:
+        except (UserError, StepFailed):
             raise
         except Exception as exc:
             if attempt == WRITE_RETRIES:
@@ -385,7 +414,8 @@ def worker_main(conn: Connection, spec_bytes: bytes) -> None:
         detail = traceback.format_exc()
         log.error("%s-%d failed: %s\n%s", spec.role, spec.index, exc, detail)
         with contextlib.suppress(SupervisorGone):
-            chan.send(m.Failed(f"{type(exc).__name__}: {exc}", detail))
+            resumable = not isinstance(exc, (UserError, DataError))
+            chan.send(m.Failed(f"{type(exc).__name__}: {exc}", detail, resumable))
         if not spec.threaded:
             os._exit(3)
     finally:

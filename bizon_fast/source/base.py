@@ -85,3 +85,17 @@ class Source(ABC):
     def total_rows(self) -> int | None:
         """Rows the whole job will read, when known cheaply (drives the ETA)."""
         return None
+
+    def columns(self) -> list[str] | None:
+        """The columns every batch will have, when known before reading; None when not (JSON records, a
+        schema inferred from the data).
+
+        The supervisor checks an incremental run's ``cursor_field`` against them at start-up: a typo
+        otherwise reads the whole stream on every run and keeps no watermark. Called after
+        ``check_connection``, in the supervisor only.
+        """
+        return None
+
+    def label(self) -> str:
+        """What this source reads, as messages name it (a table name, say)."""
+        return f"stream {self.stream!r}"

@@ -20,10 +20,19 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bizon_fast.errors import ConfigError
 from bizon_fast.source.records import is_source_records
 
 #: schema metadata of a batch: the ``next_state`` its bizon page returned (JSON)
 NEXT_STATE_KEY = b"bizon_fast.next_state"
+
+
+class CursorFieldMissing(ConfigError):
+    """A batch has rows but no ``cursor_field`` to take a watermark from.
+
+    Raised by the producer, so the job fails before anything is published: a run that cannot say
+    how far it read would otherwise store no watermark and read everything again next time.
+    """
 
 
 class Watermark(msgspec.Struct, array_like=True):
@@ -82,6 +91,38 @@ def fold(current: Watermark | None, new: Watermark | None) -> Watermark | None:
     return Watermark(max=later(current.max, new.max), state=new.state if new.state is not None else current.state)
 
 
+def _has_path(text: str, parts: list[str]) -> bool:
+    try:
+        node: Any = json.loads(text)
+    except ValueError:
+        return False
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _missing_in_records(data: pa.Array, cursor_field: str) -> None:
+    """Raise unless some record holds ``cursor_field`` (as null: a batch of nulls has no max, but is fine).
+
+    Only called when no record has a value, so the per-record parse is paid on that rare path only.
+    """
+    parts = cursor_field.split(".")
+    texts = data.to_pylist()
+    if any(_has_path(t, parts) for t in texts if t):
+        return
+    try:
+        first = json.loads(texts[0]) if texts and texts[0] else None
+    except ValueError:
+        first = None
+    fields = ", ".join(map(str, first)) if isinstance(first, dict) else "not a JSON object"
+    raise CursorFieldMissing(
+        f"source.cursor_field: {cursor_field!r} is in none of the {len(texts)} records of a batch "
+        f"(fields of its first record: {fields}); no watermark can be kept, so the job stops before publishing"
+    )
+
+
 def _json_max(data: pa.Array, cursor_field: str) -> Any:
     """max(cursor_field) over JSON records, vectorized: a polars JSON path, then the tightest type that fits."""
     import polars as pl
@@ -89,6 +130,7 @@ def _json_max(data: pa.Array, cursor_field: str) -> Any:
     path = "$." + ".".join(f'["{part}"]' if not part.isidentifier() else part for part in cursor_field.split("."))
     texts = pl.Series(values=data).str.json_path_match(path).drop_nulls()
     if texts.is_empty():
+        _missing_in_records(data, cursor_field)
         return None
     for dtype in (pl.Int64, pl.Float64):
         cast = texts.cast(dtype, strict=False)
@@ -99,11 +141,17 @@ def _json_max(data: pa.Array, cursor_field: str) -> Any:
 
 def _column_max(batch: pa.RecordBatch, cursor_field: str) -> Any:
     if cursor_field not in batch.schema.names:
-        return None
+        raise CursorFieldMissing(
+            f"source.cursor_field: {cursor_field!r} is not a column of the source's batches "
+            f"(columns: {', '.join(batch.schema.names)}); no watermark can be kept, so the job stops before publishing"
+        )
     try:
         return pc.max(batch.column(cursor_field)).as_py()
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-        return None  # a type with no order (struct, list): nothing to compare
+        kind = batch.schema.field(cursor_field).type
+        raise CursorFieldMissing(
+            f"source.cursor_field: {cursor_field!r} is of type {kind}, which has no order to keep a watermark by"
+        ) from None
 
 
 def batch_watermark(batches: Sequence[pa.RecordBatch], cursor_field: str | None) -> Watermark | None:

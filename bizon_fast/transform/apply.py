@@ -22,7 +22,6 @@ Any error fails the job with bizon's wording, ``Error applying transformation '<
 from __future__ import annotations
 
 import json
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +29,9 @@ import msgspec
 import polars as pl
 import pyarrow as pa
 
-from bizon_fast.errors import JobFailed
+from bizon_fast.errors import DataError, JobFailed
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA, is_source_records
+from bizon_fast.transform.code import compile_polars, compile_python
 
 Transform = Callable[[list[pa.RecordBatch]], list[pa.RecordBatch]]
 
@@ -47,8 +47,8 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
-def _failed(label: str, exc: BaseException) -> JobFailed:
-    return JobFailed(f"Error applying transformation '{label}': {type(exc).__name__}: {exc}")
+def _failed(label: str, exc: BaseException) -> DataError:
+    return DataError(f"Error applying transformation '{label}': {type(exc).__name__}: {exc}")
 
 
 def _dumps(value: Any) -> str:
@@ -59,13 +59,13 @@ def _dumps(value: Any) -> str:
 
 
 def _python_transform(label: str, code: str) -> Transform:
-    compiled = compile(textwrap.dedent(code), f"<transform {label}>", "exec")
+    compiled = compile_python(label, code)  # as config validation compiled it
 
     def apply(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
         out = []
         for batch in batches:
             if "data" not in batch.schema.names:
-                raise JobFailed(f"transform '{label}': python transforms need bizon source records (a 'data' column)")
+                raise DataError(f"transform '{label}': python transforms need bizon source records (a 'data' column)")
             col = batch.schema.get_field_index("data")
             new_data = []
             for text in batch.column(col).to_pylist():
@@ -166,7 +166,7 @@ def build_transforms(specs: list[dict[str, Any]]) -> Transform | None:
             steps.append(_frame_transform(label, lambda df, q=query: pl.SQLContext(batch=df).execute(q, eager=True)))
         elif spec.get("polars"):
             try:
-                exprs = eval(spec["polars"], {"pl": pl})  # noqa: S307 - user-authored pipeline code, like python
+                exprs = eval(compile_polars(label, spec["polars"]), {"pl": pl})  # noqa: S307 - user-authored pipeline code, like python
             except Exception as exc:
                 raise _failed(label, exc) from exc
             steps.append(_frame_transform(label, lambda df, e=exprs: df.select(e)))

@@ -38,6 +38,7 @@ directories so it also survives a power loss.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -62,7 +63,7 @@ from bizon_fast.connectors.destinations.envelope import (
 )
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
-from bizon_fast.errors import UserError
+from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.source.records import extracted_at_of, is_source_records
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ logger = logging.getLogger("bizon_fast.destination.file")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 1 << 30
+#: a full disk, a quota, a file-size limit: retrying the same write cannot help
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def part_name(split_id: str, first_seq: int, last_seq: int, ext: str) -> str:
@@ -93,6 +96,13 @@ def parse_part(name: str, ext: str) -> tuple[str, int, int] | None:
 def json_target(destination_id: str) -> str:
     """bizon appends ``.json`` unconditionally (``out.jsonl`` -> ``out.jsonl.json``); we don't double it."""
     return destination_id if destination_id.lower().endswith(JSON_SUFFIXES) else f"{destination_id}.json"
+
+
+def disk_error(exc: OSError, path: Path | str, doing: str) -> StepFailed:
+    """One line for a failed file operation: the file, the errno by name, and that a rerun resumes."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = f"{exc.strerror or exc} ({code}, errno {exc.errno})" if code else str(exc)
+    return StepFailed(f"file destination: {doing} {exc.filename or path} failed: {reason}")
 
 
 def _remove(path: Path) -> None:
@@ -243,14 +253,24 @@ class FileDestination(Destination):
             self.job_dir.mkdir(parents=True, exist_ok=True)
 
     def publish(self) -> None:
-        if self.streaming:
-            self._stream().finish()  # every batch was appended when it was written
-        elif self.config.format == "parquet":
-            self._publish_parquet()
-        else:
-            self._publish_json()
+        try:
+            if self.streaming:
+                self._stream().finish()  # every batch was appended when it was written
+            elif self.config.format == "parquet":
+                self._publish_parquet()
+            else:
+                self._publish_json()
+        except OSError as exc:  # a full disk is a job failure to report in a line, not a bug's traceback
+            if exc.errno is None:
+                raise
+            error = disk_error(exc, self.target, "publishing")
+            raise StepFailed(f"{error}; the staged data is kept: run the same command to publish it") from None
         with contextlib.suppress(OSError):  # missing, or holds another job's staging
             self.staging_root.rmdir()
+
+    def close(self) -> None:
+        if self._appender is not None:
+            self._appender.close()
 
     # ------------------------------------------------------------ consumer
 
@@ -262,7 +282,12 @@ class FileDestination(Destination):
         name = part_name(split_id, first_seq, last_seq, self.ext)
         tmp = self.job_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
         try:
-            rows = self._write_part(tmp, split_id, first_seq, last_seq, batches)
+            try:
+                rows = self._write_part(tmp, split_id, first_seq, last_seq, batches)
+            except OSError as exc:
+                if exc.errno in _NO_ROOM:
+                    raise disk_error(exc, tmp, "writing") from None
+                raise
             for entry in self._parts():
                 split, first, last = entry[1]
                 if split == split_id and first <= last_seq and last >= first_seq and (rows == 0 or entry[0] != name):
@@ -373,15 +398,21 @@ class FileDestination(Destination):
             if not self.job_dir.is_dir():
                 return  # already published (or nothing was ever staged)
             building = self.ready.with_name(self.ready.name + ".tmp")
-            with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
-                if self.context.sync_mode != "full_refresh" and self.target.is_file():
-                    _append_file(out, self.target)
-                    if out.tell() and not self._ends_with_newline(self.target):
-                        out.write(b"\n")
-                for part in self._sorted_parts():
-                    _append_file(out, part)
-                self._sync(out)
-            os.replace(building, self.ready)
+            try:
+                with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
+                    if self.context.sync_mode != "full_refresh" and self.target.is_file():
+                        _append_file(out, self.target)
+                        if out.tell() and not self._ends_with_newline(self.target):
+                            out.write(b"\n")
+                    for part in self._sorted_parts():
+                        _append_file(out, part)
+                    self._sync(out)
+                os.replace(building, self.ready)
+            except BaseException as exc:
+                building.unlink(missing_ok=True)  # a half-built copy only takes the space a rerun needs
+                if isinstance(exc, OSError) and not exc.filename:  # copy_file_range names no file
+                    raise OSError(exc.errno, exc.strerror, str(building)) from None
+                raise
         # From here the ready file is the whole truth: the parts can go, then it is swapped in.
         _remove(self.job_dir)
         os.replace(self.ready, self.target)

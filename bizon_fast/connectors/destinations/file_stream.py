@@ -13,12 +13,22 @@ code as batch mode), then appended to the target under an exclusive ``flock`` (s
 append to one file; the kernel drops the lock if the process dies). A per-split marker records the last
 seq appended, so a batch replayed after a restart is skipped instead of appended twice. Only a crash
 between an append and its marker update can duplicate that one batch: stream mode is at-least-once.
+
+Where a record's file goes. A ``destination_id`` that comes from source data is a path relative to the
+destination folder (the folder of ``destination.config.destination_id``, or the working directory), and
+it must stay in it: data must not choose where on disk it lands (``../../etc/cron.d/x``). Its ``..``,
+``.`` and empty components, a leading ``/`` and NUL characters are dropped (``../../escape`` becomes
+``escape`` in the folder); one that is left empty, or that resolves out of the folder through a symbolic
+link, goes to the default destination. Each such id is logged once as a warning, and each consumer
+logs how many records it kept in when it stops. Ids the config names itself (``destination_id``,
+``record_schemas``) are the author's choice and used as written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -28,10 +38,24 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bizon_fast.connectors.destinations.file import FileDestination, _append_file
+from bizon_fast.connectors.destinations.file import FileDestination, _append_file, json_target
 from bizon_fast.source.records import is_source_records
 
+logger = logging.getLogger("bizon_fast.destination.file")
+
 MARKER_PREFIX = "stream-"
+
+
+def contained_id(destination_id: str) -> str:
+    """``destination_id`` as a relative path that cannot leave its folder ("" when nothing is left).
+
+    Only the components that move up or sideways go (``..``, ``.``, empty ones, so a leading ``/``
+    too) and NUL characters, which no file name may hold: ``sub/table`` stays a subfolder's file.
+    """
+    text = destination_id.replace("\x00", "")
+    for sep in {os.sep, os.altsep} - {None, "/"}:
+        text = text.replace(sep, "/")
+    return "/".join(part for part in text.split("/") if part not in ("", ".", ".."))
 
 
 def route(batch: pa.RecordBatch, default: str) -> dict[str, pa.RecordBatch]:
@@ -50,6 +74,38 @@ class StreamAppender:
         self.owner = owner
         self.default = owner.config.destination_id or owner.context.stream
         self.views: dict[str, FileDestination] = {}
+        self.folder = owner.target.parent  # where records' own destination ids resolve, and must stay
+        declared = {getattr(e, "destination_id", None) for e in owner.config.record_schemas or []}
+        self.trusted = {self.default} | {d for d in declared if d}  # named by the config: used as written
+        self.placed: dict[str, str] = {}  # a record's destination_id -> the id its rows are written under
+        self.moved: dict[str, int] = {}  # unsafe destination_id -> rows written elsewhere
+
+    def _place(self, destination_id: str) -> str:
+        """The id rows of ``destination_id`` are written under: itself, unless it would leave the folder."""
+        placed = self.placed.get(destination_id)
+        if placed is not None:
+            return placed
+        placed = destination_id
+        if destination_id not in self.trusted:
+            placed = contained_id(destination_id)
+            if placed and not self._inside(placed):
+                placed = ""
+            placed = placed or self.default
+            if placed != destination_id:
+                logger.warning(
+                    "file destination: destination_id %r from the source data leaves the destination folder %s; "
+                    "its records go to %s instead",
+                    destination_id,
+                    self.folder,
+                    self._view(placed).target,
+                )
+        self.placed[destination_id] = placed
+        return placed
+
+    def _inside(self, relative: str) -> bool:
+        """True when ``relative`` under the folder still resolves into it (a symbolic link may point out)."""
+        root = os.path.realpath(self.folder)
+        return os.path.realpath(os.path.join(root, relative)).startswith(root.rstrip(os.sep) + os.sep)
 
     def _view(self, destination_id: str) -> FileDestination:
         """A batch-mode file destination for one destination id: its target, format and unnest columns."""
@@ -58,6 +114,9 @@ class StreamAppender:
             config = self.owner.config.model_copy(update={"destination_id": destination_id})
             # the view only formats parts (with that id's unnest columns): any batch mode will do
             view = FileDestination(config, msgspec.structs.replace(self.owner.context, sync_mode="incremental"))
+            if destination_id != self.default:  # a record's own id is a path in the destination folder
+                name = destination_id if view.config.format == "parquet" else json_target(destination_id)
+                view.target = self.folder / name
             view.target.parent.mkdir(parents=True, exist_ok=True)
             self.views[destination_id] = view
         return view
@@ -86,7 +145,11 @@ class StreamAppender:
         routed: dict[str, list[pa.RecordBatch]] = {}
         for i, batch in enumerate(batches):
             for destination_id, rows in route(batch, self.default).items():
-                routed.setdefault(destination_id, [b.slice(0, 0) for b in batches])[i] = rows
+                placed = self._place(destination_id)
+                if placed != destination_id:
+                    self.moved[destination_id] = self.moved.get(destination_id, 0) + rows.num_rows
+                slots = routed.setdefault(placed, [b.slice(0, 0) for b in batches])
+                slots[i] = pa.concat_batches([slots[i], rows]) if slots[i].num_rows else rows
         for destination_id, parts in routed.items():
             self._append(destination_id, split_id, first_seq, last_seq, parts)
         self._mark(split_id, last_seq)
@@ -114,6 +177,18 @@ class StreamAppender:
                     os.fsync(out.fileno())
         finally:
             tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """The consumer stops: the count of records kept from leaving the folder (each id was warned once)."""
+        if self.moved:
+            logger.warning(
+                "file destination: %d records had a destination_id that leaves the destination folder %s "
+                "and were written inside it instead (%s)",
+                sum(self.moved.values()),
+                self.folder,
+                ", ".join(f"{name!r}: {rows}" for name, rows in sorted(self.moved.items(), key=str)),
+            )
+            self.moved.clear()
 
     def finish(self) -> None:
         """The stream ended (max_iterations): its rows are already in place; drop the markers."""

@@ -45,6 +45,17 @@ Why a row per seq rather than one ``last_seq`` per split: consumers finish out o
 split's ``[10,12]`` may commit before its ``[5,9]``; a high-water mark would then skip ``[5,9]``.
 There are few rows (one per ring slot, ~4 MiB of data each) and they are deleted at publish.
 
+**Lock waits are bounded.** Every session of the destination runs with ``lock_timeout`` (the
+``destination.config.lock_timeout`` key, 60 s by default): the swap's ``DROP TABLE`` behind a
+reader's long query or an idle transaction's ``LOCK TABLE`` used to wait silently for ever (and
+every new reader of the table queued behind it). A supervisor-side transaction (bookkeeping DDL,
+``prepare``, ``publish``) still waiting after a couple of seconds logs a warning naming the session
+that holds the lock (``pg_blocking_pids``); past the timeout the transaction is rolled back -- a
+full refresh keeps the old table, nothing is published -- and the job fails with one line naming
+the table and that session. The failure is not retried (a retry would wait the timeout again), so
+the job ends within ``lock_timeout`` of the wait starting; rerunning once the lock is released
+resumes the job and publishes it.
+
 Stages of other jobs are left alone (another pipeline may be appending to the same table); a
 warning names them. A full refresh replaces the table object: indexes, constraints, grants and
 views of the old table are not carried over (a view depending on it makes the swap fail).
@@ -54,11 +65,13 @@ table until it is rewritten (VACUUM FULL, CLUSTER).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
+import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -66,7 +79,7 @@ from bizon_fast.config.models import DestinationDetails, PostgresDestinationDeta
 from bizon_fast.connectors import pgconn
 from bizon_fast.connectors.destinations.pgbinary import SIGNATURE, TRAILER, Encoder, PgColumn, ddl_type
 from bizon_fast.destination.base import Destination, DestinationContext
-from bizon_fast.errors import UserError
+from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.source.records import is_source_records
 
 log = logging.getLogger("bizon_fast.destination.postgres")
@@ -76,6 +89,9 @@ WRITE_COLUMN = "_bizon_fast_write"
 CURSORS = "bizon_fast_destination_cursors"
 PUBLISHED = "bizon_fast_destination_published"
 COPY_CHUNK = 8 << 20
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a statement cancelled by lock_timeout
+LOCK_NOTICE_S = 2.0  # a transaction waiting for a lock this long is reported, with who holds the lock
+LOCK_REPEAT_S = 30.0  # ... and again every so often while it still waits
 #: bizon's record_schema type names (BigQuery's) -> PostgreSQL; other names are used as they are
 DECLARED_TYPES = {
     "STRING": "text",
@@ -119,6 +135,25 @@ CREATE TABLE IF NOT EXISTS {s}.bizon_fast_destination_published (
 );
 """
 
+#: what our session ``%s`` waits for, and the sessions in its way
+_WAITING_SQL = """
+SELECT coalesce(l.relation::regclass::text, l.locktype), b.pid, coalesce(b.application_name, ''),
+       coalesce(host(b.client_addr), 'local'), coalesce(b.state, ''), coalesce(b.query, '')
+FROM pg_locks l
+CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS blocker(pid)
+JOIN pg_stat_activity b ON b.pid = blocker.pid
+WHERE l.pid = %s AND NOT l.granted
+"""
+#: sessions holding locks on the relations ``%s`` (in that order of interest), other than this one
+_HOLDERS_SQL = """
+SELECT l.relation::regclass::text, a.pid, coalesce(a.application_name, ''),
+       coalesce(host(a.client_addr), 'local'), coalesce(a.state, ''), coalesce(a.query, '')
+FROM unnest(%s::text[]) WITH ORDINALITY AS r(name, i)
+JOIN pg_locks l ON l.relation = to_regclass(r.name) AND l.granted AND l.pid <> pg_backend_pid()
+JOIN pg_stat_activity a ON a.pid = l.pid
+ORDER BY r.i, a.pid
+"""
+
 _CATALOG_COLUMNS = """
 SELECT a.attname, coalesce(nullif(t.typbasetype, 0), a.atttypid),
        CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
@@ -140,6 +175,81 @@ def stage_name(table: str, job_id: str) -> str:
 
 def _ident(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+class Blocker(NamedTuple):
+    """A session in the way of ours: what it locks and what it is doing."""
+
+    relation: str
+    pid: int
+    application: str
+    client: str
+    state: str
+    query: str
+
+    def describe(self) -> str:
+        query = " ".join(self.query.split())
+        query = query if len(query) <= 120 else query[:117] + "..."
+        app = f"application {self.application!r}" if self.application else "no application_name"
+        return f"pid {self.pid} ({app}, client {self.client}, {self.state or 'state unknown'}, last query {query!r})"
+
+
+class LockWatch:
+    """While a transaction runs, reports a lock wait of our session, and remembers who was in the way.
+
+    A thread with its own connection asks ``pg_blocking_pids`` after ``LOCK_NOTICE_S`` (then every
+    ``LOCK_REPEAT_S``): a wait then shows in the log while it lasts, not only when it times out.
+    """
+
+    def __init__(self, info: str, pid: int, what: str, timeout: float) -> None:
+        self.info = info
+        self.pid = pid
+        self.what = what
+        self.timeout = timeout
+        self.blockers: list[Blocker] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bizon-fast-pg-lockwatch", daemon=True)
+
+    def __enter__(self) -> LockWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(1.0)  # a check in flight finishes on its own (daemon); its result is not needed
+
+    def _run(self) -> None:
+        conn = None
+        delay = min(LOCK_NOTICE_S, self.timeout / 2)
+        try:
+            while not self._done.wait(delay):
+                delay = LOCK_REPEAT_S
+                if conn is None:
+                    conn = pgconn.connect(self.info, key=KEY, autocommit=True)
+                rows = [Blocker(*row) for row in conn.execute(_WAITING_SQL, (self.pid,)).fetchall()]
+                if rows and not self._done.is_set():
+                    self.blockers = rows
+                    log.warning(
+                        "postgres destination: %s waits for a lock on %s held by %s; giving up after %gs "
+                        "(destination.config.lock_timeout)",
+                        self.what,
+                        rows[0].relation,
+                        "; ".join(b.describe() for b in _unique(rows)),
+                        self.timeout,
+                    )
+        except Exception as exc:  # noqa: BLE001 - only a report: the wait itself is bounded by lock_timeout
+            log.debug("postgres destination: lock check failed: %s", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def _unique(blockers: list[Blocker]) -> list[Blocker]:
+    """One entry per session (a session can hold several of the locks), at most three."""
+    seen: dict[int, Blocker] = {}
+    for b in blockers:
+        seen.setdefault(b.pid, b)
+    return list(seen.values())[:3]
 
 
 class PostgresDestination(Destination):
@@ -176,14 +286,26 @@ class PostgresDestination(Destination):
             if self.conn is not None:
                 self.conn.close()
             self.conn = pgconn.connect(self.info, key=KEY)
+            # every statement of the session: a lock wait ends with an error instead of lasting for ever
+            timeout_ms = max(1, round(self.config.lock_timeout * 1000))
+            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{timeout_ms}ms",))
+            self.conn.commit()
         return self.conn
 
-    def _tx(self, fn: Any, what: str) -> Any:
-        """``fn(cursor)`` in one transaction, retried on a new connection when the old one is lost."""
+    def _tx(self, fn: Any, what: str, *, watch: bool = False) -> Any:
+        """``fn(cursor)`` in one transaction, retried on a new connection when the old one is lost.
+
+        ``watch``: report a lock wait while it lasts (supervisor-side transactions; a consumer's writes
+        are many and short, and their rare lock wait is still bounded and named when it times out).
+        """
+        watcher: LockWatch | None = None
 
         def attempt() -> Any:
+            nonlocal watcher
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
+            if watch:
+                watcher = LockWatch(self.info, conn.info.backend_pid, what, self.config.lock_timeout)
+            with watcher or contextlib.nullcontext(), conn.transaction(), conn.cursor() as cur:
                 return fn(cur)
 
         def reconnect() -> None:
@@ -192,8 +314,35 @@ class PostgresDestination(Destination):
             self.conn = None
             self._connection()
 
-        what = f"destination ({pgconn.where(self.info)} {self.destination}): {what}"
-        return pgconn.with_retries(attempt, reconnect=reconnect, what=what, conn=lambda: self.conn)
+        where = f"destination ({pgconn.where(self.info)} {self.destination}): {what}"
+        try:
+            return pgconn.with_retries(attempt, reconnect=reconnect, what=where, conn=lambda: self.conn)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            raise self._lock_failure(what, watcher.blockers if watcher is not None else []) from None
+
+    def _lock_failure(self, what: str, seen: list[Blocker]) -> StepFailed:
+        """The one-line error of a lock wait that hit lock_timeout: the table, and the session holding it."""
+        blockers = seen or self._holders()
+        relation = blockers[0].relation if blockers else self.destination
+        who = "; ".join(b.describe() for b in _unique(blockers)) if blockers else "a session that has let go since"
+        published = "nothing was published" if what == "publishing" else "nothing of it is visible"
+        return StepFailed(
+            f"destination {self.destination}: {what}: gave up waiting for a lock on {relation} after "
+            f"{self.config.lock_timeout:g}s (destination.config.lock_timeout); it is held by {who}. "
+            f"The transaction was rolled back ({published}); run the same command once the lock is released"
+        )
+
+    def _holders(self) -> list[Blocker]:
+        """Sessions holding locks on the tables we touch, asked after the wait ended (best effort)."""
+        relations = [self.target, self.stage, _ident(self.schema, CURSORS), _ident(self.schema, PUBLISHED)]
+        try:
+            with pgconn.connect(self.info, key=KEY, autocommit=True) as conn:
+                return [Blocker(*row) for row in conn.execute(_HOLDERS_SQL, (relations,)).fetchall()]
+        except Exception as exc:  # noqa: BLE001 - the error is raised anyway, with or without its holder
+            log.debug("postgres destination: could not list lock holders: %s", exc)
+            return []
 
     def close(self) -> None:
         if self.conn is not None:
@@ -224,7 +373,7 @@ class PostgresDestination(Destination):
     # ------------------------------------------------------------ supervisor
 
     def check_connection(self) -> None:
-        self._tx(self._ddl, "creating the destination's bookkeeping tables")
+        self._tx(self._ddl, "creating the destination's bookkeeping tables", watch=True)
 
     def prepare(self, committed: dict[str, int]) -> None:
         """Remove this job's writes past each split's committed seq (and of splits no longer planned)."""
@@ -271,10 +420,11 @@ class PostgresDestination(Destination):
                 names = ", ".join(r[0] for r in others)
                 log.warning("postgres destination: staging tables of other jobs are left in place: %s", names)
 
-        self._tx(fn, "preparing the stage")
+        self._tx(fn, "preparing the stage", watch=True)
 
     def publish(self) -> None:
         full = self.context.sync_mode == "full_refresh"
+        timeout = self.config.lock_timeout
 
         def fn(cur: Any) -> None:
             self._ddl(cur)
@@ -292,6 +442,7 @@ class PostgresDestination(Destination):
                 log.info("postgres destination: job %s staged no rows for %s", self.context.job_id, self.target)
             elif full or not self._exists(cur, self.target):
                 cur.execute(f"ALTER TABLE {self.stage} DROP COLUMN {WRITE_COLUMN}")
+                log.info("postgres destination: swapping in %s (waits up to %gs for its lock)", self.target, timeout)
                 cur.execute(f"DROP TABLE IF EXISTS {self.target}")
                 cur.execute(f"ALTER TABLE {self.stage} RENAME TO {_ident(self.table)}")
             else:
@@ -299,6 +450,7 @@ class PostgresDestination(Destination):
                 staged = [name for name, *_ in self._catalog(cur, self.stage) if name != WRITE_COLUMN]
                 names = ", ".join(_ident(n) for n in staged)
                 casts = ", ".join(f"CAST({_ident(n)} AS {target_types[n]})" for n in staged)
+                log.info("postgres destination: appending to %s (waits up to %gs for its lock)", self.target, timeout)
                 cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {casts} FROM {self.stage}")
                 cur.execute(f"DROP TABLE {self.stage}")
             cur.execute(
@@ -307,7 +459,7 @@ class PostgresDestination(Destination):
             )
             log.info("postgres destination: published %s (%s)", self.target, self.context.sync_mode)
 
-        self._tx(fn, "publishing")
+        self._tx(fn, "publishing", watch=True)
 
     # ------------------------------------------------------------ stage
 

@@ -312,6 +312,14 @@ class PostgresSource(Source):
         total = self.plan()["total"]
         return int(total) if total is not None else None
 
+    def columns(self) -> list[str] | None:
+        return [c.name for c in self.plan()["columns"]]
+
+    def label(self) -> str:
+        if self.relation is None:
+            return "source.query"
+        return ".".join(pgconn.split_name(self.config.stream, self.config.schema_name))
+
     # ------------------------------------------------------------ reading (producer)
 
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:

@@ -296,3 +296,6 @@ class SyntheticSource(Source):
 
     def total_rows(self) -> int | None:
         return self.config.rows
+
+    def columns(self) -> list[str] | None:
+        return SCHEMA.names
