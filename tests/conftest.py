@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("BIZON_FAST_REQUIRE_SERVICES") == "1"
 REPO = Path(__file__).resolve().parents[1]
+
+
+#: the Postgres every test uses (see README "services the tests use")
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 def need_service(reason: str) -> None:
@@ -76,3 +81,27 @@ def kafka_bootstrap(tmp_path_factory):
 
     with tansu(tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """An autocommit connection to the test Postgres, for setting up tables and reading results."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        need_service(f"PostgreSQL is not reachable ({PG_DSN}): {exc}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def pg_schema(pg_admin) -> Iterator[str]:
+    """A fresh schema of its own per test, dropped afterwards: tests never see each other's tables."""
+    import secrets
+
+    name = f"bf_t_{secrets.token_hex(4)}"
+    pg_admin.execute(f"CREATE SCHEMA {name}")
+    yield name
+    pg_admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

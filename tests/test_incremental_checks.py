@@ -8,7 +8,6 @@ in the data, fail the job on the first batch without it (exit 1, nothing publish
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ import pytest
 
 from bizon_fast.source.incremental import CursorFieldMissing, batch_watermark
 from bizon_fast.source.records import records_to_batch
-from tests.conftest import REPO, need_service
+from tests.conftest import PG_DSN, REPO
 
 CUSTOM_SOURCE = str(REPO / "tests" / "fixtures" / "bizon_custom_source.py")
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+DSN = PG_DSN
 
 
 def _errors(stderr: str) -> list[str]:
@@ -78,24 +77,8 @@ destination: {name: file, config: {destination_id: out/events}}
     assert _watermark(tmp_path, "events") == [999]
 
 
-@pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    name = f"bf_inc_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield admin, name
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        admin.close()
-
-
-def test_postgres_unknown_cursor_field_lists_the_table_columns(pg_schema, tmp_path: Path, cli) -> None:
-    admin, schema = pg_schema
+def test_postgres_unknown_cursor_field_lists_the_table_columns(pg_admin, pg_schema: str, tmp_path: Path, cli) -> None:
+    admin, schema = pg_admin, pg_schema
     admin.execute(f"CREATE TABLE {schema}.items (id bigint PRIMARY KEY, name text, updated_at timestamptz)")
     admin.execute(f"INSERT INTO {schema}.items SELECT g, 'n' || g, now() FROM generate_series(1, 1000) g")
     (tmp_path / "p.yml").write_text(
@@ -116,9 +99,9 @@ destination: {{name: file, config: {{destination_id: out/items}}}}
     assert not (tmp_path / "out").exists()
 
 
-def test_postgres_cursor_without_any_value_publishes_nothing(pg_schema, tmp_path: Path, cli) -> None:
+def test_postgres_cursor_without_any_value_publishes_nothing(pg_admin, pg_schema: str, tmp_path: Path, cli) -> None:
     """Rows were read but their cursor is NULL throughout: no watermark to store, so the job fails unpublished."""
-    admin, schema = pg_schema
+    admin, schema = pg_admin, pg_schema
     admin.execute(f"CREATE TABLE {schema}.items (id bigint PRIMARY KEY, name text, updated_at timestamptz)")
     admin.execute(f"INSERT INTO {schema}.items SELECT g, 'n' || g, NULL FROM generate_series(1, 500) g")
     (tmp_path / "p.yml").write_text(

@@ -8,11 +8,11 @@ transaction, so the old table is untouched, and a rerun once the lock is gone re
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -20,30 +20,18 @@ from bizon_fast.connectors.registry import destination_class
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine.worker import write_with_retries
 from bizon_fast.errors import StepFailed
-from tests.conftest import need_service
+from tests.conftest import PG_DSN
 from tests.faults import start_run
-
-psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.service
 
-DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+DSN = PG_DSN
 LOCK_TIMEOUT = 3
 
 
 @pytest.fixture
-def pg():
-    try:
-        admin = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    schema = f"bf_lock_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield admin, schema
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        admin.close()
+def pg(pg_admin, pg_schema: str) -> tuple[psycopg.Connection, str]:
+    return pg_admin, pg_schema
 
 
 def _holder(schema: str, table: str) -> psycopg.Connection:

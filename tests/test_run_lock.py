@@ -25,11 +25,10 @@ import psutil
 import pytest
 
 from bizon_fast.errors import JobFailed, UserError
-from tests.conftest import REPO, need_service
+from tests.conftest import PG_DSN, REPO, need_service
 from tests.faults import check_parquet_ids, start_run, workers_of
 
-PG_HOST, PG_PORT, PG_DATABASE, PG_USER = "127.0.0.1", 5432, "test", "postgres"
-DSN = f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname={PG_DATABASE}"
+DSN = PG_DSN
 
 PG = pytest.param("postgres", marks=pytest.mark.service)
 #: a refused run exits 2 with one line naming the holder's pid
@@ -75,24 +74,6 @@ class Store:
                 ).fetchall()
             ]
         return None
-
-
-@pytest.fixture(scope="module")
-def pg_admin():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT}: {exc}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def pg_schema(pg_admin):
-    name = f"bf_runlock_{secrets.token_hex(4)}"
-    yield name
-    pg_admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 @pytest.fixture
@@ -444,7 +425,6 @@ def test_postgres_run_lock_is_taken_again_after_a_lost_connection(pg_admin, pg_s
 
 @pytest.fixture(scope="module")
 def bq_emulator(tmp_path_factory):
-    pytest.importorskip("google.cloud.bigquery")
     from tests.bqemu import Emulator, EmulatorUnavailable
 
     try:

@@ -88,6 +88,22 @@ class RunHolder(msgspec.Struct, kw_only=True):
         notes += [self.detail] if self.detail else []
         return who + (f" ({'; '.join(notes)})" if notes else "")
 
+    def surely_dead(self) -> bool:
+        """True only when the holder's pid is gone on this very host: its lock is about to be released.
+
+        Anything uncertain (another host, no pid, a pid we may not signal) counts as alive, so a refusal
+        is never skipped on a guess.
+        """
+        if self.pid is None or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
 
 def this_holder() -> RunHolder:
     """This process as a run-lock holder: pid, host, start time and command line (one line, bounded)."""

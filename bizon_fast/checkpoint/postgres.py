@@ -230,7 +230,7 @@ class PostgresBackend(CheckpointBackend):
                         with contextlib.suppress(Exception):
                             self.conn.execute("SELECT pg_terminate_backend(%s)", (session,))
                             self.conn.commit()
-                    elif _dead_here(holder):
+                    elif holder.surely_dead():
                         wait = max(wait, RUN_LOCK_GRACE_S)
                 deadline = time.monotonic() + wait
             if time.monotonic() >= deadline:
@@ -503,16 +503,3 @@ class PostgresBackend(CheckpointBackend):
             ),
             "storing the watermark",
         )
-
-
-def _dead_here(holder: RunHolder) -> bool:
-    """True when the holder's pid is gone on this host: its session is about to be dropped."""
-    if holder.pid is None or holder.host != socket.gethostname():
-        return False
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import os
 import re
-import socket
 import stat
 import tempfile
 import time
@@ -79,19 +78,6 @@ def private_dir(path: Path, *, check_owner: bool = False) -> None:
         raise UserError(f"engine.backend: cannot create the run lock directory {path}: {exc}") from None
 
 
-def _alive_here(holder: RunHolder) -> bool:
-    """False only when the holder is surely dead: its pid is gone on this host."""
-    if holder.pid is None or holder.host != socket.gethostname():
-        return True
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class FileRunLock:
     """One pipeline's run lock in ``directory``; ``acquire`` once, ``release`` at close (or die)."""
 
@@ -123,7 +109,7 @@ class FileRunLock:
                 holder = self._read(fd)
                 # the holder writes its details just after locking: give it a moment to, and ignore
                 # the stale details of a dead holder that its successor has not overwritten yet
-                if (holder is None or not _alive_here(holder)) and time.monotonic() < deadline:
+                if (holder is None or holder.surely_dead()) and time.monotonic() < deadline:
                     time.sleep(0.02)
                     continue
                 os.close(fd)
