@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from native_bench import verify
 from native_bench.proctree import RunStats, measure
 
 ROWS, QUICK_ROWS = 5_000_000, 500_000
@@ -87,13 +89,19 @@ def pipeline_config(rows: int, bootstrap: str | None) -> dict[str, Any]:
     }
 
 
-def run_pipeline(rows: int, bootstrap: str | None, scratch: Path) -> RunStats:
+def run_pipeline(rows: int, bootstrap: str | None, scratch: Path) -> tuple[RunStats, verify.Written]:
+    """One measured run; and what it wrote, read back from ``out/events`` after the timing."""
     folder = scratch / f"run-{secrets.token_hex(3)}"
     folder.mkdir(parents=True)
     (folder / "pipeline.yml").write_text(yaml.safe_dump(pipeline_config(rows, bootstrap)))
-    return measure(
+    stats = measure(
         [sys.executable, "-m", "bizon_fast", "run", "pipeline.yml", "--quiet"], cwd=folder, timeout=TIMEOUT_S
     )
+    written = verify.files_under(folder / "out") if stats.ok else None
+    try:
+        return stats, written or verify.Written(0, 0, "no output files under out/")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def encoded_messages(rows: int) -> tuple[list[tuple[str, bytes]], int]:
@@ -160,9 +168,10 @@ def run(quick: bool) -> list[dict]:
         scratch = Path(tmp)
         for _ in range(rounds):
             for name in ("shm ring", "kafka"):
-                stats = run_pipeline(rows, bootstrap if name == "kafka" else None, scratch)
+                stats, written = run_pipeline(rows, bootstrap if name == "kafka" else None, scratch)
                 if not stats.ok:
                     raise RuntimeError(f"{name}: {stats.failure()}")
+                verify.require(name, rows, written)  # raises unless every row landed once
                 walls[name].append(stats.wall_s)
             walls["raw producer"].append(run_raw(bootstrap, messages))
     out = []

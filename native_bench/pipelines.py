@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from native_bench import verify
 from native_bench.proctree import RunStats, measure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,17 +82,38 @@ def dir_files(path: Path) -> list[Path]:
     return [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
 
 
-def in_fresh_dir(scratch: Path, body: Callable[[Path], RunStats]) -> RunStats:
-    """Run ``body(folder)`` in a new folder under ``scratch``; record what it wrote under ``out/``, then delete it."""
+def in_fresh_dir(
+    scratch: Path,
+    body: Callable[[Path], RunStats],
+    expected_rows: int,
+    written: Callable[[Path], verify.Written | None] | None = None,
+) -> RunStats:
+    """Run ``body(folder)`` in a new folder under ``scratch``; check and record what it wrote, then delete it.
+
+    ``written(folder)`` reads the rows back (default: the Parquet or NDJSON files under ``out/``); a run
+    that did not write ``expected_rows`` distinct ids is marked failed (``verify.check``).
+    """
     folder = Path(tempfile.mkdtemp(prefix="run_", dir=scratch))
     try:
         stats = body(folder)
         files = dir_files(folder / "out")
         stats.extra["output_bytes"] = sum(f.stat().st_size for f in files)
         stats.extra["output_files"] = len(files)
+        if stats.ok:
+            try:
+                found = (written or default_output)(folder)
+                result: verify.Written | Exception = found or verify.Written(0, 0, "no output files under out/")
+            except Exception as exc:  # noqa: BLE001 - unreadable output fails the run, it does not crash the suite
+                result = exc
+            verify.check(stats, expected_rows, result)
         return stats
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def default_output(folder: Path) -> verify.Written | None:
+    """The Parquet or NDJSON files a run wrote under ``out/``."""
+    return verify.files_under(folder / "out")
 
 
 def run_bizon_fast(
@@ -111,7 +133,9 @@ def run_bizon_fast(
         cmd = [*_cli(), "run", "pipeline.yml", "--workers", str(workers), "--quiet", *extra_args]
         return measure(cmd, cwd=folder, env=env, timeout=timeout)
 
-    return in_fresh_dir(scratch, body)
+    return in_fresh_dir(
+        scratch, body, int(config["source"]["rows"]), lambda folder: verify.pipeline_output(folder, config)
+    )
 
 
 def run_python(
@@ -119,10 +143,14 @@ def run_python(
     args: list[str],
     *,
     scratch: Path,
+    expected_rows: int,
     env: dict[str, str] | None = None,
     timeout: float = TIMEOUT_S,
 ) -> RunStats:
-    """``python ARGS`` in a fresh folder (with an ``out/`` in it), measured like a pipeline run."""
+    """``python ARGS`` in a fresh folder (with an ``out/`` in it), measured like a pipeline run.
+
+    Its output is the Parquet or NDJSON files it wrote under ``out/``: ``expected_rows`` distinct ids.
+    """
 
     def body(folder: Path) -> RunStats:
         (folder / "out").mkdir()
@@ -131,7 +159,7 @@ def run_python(
         full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         return measure([str(python), *args], cwd=folder, env=full_env, timeout=timeout)
 
-    return in_fresh_dir(scratch, body)
+    return in_fresh_dir(scratch, body, expected_rows)
 
 
 @functools.cache

@@ -58,13 +58,18 @@ class RunStats:
     stdout: str = ""
     stderr: str = ""
     extra: dict[str, float] = field(default_factory=dict)
+    rows_written: int | None = None  # read back from the output after the run (``native_bench.verify``)
+    verify_error: str | None = None  # the output was not what the run was asked to write: a failed run
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0
+        """Exit 0 is not enough: a run whose output was read back and found wrong failed."""
+        return self.returncode == 0 and self.verify_error is None
 
     def failure(self) -> str:
-        """One line saying why the run failed: the last non-empty line of stderr (else stdout)."""
+        """One line saying why the run failed: the wrong output, else the last line of stderr (else stdout)."""
+        if self.verify_error:
+            return self.verify_error
         for text in (self.stderr, self.stdout):
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             if lines:

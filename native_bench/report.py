@@ -15,8 +15,14 @@ from native_bench import machine as machine_info
 from native_bench.result import BenchResult, Target, fmt, table
 
 README = Path(__file__).resolve().parent / "README.md"
+REPO = README.parents[1]
 BEGIN = "<!-- BEGIN GENERATED: python -m native_bench --update-readme -->"
 END = "<!-- END GENERATED -->"
+#: the documents ``--update-readme`` fills, relative to the repository root: every figure they quote from
+#: a run sits between ``<!-- native_bench:begin NAME -->`` and ``<!-- native_bench:end NAME -->``, so the
+#: three never disagree (they did: bizon vs bizon-fast, the transform rates, the recovery time)
+DOCUMENTS = ("README.md", "docs/bizon-compat.md", "native_bench/README.md")
+MARKER = re.compile(r"(<!-- native_bench:begin ([\w-]+) -->)(.*?)(<!-- native_bench:end \2 -->)", re.S)
 
 HOW_TO_RUN = """\
 ```bash
@@ -24,7 +30,7 @@ HOW_TO_RUN = """\
 .venv/bin/python -m native_bench                 # full suite, ~20-25 min on 2 busy cores
 .venv/bin/python -m native_bench --quick         # every benchmark scaled down (CI smoke test, ~2 min)
 .venv/bin/python -m native_bench --only e2e,checkpoint --out /tmp/bench
-.venv/bin/python -m native_bench --update-readme # also rewrite this section with the numbers
+.venv/bin/python -m native_bench --update-readme # also rewrite the figures here, in README.md and docs/bizon-compat.md
 .venv/bin/python -m pytest tests/test_microbench.py --benchmark-only   # microbenchmarks (pytest-benchmark)
 ```
 
@@ -156,6 +162,105 @@ def update_readme(section: str, path: Path = README) -> None:
     pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n")
+
+
+def _alternatives_json(result: BenchResult) -> dict[str, dict[str, Any]]:
+    return {r["contender"]: r for r in result.rows if r.get("workload") == "json"}
+
+
+def _bizon_table(result: BenchResult) -> str:
+    """bizon vs bizon-fast on bizon's own custom source (and synthetic -> json), from the alternatives run."""
+    cells = [
+        [
+            r["contender"],
+            fmt(r["rows"]),
+            fmt(r["wall_s"], 2),
+            fmt(r["rows_per_s"]),
+            fmt(r.get("vs_reference"), 2, "x"),
+            fmt(r["rows_per_cpu_s"]),
+            fmt(r["peak_rss_mb"]),
+        ]
+        for r in _alternatives_json(result).values()
+    ]
+    headers = ["command", "records", "wall s", "records/s", "vs bizon", "records per CPU-s", "peak RSS MB (tree)"]
+    return table(headers, cells)
+
+
+def _bizon_ratio(result: BenchResult) -> str | None:
+    custom = _alternatives_json(result).get("bizon-fast (same custom source)")
+    if not custom or custom.get("vs_reference") is None:
+        return None
+    return f"{custom['vs_reference']:.1f}x"
+
+
+def _recovery_line(result: BenchResult) -> str | None:
+    if not result.rows:
+        return None
+    r = result.rows[0]
+    up, working = r.get("replacement_up_median_s"), r.get("recovery_median_s")
+    if up is None or working is None:
+        return None
+    return (
+        f"{r['kills']} SIGKILLs of random workers during a {r['rows']:,}-row run, {r['rows_lost']} rows lost, "
+        f"{r['duplicates']} duplicated; a replacement is up {up:.2f} s and working {working:.2f} s (medians) "
+        "after its predecessor died"
+    )
+
+
+def doc_blocks(meta: dict[str, Any], results: list[BenchResult]) -> dict[str, str]:
+    """Every generated figure, by marker name; only those the run measured (``--only`` leaves the rest as is)."""
+    by = {r.name: r for r in results if not r.error and not r.skipped}
+    blocks = {"performance": "\n" + performance_markdown(meta, results).replace("## Performance\n\n", "")}
+    if "alternatives" in by and _alternatives_json(by["alternatives"]):
+        m = meta["machine"]
+        blocks["bizon-speed"] = (
+            f"\n_Measured by `python -m native_bench` ({_mode(meta)}, git {m.get('git') or 'n/a'}, {m['date']}, "
+            f"{m['logical_cores']} cores, medians of interleaved runs):_\n\n{_bizon_table(by['alternatives'])}\n"
+        )
+        if ratio := _bizon_ratio(by["alternatives"]):
+            blocks["bizon-ratio"] = ratio
+    if "transforms" in by and by["transforms"].markdown:
+        blocks["transforms"] = "\n" + by["transforms"].markdown + "\n"
+    if "recovery" in by and (line := _recovery_line(by["recovery"])):
+        blocks["recovery"] = line
+    return blocks
+
+
+def fill_markers(text: str, blocks: dict[str, str]) -> tuple[str, list[str]]:
+    """``text`` with every marked block that ``blocks`` has replaced; and the names replaced."""
+    filled: list[str] = []
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in blocks:
+            return match.group(0)
+        filled.append(name)
+        return match.group(1) + blocks[name] + match.group(4)
+
+    return MARKER.sub(sub, text), filled
+
+
+def update_documents(meta: dict[str, Any], results: list[BenchResult], section: str, root: Path = REPO) -> list[str]:
+    """Rewrite the generated parts of the three documents under ``root``; one line per document, saying what.
+
+    native_bench/README.md also gets its whole generated section (``section``). A document without a
+    marker is left as is and named in the lines: the figures it quotes are then not the run's.
+    """
+    blocks = doc_blocks(meta, results)
+    lines = []
+    for relative in DOCUMENTS:
+        path = root / relative
+        if relative == "native_bench/README.md":
+            update_readme(section, path)
+        if not path.exists():
+            lines.append(f"{relative}: missing, not updated")
+            continue
+        text, filled = fill_markers(path.read_text(), blocks)
+        path.write_text(text)
+        if relative == "native_bench/README.md":
+            filled.insert(0, "its generated section")
+        lines.append(f"{relative}: {', '.join(filled) if filled else 'no native_bench markers: NOT updated'}")
+    return lines
 
 
 def write_all(out: Path, meta: dict[str, Any], results: list[BenchResult]) -> None:

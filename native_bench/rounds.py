@@ -34,25 +34,33 @@ def _mb(nbytes: float | None) -> float | None:
 def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> dict[str, Any]:
     """Medians of the successful runs: wall time, rates, CPU and memory of the process tree.
 
+    A successful run exited 0 *and* wrote ``rows`` distinct ids, read back after it (``RunStats.rows_written``,
+    checked by ``native_bench.verify``); rates are the rows read back over each run's time, and a run nobody
+    read back counts as failed: no rate is reported for nominal rows.
+
     ``nbytes`` is the payload moved (Arrow bytes of the rows) for MB/s; ``output_mb`` is what the run
     wrote to disk. Peak RSS is the tree's sampled sum (shared pages counted per process), peak PSS the
     same with shared pages split among their users (see ``proctree``). Every figure is None when no
     run succeeded; ``failure`` then says why.
     """
+    for r in runs:  # a rate is reported only for rows read back from the output (``native_bench.verify``)
+        if r.ok and r.rows_written is None:
+            r.verify_error = "output not verified: the benchmark did not read back what the run wrote"
     ok = [r for r in runs if r.ok]
     wall = median(r.wall_s for r in ok)
     cpu = median(r.cpu_s for r in ok)
+    written = median(r.rows_written for r in ok)
     out_bytes = median(r.extra.get("output_bytes") for r in ok)
     summary: dict[str, Any] = {
-        "rows": rows,
+        "rows": written if written is not None else rows,
         "runs": len(runs),
         "failed_runs": len(runs) - len(ok),
         "wall_s": wall,
-        "rows_per_s": rows / wall if wall else None,
+        "rows_per_s": median(r.rows_written / r.wall_s for r in ok if r.wall_s),
         "mb_per_s": nbytes / MB / wall if wall and nbytes else None,
         "cpu_s": cpu,
         "cpu_cores": cpu / wall if wall and cpu is not None else None,
-        "rows_per_cpu_s": rows / cpu if cpu else None,
+        "rows_per_cpu_s": median(r.rows_written / r.cpu_s for r in ok if r.cpu_s),
         "peak_rss_mb": _mb(median(r.peak_rss for r in ok)),
         "peak_pss_mb": _mb(median(r.peak_pss for r in ok)),
         "output_mb": _mb(out_bytes),

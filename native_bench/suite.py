@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from native_bench import machine, plots, report
+from native_bench import machine, plots, report, verify
 from native_bench.benchmarks import ALL, BY_NAME, description
 from native_bench.context import Context
 from native_bench.result import BenchResult
@@ -30,7 +30,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="scale every benchmark down (CI smoke test, ~2 min)")
     parser.add_argument("--out", type=Path, help="results folder (default: native_bench/results/<timestamp>/)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BY_NAME)}")
-    parser.add_argument("--update-readme", action="store_true", help="rewrite the numbers in native_bench/README.md")
+    parser.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="rewrite the run's figures in README.md, docs/bizon-compat.md and native_bench/README.md",
+    )
+    parser.add_argument(
+        "--docs-root",
+        type=Path,
+        help="with --update-readme: the folder holding the three documents (default: this repository)",
+    )
     parser.add_argument("--scratch", type=Path, help="where runs write their output (default: a temp folder)")
     args = parser.parse_args(argv)
     if args.only:
@@ -41,6 +50,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                 f"--only: unknown benchmark {', '.join(unknown) or '(none given)'}; choose from {', '.join(BY_NAME)}"
             )
         args.only = names
+    if args.docs_root and not args.update_readme:
+        parser.error("--docs-root only applies with --update-readme")
+    if args.update_readme and args.quick and not args.docs_root:
+        parser.error("--update-readme --quick: quick numbers must not land in the documents; give --docs-root (a copy)")
     return args
 
 
@@ -48,10 +61,13 @@ def _run_one(module, ctx: Context) -> BenchResult:  # noqa: ANN001 - a benchmark
     start = time.perf_counter()
     load = machine.load_average()
     print(f"native_bench: {module.NAME} (load average {load}) ...", flush=True)
+    verify.FAILURES.clear()
     try:
         result = module.run(ctx)
     except Exception:  # one broken benchmark must not cost the others their numbers
         result = BenchResult(name=module.NAME, title=module.TITLE, description="", error=traceback.format_exc())
+    if verify.FAILURES and not result.error:  # a run's output was wrong: its numbers are not reported as valid
+        result.error = "runs wrote other than what they were asked to:\n" + "\n".join(verify.FAILURES)
     result.description = description(module)
     result.load_average = load
     result.seconds = time.perf_counter() - start
@@ -91,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     report.write_all(out, meta, results)
     if args.update_readme:
         descriptions = {m.NAME: description(m) for m in modules}
-        report.update_readme(report.readme_section(meta, results, descriptions))
+        section = report.readme_section(meta, results, descriptions)
+        for line in report.update_documents(meta, results, section, args.docs_root or report.REPO):
+            print(f"native_bench: --update-readme: {line}")
     print(report.targets_table(results))
     if meta["plots_note"]:
         print(meta["plots_note"])

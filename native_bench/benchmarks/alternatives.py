@@ -72,7 +72,7 @@ def _bizon(venv: venvs.Venv, rows: int, ctx: Context) -> RunStats:
         bizon = Path(venv.python).parent / "bizon"
         return measure([str(bizon), "run", "pipeline.yml", "--custom-source", str(CUSTOM_SOURCE)], cwd=folder)
 
-    return pipelines.in_fresh_dir(ctx.scratch, body)
+    return pipelines.in_fresh_dir(ctx.scratch, body, rows)
 
 
 def _custom_source(rows: int, ctx: Context) -> RunStats:
@@ -128,7 +128,9 @@ def _cases(ctx: Context, notes: list[str]) -> list[Case]:
                 DLT,
                 "parquet",
                 parquet_rows,
-                lambda n: pipelines.run_python(dlt, [str(DLT_SCRIPT), str(n), "out"], scratch=ctx.scratch),
+                lambda n: pipelines.run_python(
+                    dlt, [str(DLT_SCRIPT), str(n), "out"], scratch=ctx.scratch, expected_rows=n
+                ),
                 parquet_row_bytes,
             )
         )
@@ -139,7 +141,7 @@ def _cases(ctx: Context, notes: list[str]) -> list[Case]:
             LOOP,
             "parquet",
             parquet_rows,
-            lambda n: pipelines.run_python(sys.executable, [*loop, str(n)], scratch=ctx.scratch),
+            lambda n: pipelines.run_python(sys.executable, [*loop, str(n)], scratch=ctx.scratch, expected_rows=n),
             parquet_row_bytes,
         )
     )

@@ -46,7 +46,9 @@ def run(ctx: Context) -> BenchResult:
             for n, cfg in noop_cfg.items()
         },
         "parquet engine": lambda: pipelines.run_bizon_fast(parquet_cfg, workers=WORKERS, scratch=ctx.scratch),
-        "parquet single process": lambda: pipelines.run_python(sys.executable, baseline_args, scratch=ctx.scratch),
+        "parquet single process": lambda: pipelines.run_python(
+            sys.executable, baseline_args, scratch=ctx.scratch, expected_rows=rows_b
+        ),
     }
     runs = interleave(contenders, ctx.rounds)
     summaries = {
