@@ -8,8 +8,14 @@ worker), so a unit test of the function would not show that the run wires it up.
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -301,3 +307,47 @@ def test_a_run_logs_to_dot_bizon_fast_logs_by_default(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     logs = list((tmp_path / ".bizon_fast" / "logs").glob("*.log"))
     assert logs and all(p.stat().st_size > 0 for p in logs), f"no log written under .bizon_fast/logs: {logs}"
+
+
+def test_plain_progress_prints_a_line_every_five_seconds_when_not_a_terminal(tmp_path: Path) -> None:
+    """README: "when stdout is not a terminal a plain `progress:` line is printed every 5 s" (on stderr)."""
+    (tmp_path / "p.yml").write_text(
+        """
+name: progress
+source: {name: synthetic, stream: events, rows: 240000, splits: 1, batch_rows: 10000}
+destination: {name: slow_file, config: {destination_id: out/events, format: parquet, buffer_size: 0,
+              write_delay_s: 0.5}}
+engine: {queue: {config: {batch_size_mb: 0.5}}, runner: {config: {max_workers: 1}}}
+"""
+    )
+    env = {
+        **os.environ,
+        "BIZON_FAST_LOG_DIR": str(tmp_path / "logs"),
+        "BIZON_FAST_DESTINATIONS": "slow_file=tests.fixtures.slow_file:SlowFileDestination",
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bizon_fast", "run", "p.yml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    seen: list[tuple[float, str]] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            if line.startswith("progress:"):
+                seen.append((time.monotonic(), line.strip()))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.wait(timeout=120)
+    reader.join(5)
+    assert proc.returncode == 0
+    assert len(seen) >= 2, f"expected progress lines every 5 s of a 12 s run, got {seen}"
+    gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:], strict=False)]
+    assert all(4.5 <= gap <= 7.5 for gap in gaps), gaps
+    line = re.compile(r"progress: [\d,]+/240,000 rows, [\d.]+ ?k?rows/s, [\d.]+ ?[kMG]?B/s( eta [\d,]+s)?")
+    assert all(line.fullmatch(text) for _, text in seen), seen
