@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.faults import check_json_ids, check_parquet_ids, start_run, workers_of
+from tests.faults import assert_synthetic_parquet_exact, check_json_ids, check_parquet_ids, start_run, workers_of
 
 FIXTURES = REPO / "tests" / "fixtures"
 PLUGIN_ENV = {
@@ -133,12 +133,19 @@ engine: {queue: {config: {batch_size_mb: 1}}, runner: {config: {max_workers: 2}}
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Run the same command to resume" in err
-    assert _jobs(tmp_path)[0][1] == "cancelled"
-    assert _committed_rows(tmp_path) > 0
+    [(job_id, status, attempt, _)] = _jobs(tmp_path)
+    assert (status, attempt) == ("cancelled", 1)
+    committed = _committed_rows(tmp_path)
+    assert 0 < committed < 6_000_000
     rerun = start_run(tmp_path, "p.yml")
     _, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
-    check_parquet_ids(tmp_path / "out" / "events", 6_000_000)
+    # the same job resumed from its committed cursors; a fresh job (attempt 1, another id) fails here
+    [rerun_log] = (tmp_path / "logs").glob(f"*-{rerun.pid}.log")
+    assert f"resuming job {job_id} (attempt 2): " in rerun_log.read_text()
+    assert f"{committed} rows already committed" in rerun_log.read_text()
+    assert _jobs(tmp_path) == [(job_id, "succeeded", 2, None)]
+    assert_synthetic_parquet_exact(tmp_path / "out" / "events", 6_000_000)
 
 
 BAD_INPUTS = {

@@ -34,6 +34,7 @@ from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.engine.streaming import notify_committed
 from bizon_fast.errors import Interrupted, JobFailed, UserError
+from bizon_fast.faults import fault_point
 from bizon_fast.transport import cleanup_stale_segments, create_store
 from bizon_fast.transport.base import BatchStore
 
@@ -290,6 +291,7 @@ class Supervisor:
         cursors = [led.committed for led in self.ledgers.values()]
         inc.verify(self.cfg, self.plan, cursors)  # a job without a watermark to store publishes nothing
         destination.publish()
+        fault_point("supervisor.after_publish")  # published, job still running: a rerun must publish nothing twice
         destination.close()
         inc.finish(backend, self.cfg, self.plan, self.job, cursors)
         backend.set_job_status(self.job.id, JobStatus.SUCCEEDED)

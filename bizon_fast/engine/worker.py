@@ -29,6 +29,7 @@ from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import WorkerSpec, decode_spec
 from bizon_fast.engine.streaming import commit_source_offsets, source_pages
 from bizon_fast.errors import DataError, StepFailed, UserError
+from bizon_fast.faults import fault_point
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
 from bizon_fast.transport import open_store
@@ -223,6 +224,7 @@ class Producer:
                 mark = batch_watermark(group, self.spec.incremental.cursor_field) if self.spec.incremental else None
                 slot = self._acquire_slot()
                 nbytes = self.store.write(slot, group)
+                fault_point("producer.after_fill")  # the slot holds the batch, the supervisor does not know it
                 # a group that ends inside the pending rows resumes by skipping what it covered
                 position = [end_pos, 0] if i == len(groups) - 1 else [base_pos, base_skip + done_rows]
                 self.chan.send(m.Filled(slot, nbytes, split.id, seq, encode_position(position), rows, mark))
@@ -329,6 +331,7 @@ class Consumer:
         first, last = run[0][0], run[-1][0]
         batches = [b for item in run for b in item[2]]
         write_with_retries(self.destination, split_id, first, last, batches)
+        fault_point("consumer.after_write")  # durable but unreported: the supervisor must replay it
         slots = [item[1] for item in run]
         rows = sum(item[3] for item in run)
         nbytes = sum(item[4] for item in run)

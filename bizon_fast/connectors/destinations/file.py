@@ -64,6 +64,7 @@ from bizon_fast.connectors.destinations.envelope import (
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
+from bizon_fast.faults import fault_point
 from bizon_fast.source.records import extracted_at_of, is_source_records
 
 if TYPE_CHECKING:
@@ -288,6 +289,7 @@ class FileDestination(Destination):
                 if exc.errno in _NO_ROOM:
                     raise disk_error(exc, tmp, "writing") from None
                 raise
+            fault_point("file.mid_part_write")  # the part is in its temporary file, not renamed into place
             for entry in self._parts():
                 split, first, last = entry[1]
                 if split == split_id and first <= last_seq and last >= first_seq and (rows == 0 or entry[0] != name):
@@ -415,6 +417,7 @@ class FileDestination(Destination):
                 raise
         # From here the ready file is the whole truth: the parts can go, then it is swapped in.
         _remove(self.job_dir)
+        fault_point("file.publish")  # the parts are gone: only the ready file holds the job's rows
         os.replace(self.ready, self.target)
         if self.config.fsync:
             _fsync_dir(self.target.parent)
@@ -429,15 +432,21 @@ class FileDestination(Destination):
     def _publish_parquet(self) -> None:
         if self.job_dir.is_dir():
             if self.context.sync_mode == "full_refresh":
+                # a consumer killed mid-write leaves its temporary part: the folder becomes the dataset, so drop it
+                for entry in self.job_dir.iterdir():
+                    if entry.name.startswith(TMP_PREFIX):
+                        _remove(entry)
                 if self.target.exists() or self.target.is_symlink():
                     _remove(self.aside)
                     os.replace(self.target, self.aside)
+                    fault_point("file.publish")  # no dataset at the target: the old one is aside, the new staged
                 os.replace(self.job_dir, self.target)
             else:
                 self.target.mkdir(parents=True, exist_ok=True)
                 job = self.job_dir.name
                 for part in self._sorted_parts():
                     os.replace(part, self.target / f"part-{job}-{part.name[len('part-') :]}")
+                    fault_point("file.publish")  # some parts appended, the others still staged
                 _remove(self.job_dir)
             if self.config.fsync:
                 _fsync_dir(self.target)

@@ -80,6 +80,7 @@ from bizon_fast.connectors import pgconn
 from bizon_fast.connectors.destinations.pgbinary import SIGNATURE, TRAILER, Encoder, PgColumn, ddl_type
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
+from bizon_fast.faults import fault_point
 from bizon_fast.source.records import is_source_records
 
 log = logging.getLogger("bizon_fast.destination.postgres")
@@ -458,6 +459,7 @@ class PostgresDestination(Destination):
                 (self.destination, self.context.job_id),
             )
             log.info("postgres destination: published %s (%s)", self.target, self.context.sync_mode)
+            fault_point("postgres.publish")  # swapped or appended, the transaction not committed
 
         self._tx(fn, "publishing", watch=True)
 
@@ -594,6 +596,7 @@ class PostgresDestination(Destination):
                     raise RuntimeError(f"seq {first_seq}-{last_seq} of {split_id} is being written concurrently")
             if rows:
                 self._copy(cur, rows, write_id)
+            fault_point("postgres.mid_write")  # rows and seqs claimed in the open transaction, not committed
 
         self._tx(fn, f"writing {split_id} seq {first_seq}-{last_seq}")
 
