@@ -466,19 +466,47 @@ def test_sigkill_supervisor_during_loads_then_rerun_holds_each_row_once(
     config = pipeline(tmp_path, dataset, destination="bq_slow_report", rows=rows, splits=8, batch_rows=2_000)
     proc = start_run(tmp_path, config)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None and "events_temp" not in tables_of(emulator, dataset):
-        time.sleep(0.1)
-    time.sleep(random.Random("bq-supervisor").uniform(0.5, 1.0))  # a few loads in: some committed, some not
+    # killed on observed progress: once some writes are committed (the slow report keeps others in flight)
+    while time.monotonic() < deadline and proc.poll() is None and _committed_rows(tmp_path) == 0:
+        time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     workers = workers_of(proc.pid)
     psutil.Process(proc.pid).kill()
     proc.wait(10)
     psutil.wait_procs(workers, timeout=5)
     assert "events" not in tables_of(emulator, dataset), "a killed full refresh must not publish"
+    committed = _committed_rows(tmp_path)
+    assert 0 < committed < rows, f"the kill must land mid-run: {committed} of {rows} rows committed"
+    [(job_id, status, attempt)] = _ckpt(tmp_path, "SELECT id, status, attempt FROM bizon_fast_jobs")
+    assert (status, attempt) == ("running", 1)
     rerun = start_run(tmp_path, config)
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
+    [log_path] = (tmp_path / "logs").glob(f"*-{rerun.pid}.log")
+    log = log_path.read_text()
+    assert f"resuming job {job_id} (attempt 2)" in log, "the rerun must resume the job, not start from zero"
+    assert f"{committed} rows already committed" in log, log
+    assert _ckpt(tmp_path, "SELECT id, status, attempt FROM bizon_fast_jobs") == [(job_id, "succeeded", 2)]
     assert ids_of(emulator, dataset) == (rows, rows, 0, rows - 1)
+
+
+def _ckpt(tmp_path: Path, sql: str) -> list[tuple]:
+    """Rows of the run's sqlite checkpoint backend (``pipeline``'s ``ckpt.sqlite3``); [] before it exists."""
+    import sqlite3
+
+    path = tmp_path / "ckpt.sqlite3"
+    if not path.exists():
+        return []
+    with sqlite3.connect(path) as conn:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:  # the run has not created its tables yet
+            return []
+
+
+def _committed_rows(tmp_path: Path) -> int:
+    rows = _ckpt(tmp_path, "SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors")
+    return rows[0][0] if rows else 0
 
 
 def test_bad_config_is_one_line_exit_2(emulator, cli, tmp_path: Path) -> None:

@@ -874,6 +874,9 @@ class KafkaConsumerSettings(Strict):
         description="group: partitions shared by the consumer group (several consumer machines); "
         "static: consumer i of n reads partitions p % n == i, offsets still in the group (one consumer machine)",
     )
+    no_partitions_warning_s: float = Field(
+        30.0, gt=0, description="a group consumer given no partition for this long says so in the log"
+    )
     consumer_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka consumer settings")
 
 

@@ -5,7 +5,9 @@ else application default credentials. bizon dropped the key of its checkpoint ba
 
 The only test seam is an endpoint override: ``BIZON_FAST_BIGQUERY_ENDPOINT`` (REST, e.g.
 ``http://127.0.0.1:9050``) and ``BIZON_FAST_BIGQUERY_GRPC`` (Storage API, ``127.0.0.1:9060``) point the
-real client libraries at an emulator, with anonymous credentials. Nothing else changes.
+real client libraries at an emulator, with anonymous credentials. An override together with a configured
+service account key is refused (a UserError naming both): the key means a real project, and silently
+sending its run to an emulator, or an emulator run with a real key, is a mistake either way.
 """
 
 from __future__ import annotations
@@ -27,8 +29,27 @@ def emulated() -> bool:
     return bool(os.environ.get(ENDPOINT_ENV))
 
 
+def refuse_key_with_override(service_account_key: str | None, key_path: str, env: str = ENDPOINT_ENV) -> None:
+    """A UserError when the emulator override ``env`` is set and a service account key is configured.
+
+    Anonymous credentials are only right for an emulator; a key is only right for the real service. With
+    both, one of them is a leftover (an exported test variable, a copied config), and guessing which one
+    the user meant either ignores their key or sends a real key's run to a local endpoint.
+    """
+    if os.environ.get(env) and service_account_key and service_account_key.strip():
+        raise UserError(
+            f"{env} is set (an emulator endpoint: {os.environ[env]}) and {key_path} is configured; "
+            f"unset {env} to use the key, or remove the key to run against the emulator"
+        )
+
+
 def credentials(service_account_key: str | None, key_path: str) -> Any:
-    """Credentials for ``service_account_key`` (path or JSON text); None means application default credentials."""
+    """Credentials for ``service_account_key`` (path or JSON text); None means application default credentials.
+
+    Anonymous credentials only when ``BIZON_FAST_BIGQUERY_ENDPOINT`` is set and no key is configured
+    (with a key it is refused, see ``refuse_key_with_override``).
+    """
+    refuse_key_with_override(service_account_key, key_path)
     if emulated():
         from google.auth.credentials import AnonymousCredentials
 
@@ -83,6 +104,7 @@ def write_client(service_account_key: str | None, *, key_path: str) -> Any:
 
     target = os.environ.get(GRPC_ENV)
     if target:
+        refuse_key_with_override(service_account_key, key_path, GRPC_ENV)
         import grpc
         from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
 

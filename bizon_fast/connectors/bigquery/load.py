@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from bizon_fast.config.models import BigQueryDetails
 from bizon_fast.connectors.bigquery import client as bqclient
 from bizon_fast.connectors.bigquery.staged import StagedBigQueryDestination
+from bizon_fast.faults import fault_point
 
 log = logging.getLogger("bizon_fast.destination.bigquery")
 
@@ -86,6 +87,7 @@ class BigQueryDestination(StagedBigQueryDestination):
             try:
                 self.api_calls += 1
                 job.result(retry=bqclient.retry())
+                fault_point("bigquery.mid_load")  # the unit is staged, the write not yet reported
                 return
             except gexc.GoogleAPIError as exc:
                 if attempt + 1 == ATTEMPTS or not _retryable(exc, job):

@@ -32,9 +32,11 @@ again, and the publish dedupe is what keeps it exact.)
 **Publish.** Full refresh: ``CREATE OR REPLACE TABLE <table> AS SELECT ...`` -- atomic: readers see
 the old table or the new one. A copy job (free) cannot drop the bookkeeping columns nor dedupe, so the
 swap is this one query (the same price as bizon's ``streaming_v2`` finalize); it keeps the stage's
-partitioning and clustering. Incremental: ``INSERT INTO <table> (cols) SELECT ...`` with a
-deterministic job id (a repeated publish is a 409 on the real service). Then a row in
-``bizon_fast_published`` (destination, job) makes a repeated publish a no-op, and the stage is dropped.
+partitioning and clustering. Then a row in ``bizon_fast_published`` (destination, job) makes a repeated
+publish a no-op, and the stage is dropped. Incremental: ``INSERT INTO <table> (cols) SELECT ...`` and
+that row in one multi-statement transaction (with a deterministic job id: a repeated publish is a 409 on
+the real service), so a crash cannot leave the rows appended but the job unrecorded -- a rerun would
+append them again.
 A stale stage of an earlier, dead job is dropped by ``prepare``; the stage of the job being resumed is
 kept.
 """
@@ -56,6 +58,7 @@ from bizon_fast.connectors.bigquery import client as bqclient
 from bizon_fast.connectors.bigquery.types import arrow_type, bq_schema, declared_schema
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import UserError
+from bizon_fast.faults import fault_point
 from bizon_fast.source.records import is_source_records
 
 log = logging.getLogger("bizon_fast.destination.bigquery")
@@ -108,6 +111,12 @@ def label_value(text: str) -> str:
     """A GCP label value: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
     clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in text.lower())
     return clean[:63]
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a GoogleSQL string literal (for a script, where parameters are not an option)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\r", "\\r")
+    return f"'{escaped}'"
 
 
 def split_hash(split_id: str) -> str:
@@ -464,6 +473,7 @@ class StagedBigQueryDestination(Destination):
             log.info("bigquery destination: job %s staged no rows for %s", self.context.job_id, self.table_id)
         else:
             keep, total = self.keep()
+            fault_point("bigquery.publish")  # the kept writes chosen, the target not yet replaced
             where, params = "", []
             if len(keep) < total:
                 log.info(
@@ -473,15 +483,20 @@ class StagedBigQueryDestination(Destination):
                 params = [bigquery.ArrayQueryParameter("keep", "INT64", keep)]
             columns = [f.name for f in stage.schema if f.name not in BOOKKEEPING]
             select = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}`{where}"
-            if full or target is None:
-                options = ""
-                if stage.time_partitioning is not None and stage.time_partitioning.field:
-                    tp = stage.time_partitioning
-                    options += f" PARTITION BY TIMESTAMP_TRUNC(`{tp.field}`, {tp.type_})"
-                if stage.clustering_fields:
-                    options += f" CLUSTER BY {', '.join(f'`{c}`' for c in stage.clustering_fields)}"
+            options = ""
+            if stage.time_partitioning is not None and stage.time_partitioning.field:
+                tp = stage.time_partitioning
+                options += f" PARTITION BY TIMESTAMP_TRUNC(`{tp.field}`, {tp.type_})"
+            if stage.clustering_fields:
+                options += f" CLUSTER BY {', '.join(f'`{c}`' for c in stage.clustering_fields)}"
+            if full:
                 self._query(f"CREATE OR REPLACE TABLE `{self.table_id}`{options} AS {select}", params)
             else:
+                if target is None:  # created empty, then appended to like any target: a crash between the
+                    # two leaves an empty table, never rows that a rerun's append would double
+                    empty = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}` WHERE FALSE"
+                    self._query(f"CREATE TABLE IF NOT EXISTS `{self.table_id}`{options} AS {empty}")
+                    target = self._get_table(self.table_id)
                 missing = [c for c in columns if c not in {f.name for f in target.schema}]
                 if missing:
                     raise UserError(
@@ -490,7 +505,25 @@ class StagedBigQueryDestination(Destination):
                     )
                 names = ", ".join(f"`{c}`" for c in columns)
                 job = f"bf_publish_{label_value(self.context.job_id)}_{split_hash(self.table_id)}"
-                self._query(f"INSERT INTO `{self.table_id}` ({names}) {select}", params, job_id=job)
+                # the append and its record in one transaction: a crash between two separate statements
+                # left rows appended but the job unrecorded, and the rerun appended them again (the
+                # deterministic job id's 409 guards that only where the service keeps job ids: the
+                # emulator does not). Values inline: the emulator drops parameters of a script's statements.
+                if where:
+                    where = f" WHERE {WRITE} IN UNNEST(ARRAY<INT64>[{', '.join(str(int(w)) for w in keep)}])"
+                select = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}`{where}"
+                record = ", ".join(sql_string(v) for v in (self.table_id, self.context.job_id, self.context.sync_mode))
+                self._query(
+                    f"BEGIN TRANSACTION;\nINSERT INTO `{self.table_id}` ({names}) {select};\n"
+                    f"INSERT INTO `{self._published_table()}` (destination, job_id, sync_mode, published_at)"
+                    f" VALUES ({record}, CURRENT_TIMESTAMP());\nCOMMIT TRANSACTION;",
+                    job_id=job,
+                )
+                fault_point("bigquery.publish_unrecorded")  # appended and recorded, the stage not dropped
+                self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
+                log.info("bigquery destination: published %s (%s)", self.table_id, self.context.sync_mode)
+                return
+            fault_point("bigquery.publish_unrecorded")  # the target replaced, bizon_fast_published not yet
         self._query(
             f"INSERT INTO `{self._published_table()}` (destination, job_id, sync_mode, published_at)"
             " VALUES (@d, @j, @m, CURRENT_TIMESTAMP())",

@@ -8,16 +8,20 @@ appended in parallel on up to ``max_concurrent_threads`` threads, every request 
 Exactly-once, on the real service: a unit goes to its own PENDING stream, appended with offsets,
 finalized and committed with ``BatchCommitWriteStreams`` -- its rows become visible at once or not at
 all. The stage's publish dedupe (``staged``) then removes regrouped replays exactly as for load jobs.
-The emulator implements pending streams too (its commit fails on RECORD columns); where creating
-a pending stream fails (an endpoint with only ``_default``), units are appended to ``_default``
-(committed mode, no offsets): a unit is then visible request by request, and a unit cut short by a
-crash is *incomplete* (fewer staged rows than ``_bizon_fast_rows``) and ignored by the publish dedupe,
-whose replay brings the rows. Either way the published table holds each row once.
+The emulator implements pending streams too (its commit fails on RECORD columns). Only an endpoint that
+answers ``CreateWriteStream`` with UNIMPLEMENTED (one with only ``_default``) makes units go to
+``_default`` (committed mode, no offsets; logged once): a unit is then visible request by request, and a
+unit cut short by a crash is *incomplete* (fewer staged rows than ``_bizon_fast_rows``) and ignored by the
+publish dedupe, whose replay brings the rows. Either way the published table holds each row once. A
+transient error (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ABORTED) is retried with backoff, never taken
+for "no pending streams": on the real service that would silently give up the atomic commit; any other
+error fails the write.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,11 +30,41 @@ import pyarrow as pa
 from bizon_fast.config.models import BigQueryStreamingV2Details
 from bizon_fast.connectors.bigquery import client as bqclient
 from bizon_fast.connectors.bigquery.staged import KEY, StagedBigQueryDestination
+from bizon_fast.faults import fault_point
 
 log = logging.getLogger("bizon_fast.destination.bigquery_streaming_v2")
 
 REQUEST_BYTES = 9 << 20
 UNIT_BYTES = 32 << 20
+#: first backoff of a transient ``CreateWriteStream`` error (doubling, at most 10 s, for RETRY_DEADLINE_S)
+RETRY_INITIAL_S = 0.5
+
+
+def transient(exc: BaseException) -> bool:
+    """An error worth retrying: the service was momentarily unable to answer, not a wrong request."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(
+        exc,
+        (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted),
+    )
+
+
+def create_retry() -> object:
+    """The retry of ``CreateWriteStream``: transient errors only, bounded by ``RETRY_DEADLINE_S``.
+
+    Passed explicitly so that the library's default (which also retries for 20 minutes) does not apply.
+    """
+    from google.api_core.retry import Retry
+
+    return Retry(
+        predicate=transient,
+        initial=RETRY_INITIAL_S,
+        maximum=10.0,
+        multiplier=2.0,
+        timeout=bqclient.RETRY_DEADLINE_S,
+        on_error=lambda exc: log.warning("bigquery_streaming_v2: creating a write stream failed (%s); retrying", exc),
+    )
 
 
 def plain_types(table: pa.Table) -> pa.Table:
@@ -77,6 +111,7 @@ class BigQueryStreamingV2Destination(StagedBigQueryDestination):
         self._writer: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._pending_supported: bool | None = None
+        self._pending_lock = threading.Lock()
         self.requests = 0
 
     def partition_field(self, columns: list[str]) -> str | None:
@@ -139,7 +174,11 @@ class BigQueryStreamingV2Destination(StagedBigQueryDestination):
     def _send(self, requests: list[Any]) -> None:
         self.api_calls += 1
         self.requests += len(requests)
-        for response in self.writer.append_rows(iter(requests), retry=None, timeout=bqclient.RETRY_DEADLINE_S):
+        for i, response in enumerate(
+            self.writer.append_rows(iter(requests), retry=None, timeout=bqclient.RETRY_DEADLINE_S)
+        ):
+            if i + 1 < len(requests):  # some of the unit's requests answered, not all: an incomplete write
+                fault_point("bigquery_v2.mid_append")
             if response.error and response.error.code:
                 raise RuntimeError(f"bigquery_streaming_v2: append to {self.stage_id} failed: {response.error.message}")
             if response.row_errors:
@@ -148,22 +187,29 @@ class BigQueryStreamingV2Destination(StagedBigQueryDestination):
                 )
 
     def _append_unit(self, table: pa.Table) -> None:
+        from google.api_core import exceptions as gexc
         from google.cloud.bigquery_storage_v1 import types
 
         if self._pending_supported is not False:
             try:
                 self.api_calls += 1
                 stream = self.writer.create_write_stream(
-                    parent=self._parent(), write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING)
+                    parent=self._parent(),
+                    write_stream=types.WriteStream(type_=types.WriteStream.Type.PENDING),
+                    retry=create_retry(),
+                    timeout=bqclient.RETRY_DEADLINE_S,
                 )
                 self._pending_supported = True
-            except Exception as exc:  # the emulator: only _default
-                if self._pending_supported:
-                    raise
-                log.info("bigquery_streaming_v2: pending streams unavailable (%s); using _default", exc)
-                self._pending_supported = False
+            except gexc.MethodNotImplemented as exc:  # an endpoint with only _default (UNIMPLEMENTED)
+                with self._pending_lock:
+                    if self._pending_supported:  # pending streams worked before: this is not "only _default"
+                        raise
+                    if self._pending_supported is None:
+                        log.info("bigquery_streaming_v2: pending streams unavailable (%s); using _default", exc)
+                    self._pending_supported = False
             else:
                 self._send(self._requests(stream.name, table, with_offsets=True))
+                fault_point("bigquery_v2.mid_append")  # appended, neither finalized nor committed
                 self.api_calls += 2
                 self.writer.finalize_write_stream(name=stream.name)
                 commit = self.writer.batch_commit_write_streams(
