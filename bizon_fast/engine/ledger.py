@@ -90,7 +90,3 @@ class SplitLedger:
     @property
     def done(self) -> bool:
         return self.committed.done
-
-    @property
-    def in_flight(self) -> int:
-        return self.published_seq - self.committed.seq

@@ -328,10 +328,6 @@ def _text(values: pa.Array) -> pa.Array:
     return values.cast(pa.string())
 
 
-def _ints_text(values: Sequence[int]) -> pa.Array:
-    return pa.array(values, pa.int64()).cast(pa.string())
-
-
 def json_text(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
