@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from bizon_fast.connectors import pgconn
+from bizon_fast.faults import fault_point
 
 LEASES_DDL = """
 CREATE TABLE IF NOT EXISTS {s}.bizon_fast_split_leases (
@@ -154,6 +155,9 @@ class PostgresLeases(SplitLeases):
                 ),
                 (ttl, job_id, owner),
             ).fetchall()
+            # the machine dies with the renewal half done (the transaction open): Postgres rolls it back,
+            # the leases run out and another producer machine must re-read the splits from their cursors
+            fault_point("lease.renew")
             return {r[0] for r in rows}
 
         self._renewed = time.monotonic()

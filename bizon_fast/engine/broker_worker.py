@@ -26,6 +26,7 @@ from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import BrokerSpec, WorkerSpec
 from bizon_fast.engine.streaming import commit_source_offsets, source_pages
 from bizon_fast.engine.worker import Channel, StopRequested, _struct_dict, write_with_retries
+from bizon_fast.faults import fault_point
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
 from bizon_fast.transport.broker import (
@@ -44,6 +45,11 @@ from bizon_fast.transport.broker import (
 log = logging.getLogger("bizon_fast.broker_worker")
 
 IDLE_POLL_S = 0.2  # a consumer with nothing new for this long writes what it holds
+#: a transport that may redeliver out of order (RabbitMQ takeover): how long a missing seq may stay missing
+#: before it counts as lost. The dead consumer's messages come back when its channel closes, in milliseconds;
+#: this bounds a wait for messages that really are gone.
+REORDER_TIMEOUT_S = 60.0
+REORDER_RETRY_S = 0.1  # pause after giving an early message back, so its redelivery is not a busy loop
 
 
 def make_sender(spec: BrokerSpec) -> BrokerSender:
@@ -66,7 +72,7 @@ def make_receiver(spec: BrokerSpec, index: int) -> BrokerReceiver:
         return frame.job_id == spec.job_id
 
     if spec.kind == "kafka":
-        from bizon_fast.transport.kafka import KafkaReceiver
+        from bizon_fast.transport.kafka import ASSIGNMENT_WARNING_S, KafkaReceiver
 
         c = spec.queue.get("consumer") or {}
         extra = {
@@ -75,7 +81,10 @@ def make_receiver(spec: BrokerSpec, index: int) -> BrokerReceiver:
             **(c.get("consumer_config") or {}),
         }
         static = (index, spec.consumers) if c.get("assignment") == "static" else None
-        return KafkaReceiver(q["bootstrap_server"], q["topic"], c.get("group_id", "bizon"), extra, ours, static)
+        warn_s = c.get("no_partitions_warning_s", ASSIGNMENT_WARNING_S)
+        return KafkaReceiver(
+            q["bootstrap_server"], q["topic"], c.get("group_id", "bizon"), extra, ours, static, warn_after_s=warn_s
+        )
     from bizon_fast.config.models import RabbitMQQueueSettings
     from bizon_fast.transport.rabbitmq import RabbitReceiver
 
@@ -193,6 +202,7 @@ class _Assembly:
     frame: Frame
     first_token: object  # nothing from this message on may be acknowledged before the batch is written
     parts: list[bytes] = field(default_factory=list)
+    tokens: list[object] = field(default_factory=list)  # one per part
 
 
 class BrokerConsumer:
@@ -216,6 +226,7 @@ class BrokerConsumer:
         self.oldest = 0.0
         self.syncs = 0
         self.stopping = False
+        self.gaps: dict[str, float] = {}  # split -> since when a later seq arrives before the next one
 
     def run(self) -> None:
         try:
@@ -270,6 +281,7 @@ class BrokerConsumer:
             self.ends.append(frame)
             return
         first_token = item.token
+        batch_tokens = [item.token]
         if frame.parts > 1:
             asm = self.assembling.get(frame.split_id)
             if frame.part == 0:
@@ -281,10 +293,11 @@ class BrokerConsumer:
             ):
                 return  # the tail of a batch whose producer died mid-send: its re-read sends it whole
             asm.parts.append(item.value)
+            asm.tokens.append(item.token)
             if len(asm.parts) < frame.parts:
                 return
             del self.assembling[frame.split_id]
-            value, first_token = b"".join(asm.parts), asm.first_token
+            value, first_token, batch_tokens = b"".join(asm.parts), asm.first_token, asm.tokens
         else:
             value = item.value
         high = self.high.get(frame.split_id, -1)
@@ -293,10 +306,9 @@ class BrokerConsumer:
             self.flush(ask=[frame.split_id], hold=first_token)
             high = self.high.get(frame.split_id, -1)
             if frame.seq > high + 1:
-                raise RuntimeError(
-                    f"split {frame.split_id}: batch seq {frame.seq} arrived but seq {high} is the last committed; "
-                    "the broker lost messages"
-                )
+                self._early(frame, high, batch_tokens)
+                return
+        self.gaps.pop(frame.split_id, None)  # in order (or a duplicate): no gap to wait out
         if frame.seq <= high:
             return  # a split re-read after its producer died: this seq is already written or buffered
         batches = read_ipc(value)
@@ -305,6 +317,34 @@ class BrokerConsumer:
         self.high[frame.split_id] = frame.seq
         self.buffer.setdefault(frame.split_id, []).append((frame, batches))
         self.buffered_bytes += sum(b.nbytes for b in batches)
+
+    def _early(self, frame: Frame, high: int, tokens: list[object]) -> None:
+        """A batch arrived before the one after the last committed seq: lost messages, or a takeover's reorder.
+
+        Kafka redelivers a partition in order, so there it is a loss. RabbitMQ may give a standby that takes
+        over a queue the later messages before the dead consumer's unacknowledged earlier ones are requeued:
+        the early batch goes back to the queue (it is never held here, so a full prefetch window cannot stall
+        the redelivery of the missing ones) and comes again after them, until ``REORDER_TIMEOUT_S``.
+        """
+        lost = f"split {frame.split_id}: batch seq {frame.seq} arrived but seq {high} is the last committed"
+        if self.receiver.redelivers_in_order:
+            raise RuntimeError(f"{lost}; the broker lost messages")
+        now = time.monotonic()
+        since = self.gaps.setdefault(frame.split_id, now)
+        if now - since > REORDER_TIMEOUT_S:
+            raise RuntimeError(
+                f"{lost}, and the missing seqs were not redelivered within {REORDER_TIMEOUT_S:g}s; "
+                "the broker lost messages"
+            )
+        if since == now:
+            log.info(
+                "%s; giving it back to the broker until the missing seqs are redelivered (a takeover)",
+                lost,
+            )
+        gone = set(tokens)
+        self.tokens = [t for t in self.tokens if t not in gone]
+        self.receiver.requeue(tokens)
+        time.sleep(REORDER_RETRY_S)
 
     def flush(self, ask: list[str] | None = None, hold: object = None) -> None:
         """Write what is held, have the supervisor commit the cursors, then acknowledge the broker.
@@ -336,6 +376,10 @@ class BrokerConsumer:
         held = [a.first_token for a in self.assembling.values()] + ([hold] if hold is not None else [])
         cut = min((i for i, t in enumerate(self.tokens) if any(t is h for h in held)), default=len(self.tokens))
         tokens, self.tokens = self.tokens[:cut], self.tokens[cut:]
+        if tokens:
+            # the riskiest moment: cursors committed, the broker not told; a crash here replays batches
+            # already written and committed, which the next owner must drop by seq
+            fault_point("broker.commit")
         self.receiver.ack(tokens)
 
     def _write_run(self, split_id: str, items: list[tuple[Frame, list[pa.RecordBatch]]]) -> None:

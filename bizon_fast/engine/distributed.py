@@ -40,6 +40,7 @@ log = logging.getLogger("bizon_fast.distributed")
 
 REFRESH_S = 1.0  # how often a role reads what other machines committed
 LEASE_RETRY_S = 0.5  # an idle producer asks for a split again after this long
+WAIT_NOTE_S = 30.0  # a producer machine whose splits are all sent says so this often while consumers catch up
 
 
 class BrokerSupervisor(Supervisor):
@@ -57,7 +58,8 @@ class BrokerSupervisor(Supervisor):
         self.next_refresh = 0.0
         self.next_renew = 0.0
         self.closing = False
-        self.told_to_stop: set[int] = set()  # pids of consumers sent Stop while the run stops
+        self.next_wait_note = 0.0
+        self.told_to_stop: set[int] = set()  # pids of consumers sent Stop while the run stops or closes
         self.partitions = 1
         self.consumers = 1
         self.shared = self.cfg.engine.backend.type == "postgres"
@@ -291,8 +293,34 @@ class BrokerSupervisor(Supervisor):
                 pos = encode_position(cursor.position) if cursor.seq >= 0 else None
                 self.ledgers[sid] = SplitLedger.from_cursor(cursor, pos)
         if self.role == "producer":
-            self.progress.note(
-                f"{sum(1 for led in self.ledgers.values() if led.done)} of {len(self.ledgers)} splits committed"
+            done = sum(1 for led in self.ledgers.values() if led.done)
+            self.progress.note(f"{done} of {len(self.ledgers)} splits committed")
+            self._watch_consumers(done)
+
+    def _watch_consumers(self, done: int) -> None:
+        """A producer machine ends with the job: it fails when a consumer machine failed the job, and says why it waits.
+
+        Without this a consumer machine's failure (the job marked failed in the shared backend) left the producer
+        machine waiting forever, silently, for commits nobody makes. Its batches are durable in the broker, so
+        ending it loses nothing: rerunning the failed machine's command resumes the job from its committed cursors.
+        A machine that joins later resumes the job (status running again), so a wait is ended only by a failure.
+        """
+        job = self.backend.get_job(self.job.id)
+        if job is not None and job.status == JobStatus.FAILED and self.failure is None:
+            log.error("job %s failed on another machine: %s; stopping this producer machine", self.job.id, job.error)
+            self.failure = (f"the job failed on another machine: {job.error or 'no reason recorded'}", "")
+            self.failure_resumable = True
+            return
+        if any(w.role == "producer" and not w.exited for w in self.workers):
+            return  # still sending
+        now = time.monotonic()
+        if now >= self.next_wait_note:
+            self.next_wait_note = now + WAIT_NOTE_S
+            log.info(
+                "job %s: every split is sent; waiting for the consumer machines to commit them (%d of %d committed)",
+                self.job.id,
+                done,
+                len(self.ledgers),
             )
 
     def _finished(self) -> bool:
@@ -303,8 +331,8 @@ class BrokerSupervisor(Supervisor):
         if not self.closing:
             self.closing = True
             for w in self.workers:
-                if not w.exited:
-                    self._send(w, m.Stop() if w.role == "consumer" else m.NoMoreSplits())
+                if not w.exited and w.role != "consumer":  # consumers: _consumers_stopped tells each one
+                    self._send(w, m.NoMoreSplits())
             for w in self.idle:
                 self._send(w, m.NoMoreSplits())
             self.idle.clear()
@@ -320,11 +348,16 @@ class BrokerSupervisor(Supervisor):
         return super()._held_work(w)
 
     def _consumers_stopped(self) -> bool:
-        """Consumers told to stop write and sync what they hold first: serve them until they exit."""
+        """Consumers told to stop write and sync what they hold first: serve them until they exit.
+
+        Every live consumer is told, once, by pid, on every pass: a consumer that dies while the run closes
+        (e.g. killed after its last Synced, before its broker ack) is restarted, and its replacement must be
+        told too, or the run waits forever for a consumer that idles on an empty topic.
+        """
         consumers = [w for w in self.workers if w.role == "consumer" and not w.exited]
         if not consumers:
             return True
-        if self.stopping:
+        if self.stopping or self.closing:
             for w in consumers:
                 if w.pid not in self.told_to_stop:
                     self.told_to_stop.add(w.pid)

@@ -116,6 +116,16 @@ class BrokerSender(ABC):
 class BrokerReceiver(ABC):
     """The consumer side: a message is acknowledged only after its batch's cursor is committed."""
 
+    #: True where a split's messages, redelivered after a consumer died, still arrive in order (Kafka: a
+    #: partition is a log). Then a missing seq means lost messages. False (RabbitMQ) where a takeover can
+    #: deliver a later seq before the dead consumer's unacknowledged earlier ones are back in the queue:
+    #: the consumer gives the early message back (``requeue``) and waits for the missing ones.
+    redelivers_in_order: bool = True
+
+    def requeue(self, tokens: list[object]) -> None:
+        """Give these unacknowledged messages back to the broker, to be delivered again later."""
+        raise NotImplementedError(f"{type(self).__name__} delivers in order: it never requeues")
+
     @abstractmethod
     def poll(self, timeout: float) -> list[Received]:
         """Messages in order; may return an empty list. Drops state of partitions the group took away."""

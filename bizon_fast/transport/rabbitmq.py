@@ -3,8 +3,10 @@
 RabbitMQ has no partitions, so bizon-fast makes them: ``queue_name.0`` .. ``queue_name.{n-1}``, a split
 always routed to the same one, so its batches stay in order. Consumer ``i`` reads queue ``i % n``;
 the queues are ``x-single-active-consumer``, so when consumer machines run the same indexes one
-reads and the other takes over if it dies. Unacknowledged messages of a dead consumer are requeued
-at their place. ``prefetch`` (messages in flight per consumer) is the backpressure.
+reads and the other takes over if it dies. Unacknowledged messages of a dead consumer are requeued,
+but not necessarily before the new active consumer gets later ones: the consumer gives back a batch that
+arrives before its predecessors (see ``BrokerReceiver.redelivers_in_order``). ``prefetch`` (messages in
+flight per consumer) is the backpressure.
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ class RabbitSender(BrokerSender):
 
 
 class RabbitReceiver(BrokerReceiver):
+    #: a takeover (single active consumer) may hand the standby a split's later messages before the dead
+    #: consumer's unacknowledged earlier ones are requeued: e.g. a consumer that exits cancels first, and the
+    #: queue activates the standby before the channel closes and gives back what it held
+    redelivers_in_order = False
+
     def __init__(
         self, url: str, base: str, partitions: int, index: int, prefetch: int, job_filter: Callable[[Frame], bool]
     ) -> None:
@@ -124,6 +131,11 @@ class RabbitReceiver(BrokerReceiver):
     def ack(self, tokens: list[object]) -> None:
         if tokens:
             self.channel.basic_ack(delivery_tag=max(tokens), multiple=True)  # type: ignore[type-var]
+
+    def requeue(self, tokens: list[object]) -> None:
+        """One by one (never ``multiple``): messages between them are someone else's to acknowledge."""
+        for tag in tokens:
+            self.channel.basic_nack(delivery_tag=tag, multiple=False, requeue=True)
 
     def close(self) -> None:
         if self.conn.is_open:
