@@ -150,8 +150,8 @@ def run(
         start_fork_server()  # its imports overlap config loading and planning
 
         from bizon_fast.config.load import load_config
+        from bizon_fast.engine.launch import make_supervisor
         from bizon_fast.engine.progress import make_progress
-        from bizon_fast.engine.supervisor import make_supervisor
 
         cfg = load_config(
             config,

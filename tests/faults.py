@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -144,3 +146,37 @@ def read_synthetic_json(path: Path) -> pa.Table:
     ids = pc.cast(outer["source_record_id"], pa.int64())
     assert ids.equals(data["id"]), "a line's source_record_id is not its row's id"
     return data
+
+
+# ---------------------------------------------------------------- what a run left: its log, its checkpoint
+
+
+def run_log(tmp_path: Path, pid: int) -> str:
+    """The log file of the run whose supervisor had ``pid`` (``start_run`` puts logs in ``tmp_path/logs``)."""
+    [path] = (tmp_path / "logs").glob(f"*-{pid}.log")
+    return path.read_text()
+
+
+def fault_line(log: str, point: str) -> tuple[str, int]:
+    """(role-index of the process that logged the fault, its pid); exactly one fault in the run."""
+    found = re.findall(
+        rf" (\S+) bizon_fast\.faults: fault point {re.escape(point)} reached \(pass \d+\): SIGKILL pid (\d+)", log
+    )
+    assert len(found) == 1, f"expected one fault line for {point}, found {found}"
+    return found[0][0], int(found[0][1])
+
+
+def job_rows(tmp_path: Path, database: str = "bizon.sqlite3") -> list[tuple]:
+    """(id, status, attempt, error) of every job in the run's sqlite checkpoint, oldest first."""
+    with sqlite3.connect(tmp_path / database) as conn:
+        return conn.execute("SELECT id, status, attempt, error FROM bizon_fast_jobs ORDER BY created_at").fetchall()
+
+
+def committed_rows(tmp_path: Path, database: str = "bizon.sqlite3") -> int:
+    """Rows the checkpoint holds as committed; 0 while the run has not created its tables or holds a write lock
+    (so a test can poll it during a run)."""
+    try:
+        with sqlite3.connect(tmp_path / database, timeout=0.1) as conn:
+            return conn.execute("SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0

@@ -12,7 +12,6 @@ code above it (the library's gapic client, its error mapping, our retry) is the 
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 from concurrent import futures
@@ -27,7 +26,7 @@ from bizon_fast.connectors.bigquery import storage_write
 from bizon_fast.connectors.bigquery.staged import BOOKKEEPING
 from bizon_fast.errors import UserError
 from tests.bqemu import PROJECT
-from tests.faults import assert_synthetic_exact, start_run
+from tests.faults import assert_synthetic_exact, committed_rows, fault_line, job_rows, run_log, start_run
 from tests.test_bigquery import dataset, dest, emulator, ids_of, pipeline, query  # noqa: F401 - fixtures
 
 WRITE_SERVICE = "/google.cloud.bigquery.storage.v1.BigQueryWrite/"
@@ -334,33 +333,6 @@ def cut_proxy(emulator, monkeypatch):  # noqa: F811 - the fixture imported above
 ROWS = 60_000
 
 
-def _ckpt(tmp_path: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(tmp_path / "ckpt.sqlite3") as conn:
-        return conn.execute(sql).fetchall()
-
-
-def _jobs(tmp_path: Path) -> list[tuple]:
-    return _ckpt(tmp_path, "SELECT id, status, attempt, error FROM bizon_fast_jobs ORDER BY created_at")
-
-
-def _committed_rows(tmp_path: Path) -> int:
-    return _ckpt(tmp_path, "SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors")[0][0]
-
-
-def _log(tmp_path: Path, pid: int) -> str:
-    [path] = (tmp_path / "logs").glob(f"*-{pid}.log")
-    return path.read_text()
-
-
-def _fault_line(log: str, point: str) -> tuple[str, int]:
-    """(role-index of the process that logged the fault, its pid); exactly one fault in the run."""
-    found = re.findall(
-        rf" (\S+) bizon_fast\.faults: fault point {re.escape(point)} reached \(pass \d+\): SIGKILL pid (\d+)", log
-    )
-    assert len(found) == 1, f"expected one fault line for {point}, found {found}"
-    return found[0][0], int(found[0][1])
-
-
 def _pipeline(tmp_path: Path, dataset: str, destination: str, rows: int, batch_rows: int, extra_source: str) -> str:  # noqa: F811
     """Like ``test_bigquery.pipeline``, with ring slots of about one batch: many writes per consumer, so a
     point armed for its n-th pass is reached mid-run and the replacement has work left."""
@@ -452,12 +424,12 @@ def test_consumer_dies_at_the_point_and_the_run_recovers_exactly(
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
-    log = _log(tmp_path, proc.pid)
-    who, pid = _fault_line(log, point.partition("@")[0])
+    log = run_log(tmp_path, proc.pid)
+    who, pid = fault_line(log, point.partition("@")[0])
     assert who.startswith("consumer-") and pid != proc.pid, f"the fault killed {who} (pid {pid}), not a consumer"
     assert re.search(rf"supervisor bizon_fast\.supervisor: {who} died \(killed by SIGKILL\); restart 1 of 50", log), log
     assert log.count(" died (") == 1, "one death was injected, one must be seen"
-    [(_, status, attempt, _)] = _jobs(tmp_path)
+    [(_, status, attempt, _)] = job_rows(tmp_path, "ckpt.sqlite3")
     assert (status, attempt) == ("succeeded", 1)
     if point.startswith("bigquery.mid_load"):
         # the killed consumer's load job had landed: its replay is a second write of those seqs, dropped
@@ -503,11 +475,11 @@ def test_supervisor_dies_publishing_and_the_rerun_publishes_once(
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == -9, err
-    who, pid = _fault_line(_log(tmp_path, proc.pid), point)
+    who, pid = fault_line(run_log(tmp_path, proc.pid), point)
     assert (who, pid) == ("supervisor", proc.pid), f"the fault killed {who} (pid {pid}), not the supervisor"
-    [(job_id, status, attempt, _)] = _jobs(tmp_path)
+    [(job_id, status, attempt, _)] = job_rows(tmp_path, "ckpt.sqlite3")
     assert (status, attempt) == ("running", 1), "the job must be left unfinished by the kill"
-    assert _committed_rows(tmp_path) == rows, "a publish point comes after every row is committed"
+    assert committed_rows(tmp_path, "ckpt.sqlite3") == rows, "a publish point comes after every row is committed"
     recorded = [(f"{PROJECT}.{dataset}.events", job_id)]
     if point == "bigquery.publish_unrecorded" and mode.startswith("incremental"):
         # the append and its record are one transaction: both happened before the kill, the stage is left
@@ -519,10 +491,12 @@ def test_supervisor_dies_publishing_and_the_rerun_publishes_once(
     rerun = start_run(tmp_path, config)
     _, err = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, err
-    log = _log(tmp_path, rerun.pid)
+    log = run_log(tmp_path, rerun.pid)
     assert re.search(rf"resuming job {re.escape(job_id)} \(attempt 2", log), log
     assert "fault point" not in log, "the rerun must pass the point unharmed"
-    assert _jobs(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start a new one"
+    assert job_rows(tmp_path, "ckpt.sqlite3") == [(job_id, "succeeded", 2, None)], (
+        "the rerun must resume the job, not start a new one"
+    )
     assert _published(emulator, dataset) == recorded, "published once"
     assert_table_exact(emulator, dataset, rows, sentinel=int(incremental))
 

@@ -10,23 +10,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.faults import assert_synthetic_parquet_exact, check_json_ids, check_parquet_ids, start_run, workers_of
+from tests.faults import (
+    assert_synthetic_parquet_exact,
+    check_json_ids,
+    check_parquet_ids,
+    committed_rows,
+    job_rows,
+    start_run,
+    workers_of,
+)
 
 FIXTURES = REPO / "tests" / "fixtures"
 PLUGIN_ENV = {
     "BIZON_FAST_DESTINATIONS": "flaky=tests.fixtures.flaky_destination:FlakyDestination",
     "PYTHONPATH": str(REPO),
 }
-
-
-def _jobs(tmp_path: Path) -> list[tuple]:
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute("SELECT id, status, attempt, error FROM bizon_fast_jobs ORDER BY created_at").fetchall()
-
-
-def _committed_rows(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute("SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors").fetchone()[0]
 
 
 def test_failing_source_publishes_nothing_and_the_next_run_resumes(tmp_path: Path, cli) -> None:
@@ -44,15 +42,15 @@ engine: {{queue: {{config: {{batch_size_mb: 0.01}}}}, runner: {{config: {{max_wo
     assert "source exploded" in res.stderr and "log:" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "out" / "numbers.json").exists(), "a failed full refresh must publish nothing"
-    [(job_id, status, attempt, error)] = _jobs(tmp_path)
+    [(job_id, status, attempt, error)] = job_rows(tmp_path)
     assert status == "failed" and "source exploded" in error
-    committed = _committed_rows(tmp_path)
+    committed = committed_rows(tmp_path)
     assert 0 < committed < 100_000
 
     (tmp_path / "fail.flag").unlink()
     res = cli("run", "p.yml", "--quiet")
     assert res.returncode == 0, res.stderr
-    [(job_id2, status, attempt, _)] = _jobs(tmp_path)
+    [(job_id2, status, attempt, _)] = job_rows(tmp_path)
     assert (job_id2, status, attempt) == (job_id, "succeeded", 2), "the job resumed instead of starting over"
     check_json_ids(tmp_path / "out" / "numbers.json", 100_000)
 
@@ -84,7 +82,7 @@ def test_failing_destination_commits_nothing_unwritten(tmp_path: Path, cli) -> N
     res = cli("run", "p.yml", "--quiet", env=PLUGIN_ENV)
     assert res.returncode == 1, res.stderr
     assert "destination unavailable" in res.stderr and "Traceback" not in res.stderr
-    assert _committed_rows(tmp_path) == 0, "no cursor may be committed for a batch that was not written"
+    assert committed_rows(tmp_path) == 0, "no cursor may be committed for a batch that was not written"
     assert not (tmp_path / "out" / "events").exists()
     (tmp_path / "dest-fail.flag").unlink()
     res = cli("run", "p.yml", "--quiet", env=PLUGIN_ENV)
@@ -111,7 +109,7 @@ engine: {runner: {config: {max_workers: 1, max_restarts: 0}}}
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "max_restarts=0" in err and "SIGKILL" in err
-    assert _jobs(tmp_path)[0][1] == "failed"
+    assert job_rows(tmp_path)[0][1] == "failed"
 
 
 def test_ctrl_c_drains_commits_and_the_same_command_resumes(tmp_path: Path) -> None:
@@ -133,9 +131,9 @@ engine: {queue: {config: {batch_size_mb: 1}}, runner: {config: {max_workers: 2}}
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Run the same command to resume" in err
-    [(job_id, status, attempt, _)] = _jobs(tmp_path)
+    [(job_id, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("cancelled", 1)
-    committed = _committed_rows(tmp_path)
+    committed = committed_rows(tmp_path)
     assert 0 < committed < 6_000_000
     rerun = start_run(tmp_path, "p.yml")
     _, err = rerun.communicate(timeout=120)
@@ -144,7 +142,7 @@ engine: {queue: {config: {batch_size_mb: 1}}, runner: {config: {max_workers: 2}}
     [rerun_log] = (tmp_path / "logs").glob(f"*-{rerun.pid}.log")
     assert f"resuming job {job_id} (attempt 2): " in rerun_log.read_text()
     assert f"{committed} rows already committed" in rerun_log.read_text()
-    assert _jobs(tmp_path) == [(job_id, "succeeded", 2, None)]
+    assert job_rows(tmp_path) == [(job_id, "succeeded", 2, None)]
     assert_synthetic_parquet_exact(tmp_path / "out" / "events", 6_000_000)
 
 
@@ -231,4 +229,4 @@ engine: {queue: {config: {batch_size_mb: 0.01}}, runner: {config: {max_workers: 
     assert len(lines) == 1, err
     assert "more than a ring slot" in lines[0] and "engine.queue.config.batch_size_mb" in lines[0]
     assert "Run the same command" not in lines[0] and "A rerun as is fails the same way" in lines[0]
-    assert _jobs(tmp_path)[0][1] == "failed"
+    assert job_rows(tmp_path)[0][1] == "failed"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,8 +20,11 @@ from tests.conftest import REPO
 from tests.faults import (
     assert_synthetic_exact,
     assert_synthetic_parquet_exact,
+    committed_rows,
+    job_rows,
     kill_workers_randomly,
     read_synthetic_json,
+    run_log,
     start_run,
     workers_of,
 )
@@ -64,25 +66,6 @@ def _check_output(tmp_path: Path, fmt: str) -> None:
         assert_synthetic_exact(read_synthetic_json(tmp_path / "out" / "events.json"), ROWS)
 
 
-def _log(tmp_path: Path, pid: int) -> str:
-    [path] = (tmp_path / "logs").glob(f"*-{pid}.log")
-    return path.read_text()
-
-
-def _jobs(tmp_path: Path) -> list[tuple]:
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute("SELECT id, status, attempt, error FROM bizon_fast_jobs ORDER BY created_at").fetchall()
-
-
-def _committed_rows(tmp_path: Path) -> int:
-    """Rows the checkpoint holds as committed; 0 while the run has not created its tables or holds a write lock."""
-    try:
-        with sqlite3.connect(tmp_path / "bizon.sqlite3", timeout=0.1) as conn:
-            return conn.execute("SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.parametrize("fmt", ["parquet", "json"])
 def test_sigkill_random_workers_loses_and_duplicates_nothing(tmp_path: Path, fmt: str) -> None:
     rng = random.Random(f"workers-{fmt}")
@@ -93,7 +76,7 @@ def test_sigkill_random_workers_loses_and_duplicates_nothing(tmp_path: Path, fmt
     assert len(killed) >= 3, f"the run ended before enough kills: {killed}"
     # the supervisor saw every kill: a "died" line for each killed worker (bf-consumer-1 -> consumer-1)
     died = Counter(
-        re.findall(r"supervisor bizon_fast\.supervisor: (\S+) died \(killed by SIGKILL\)", _log(tmp_path, proc.pid))
+        re.findall(r"supervisor bizon_fast\.supervisor: (\S+) died \(killed by SIGKILL\)", run_log(tmp_path, proc.pid))
     )
     for name, times in Counter(k.removeprefix("bf-") for k in killed).items():
         assert died[name] >= times, f"{name} was killed {times} times, the supervisor saw {died[name]}: {died}"
@@ -106,7 +89,7 @@ def test_sigkill_supervisor_then_rerun_resumes_exactly(tmp_path: Path, fmt: str)
     proc = start_run(tmp_path, config)
     deadline = time.monotonic() + 60
     # kill once the run has committed something, at a random moment soon after: mid-run, whatever the load
-    while _committed_rows(tmp_path) == 0 and time.monotonic() < deadline and proc.poll() is None:
+    while committed_rows(tmp_path) == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(random.Random(fmt).uniform(0.0, 0.3))
     assert proc.poll() is None, "the run finished before the supervisor could be killed"
@@ -120,17 +103,17 @@ def test_sigkill_supervisor_then_rerun_resumes_exactly(tmp_path: Path, fmt: str)
     # no orphans: every worker follows its supervisor within seconds
     gone, alive = psutil.wait_procs(workers, timeout=5)
     assert not alive, f"orphaned workers: {alive}"
-    [(job_id, status, attempt, _)] = _jobs(tmp_path)
+    [(job_id, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("running", 1)
-    committed = _committed_rows(tmp_path)
+    committed = committed_rows(tmp_path)
     assert 0 < committed < ROWS, f"the kill must land mid-run: {committed} of {ROWS} rows committed"
     # the same command resumes the job from its committed cursors (a fresh job from zero fails here) and
     # finishes it exactly
     rerun = start_run(tmp_path, config)
     out, err = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, err
-    assert f"resuming job {job_id} (attempt 2): " in _log(tmp_path, rerun.pid)
-    assert f"{committed} rows already committed" in _log(tmp_path, rerun.pid)
-    assert _jobs(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start over"
+    assert f"resuming job {job_id} (attempt 2): " in run_log(tmp_path, rerun.pid)
+    assert f"{committed} rows already committed" in run_log(tmp_path, rerun.pid)
+    assert job_rows(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start over"
     assert not any(p.exists() for p in segments), "the stale segment was not removed"
     _check_output(tmp_path, fmt)

@@ -22,7 +22,6 @@ import json
 import re
 import secrets
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +33,16 @@ import pytest
 
 from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA
 from tests.conftest import need_service
-from tests.faults import assert_synthetic_exact, expected_synthetic, read_synthetic_json, start_run
+from tests.faults import (
+    assert_synthetic_exact,
+    committed_rows,
+    expected_synthetic,
+    fault_line,
+    job_rows,
+    read_synthetic_json,
+    run_log,
+    start_run,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -175,30 +183,6 @@ def _check_output(tmp_path: Path, dest: str, mode: str, schema: str) -> None:
         assert not hidden, f"temporary or staging files left in the output: {hidden}"
 
 
-def _log(tmp_path: Path, pid: int) -> str:
-    [path] = (tmp_path / "logs").glob(f"*-{pid}.log")
-    return path.read_text()
-
-
-def _fault_line(log: str, point: str) -> tuple[str, int]:
-    """(role-index of the process that logged the fault, its pid); exactly one fault in the run."""
-    found = re.findall(
-        rf" (\S+) bizon_fast\.faults: fault point {re.escape(point)} reached \(pass \d+\): SIGKILL pid (\d+)", log
-    )
-    assert len(found) == 1, f"expected one fault line for {point}, found {found}"
-    return found[0][0], int(found[0][1])
-
-
-def _jobs(tmp_path: Path) -> list[tuple]:
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute("SELECT id, status, attempt, error FROM bizon_fast_jobs ORDER BY created_at").fetchall()
-
-
-def _committed_rows(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute("SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors").fetchone()[0]
-
-
 @pytest.fixture
 def arm(tmp_path: Path, monkeypatch) -> Iterator:
     def _arm(point: str) -> None:
@@ -240,8 +224,8 @@ def test_worker_dies_at_the_point_and_the_run_recovers_exactly(
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
-    log = _log(tmp_path, proc.pid)
-    who, pid = _fault_line(log, point.partition("@")[0])
+    log = run_log(tmp_path, proc.pid)
+    who, pid = fault_line(log, point.partition("@")[0])
     assert who.startswith(f"{role}-") and pid != proc.pid, f"the fault killed {who} (pid {pid}), not a {role}"
     # the supervisor saw that very worker die, restarted it, and the replacement did work
     assert re.search(rf"supervisor bizon_fast\.supervisor: {who} died \(killed by SIGKILL\); restart 1 of 5", log), log
@@ -250,7 +234,7 @@ def test_worker_dies_at_the_point_and_the_run_recovers_exactly(
     if point.startswith("consumer.after_write") and dest == "postgres":
         # the write was committed but not reported: its replay must find it, not add it again
         assert "is already written: skipped" in log or "overlaps earlier writes" in log, "the replay was not seen"
-    [(_, status, attempt, _)] = _jobs(tmp_path)
+    [(_, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("succeeded", 1)
     _check_output(tmp_path, dest, mode, pg_schema)
 
@@ -282,19 +266,19 @@ def test_supervisor_dies_publishing_and_the_rerun_publishes_once(
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == -signal.SIGKILL, err
-    who, pid = _fault_line(_log(tmp_path, proc.pid), point)
+    who, pid = fault_line(run_log(tmp_path, proc.pid), point)
     assert (who, pid) == ("supervisor", proc.pid), f"the fault killed {who} (pid {pid}), not the supervisor"
-    [(job_id, status, attempt, _)] = _jobs(tmp_path)
+    [(job_id, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("running", 1), "the job must be left unfinished by the kill"
-    assert _committed_rows(tmp_path) == ROWS, "a publish point comes after every row is committed"
+    assert committed_rows(tmp_path) == ROWS, "a publish point comes after every row is committed"
 
     rerun = start_run(tmp_path, config)
     _, err = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, err
-    log = _log(tmp_path, rerun.pid)
+    log = run_log(tmp_path, rerun.pid)
     assert f"resuming job {job_id} (attempt 2): 0 of 4 splits left, {ROWS} rows already committed" in log, log
     assert "fault point" not in log, "the rerun must pass the point unharmed"
-    assert _jobs(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start a new one"
+    assert job_rows(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start a new one"
     _check_output(tmp_path, dest, mode, pg_schema)
     if dest == "postgres":
         published = _pg(f"SELECT job_id FROM {pg_schema}.bizon_fast_destination_published")

@@ -106,15 +106,15 @@ class PostgresLeases(SplitLeases):
             # under the backend's DDL lock: roles starting at once on several machines would otherwise race
             # in CREATE TABLE IF NOT EXISTS, and the loser fails (a unique violation in pg_type)
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_checkpoint_ddl"),))
-            cur.execute(self.b._q(LEASES_DDL))
+            cur.execute(self.b.query(LEASES_DDL))
 
-        self.b._tx(create, "creating the split leases table")
+        self.b.transaction(create, "creating the split leases table")
         self._renewed = 0.0
 
     def register(self, job_id: str, split_ids: list[str], done: set[str]) -> None:
         def fn(cur: Any) -> None:
             cur.executemany(
-                self.b._q(
+                self.b.query(
                     "INSERT INTO {s}.bizon_fast_split_leases (job_id, split_id, produced) VALUES (%s,%s,%s)"
                     " ON CONFLICT (job_id, split_id) DO UPDATE SET produced ="
                     " {s}.bizon_fast_split_leases.produced OR excluded.produced"
@@ -122,12 +122,12 @@ class PostgresLeases(SplitLeases):
                 [(job_id, sid, sid in done) for sid in split_ids],
             )
 
-        self.b._tx(fn, "registering splits")
+        self.b.transaction(fn, "registering splits")
 
     def acquire(self, job_id: str, owner: str, ttl: float) -> tuple[str, int] | None:
         def fn(cur: Any) -> tuple[str, int] | None:
             row = cur.execute(
-                self.b._q(
+                self.b.query(
                     "SELECT split_id FROM {s}.bizon_fast_split_leases WHERE job_id=%s AND NOT produced"
                     " AND (owner IS NULL OR expires_at < now()) ORDER BY split_id LIMIT 1 FOR UPDATE SKIP LOCKED"
                 ),
@@ -136,7 +136,7 @@ class PostgresLeases(SplitLeases):
             if row is None:
                 return None
             epoch = cur.execute(
-                self.b._q(
+                self.b.query(
                     "UPDATE {s}.bizon_fast_split_leases SET owner=%s, epoch=epoch+1,"
                     " expires_at=now() + make_interval(secs => %s) WHERE job_id=%s AND split_id=%s RETURNING epoch"
                 ),
@@ -144,12 +144,12 @@ class PostgresLeases(SplitLeases):
             ).fetchone()[0]
             return row[0], epoch
 
-        return self.b._tx(fn, "leasing a split")
+        return self.b.transaction(fn, "leasing a split")
 
     def renew(self, job_id: str, owner: str, ttl: float) -> set[str]:
         def fn(cur: Any) -> set[str]:
             rows = cur.execute(
-                self.b._q(
+                self.b.query(
                     "UPDATE {s}.bizon_fast_split_leases SET expires_at=now() + make_interval(secs => %s)"
                     " WHERE job_id=%s AND owner=%s AND NOT produced RETURNING split_id"
                 ),
@@ -161,12 +161,12 @@ class PostgresLeases(SplitLeases):
             return {r[0] for r in rows}
 
         self._renewed = time.monotonic()
-        return self.b._tx(fn, "renewing split leases")
+        return self.b.transaction(fn, "renewing split leases")
 
     def produced(self, job_id: str, split_id: str, owner: str) -> None:
-        self.b._tx(
+        self.b.transaction(
             lambda cur: cur.execute(
-                self.b._q(
+                self.b.query(
                     "UPDATE {s}.bizon_fast_split_leases SET produced=true, owner=NULL WHERE job_id=%s AND split_id=%s"
                 ),
                 (job_id, split_id),
@@ -181,14 +181,14 @@ class PostgresLeases(SplitLeases):
             if split_id is not None:
                 query += " AND split_id=%s"
                 params += (split_id,)
-            cur.execute(self.b._q(query), params)
+            cur.execute(self.b.query(query), params)
 
-        self.b._tx(fn, "releasing split leases")
+        self.b.transaction(fn, "releasing split leases")
 
     def remaining(self, job_id: str) -> int:
-        return self.b._tx(
+        return self.b.transaction(
             lambda cur: cur.execute(
-                self.b._q("SELECT count(*) FROM {s}.bizon_fast_split_leases WHERE job_id=%s AND NOT produced"),
+                self.b.query("SELECT count(*) FROM {s}.bizon_fast_split_leases WHERE job_id=%s AND NOT produced"),
                 (job_id,),
             ).fetchone()[0],
             "counting splits left",

@@ -133,7 +133,7 @@ class PostgresBackend(CheckpointBackend):
                 cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self.s))
             cur.execute(sql.SQL(_DDL).format(s=self.s))
 
-        self._tx(create, "creating the checkpoint tables")
+        self.transaction(create, "creating the checkpoint tables")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -167,8 +167,13 @@ class PostgresBackend(CheckpointBackend):
             job, self.job_lock = self.job_lock, None
             self._lock_job(job)
 
-    def _tx(self, fn: Callable[[Any], T], what: str) -> T:
-        """``fn(cursor)`` in one transaction, retried on a new connection when the old one is lost."""
+    def transaction(self, fn: Callable[[Any], T], what: str) -> T:
+        """``fn(cursor)`` in one transaction, retried on a new connection when the old one is lost.
+
+        Public because the split leases (``checkpoint/leases.py``) live in this backend's schema and must go
+        through the same retries and reconnection (which retakes the run and job locks) as every other write.
+        ``what`` names the step in the one-line error a run fails with when the retries run out.
+        """
         assert self.conn is not None, "backend not open"
 
         def attempt() -> T:
@@ -178,8 +183,12 @@ class PostgresBackend(CheckpointBackend):
         what = f"{KEY} ({pgconn.where(self.info)}): {what}"
         return pgconn.with_retries(attempt, reconnect=self._reconnect, what=what, conn=lambda: self.conn)
 
-    def _q(self, text: str) -> Any:
-        """A statement with ``{s}`` standing for the quoted schema."""
+    def query(self, text: str) -> Any:
+        """A statement with ``{s}`` standing for the quoted schema.
+
+        Public so that tables kept beside the backend's own (the split leases) are addressed in its schema
+        the same way, with the schema quoted as an identifier rather than pasted into the text.
+        """
         from psycopg import sql
 
         return sql.SQL(text).format(s=self.s)
@@ -312,7 +321,7 @@ class PostgresBackend(CheckpointBackend):
     def _supersede_dead_running(self, cur: Any, name: str, source_name: str, stream_name: str, keep: str) -> None:
         """Cancel ``running`` jobs of the pipeline whose supervisor is gone; fail if one is alive."""
         rows = cur.execute(
-            self._q(
+            self.query(
                 "SELECT id FROM {s}.bizon_fast_jobs WHERE name=%s AND source_name=%s AND stream_name=%s"
                 " AND status='running' AND id<>%s FOR UPDATE"
             ),
@@ -331,7 +340,7 @@ class PostgresBackend(CheckpointBackend):
                 )
             log.warning("job %s was left running by a dead run: marking it cancelled", other)
             cur.execute(
-                self._q(
+                self.query(
                     "UPDATE {s}.bizon_fast_jobs SET status='cancelled', error='superseded (its run died)',"
                     " updated_at=now() WHERE id=%s"
                 ),
@@ -368,10 +377,10 @@ class PostgresBackend(CheckpointBackend):
 
     def _one_job(self, where: str, params: tuple) -> JobRecord | None:
         def fn(cur: Any) -> JobRecord | None:
-            row = cur.execute(self._q(f"SELECT {JOB_COLUMNS} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
+            row = cur.execute(self.query(f"SELECT {JOB_COLUMNS} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
             return job_from_row(row) if row else None
 
-        return self._tx(fn, "reading a job")
+        return self.transaction(fn, "reading a job")
 
     def find_unfinished_job(self, name: str, source_name: str, stream_name: str) -> JobRecord | None:
         return self._one_job(
@@ -399,23 +408,23 @@ class PostgresBackend(CheckpointBackend):
         def fn(cur: Any) -> None:
             self._supersede_dead_running(cur, name, source_name, stream_name, job_id)
             cur.execute(
-                self._q(
+                self.query(
                     f"INSERT INTO {{s}}.bizon_fast_jobs ({JOB_COLUMNS})"
                     " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1) ON CONFLICT DO NOTHING"
                 ),
                 (job_id, name, source_name, stream_name, sync_mode, fingerprint, total_rows),
             )
 
-        self._tx(fn, "creating a job")
+        self.transaction(fn, "creating a job")
         job = self.get_job(job_id)
         if job is None:  # lost to a concurrent start between our check and our insert
             raise UserError(f"{KEY}: pipeline '{name}' was started by another bizon-fast process at the same time")
         return job
 
     def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
-        self._tx(
+        self.transaction(
             lambda cur: cur.execute(
-                self._q("UPDATE {s}.bizon_fast_jobs SET status=%s, error=%s, updated_at=now() WHERE id=%s"),
+                self.query("UPDATE {s}.bizon_fast_jobs SET status=%s, error=%s, updated_at=now() WHERE id=%s"),
                 (str(status), error, job_id),
             ),
             "updating a job",
@@ -426,14 +435,14 @@ class PostgresBackend(CheckpointBackend):
 
         def fn(cur: Any) -> None:
             row = cur.execute(
-                self._q("SELECT name, source_name, stream_name FROM {s}.bizon_fast_jobs WHERE id=%s FOR UPDATE"),
+                self.query("SELECT name, source_name, stream_name FROM {s}.bizon_fast_jobs WHERE id=%s FOR UPDATE"),
                 (job_id,),
             ).fetchone()
             if row is None:
                 raise UserError(f"{KEY}: job {job_id} does not exist")
             self._supersede_dead_running(cur, *row, keep=job_id)
             cur.execute(
-                self._q(
+                self.query(
                     "UPDATE {s}.bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=now()"
                     " WHERE id=%s"
                 ),
@@ -443,7 +452,7 @@ class PostgresBackend(CheckpointBackend):
         from psycopg import errors
 
         try:
-            self._tx(fn, "resuming a job")
+            self.transaction(fn, "resuming a job")
         except errors.UniqueViolation:
             raise UserError(f"{KEY}: another run of job {job_id}'s pipeline started at the same time") from None
         job = self.get_job(job_id)
@@ -454,10 +463,10 @@ class PostgresBackend(CheckpointBackend):
 
     def load_cursors(self, job_id: str) -> dict[str, Cursor]:
         def fn(cur: Any) -> list[tuple]:
-            query = self._q("SELECT cursor FROM {s}.bizon_fast_cursors WHERE job_id=%s")
+            query = self.query("SELECT cursor FROM {s}.bizon_fast_cursors WHERE job_id=%s")
             return cur.execute(query, (job_id,)).fetchall()
 
-        cursors = [decode_cursor(bytes(r[0])) for r in self._tx(fn, "loading cursors")]
+        cursors = [decode_cursor(bytes(r[0])) for r in self.transaction(fn, "loading cursors")]
         return {c.split_id: c for c in cursors}
 
     def commit_cursors(self, job_id: str, cursors: list[Cursor]) -> None:
@@ -467,7 +476,7 @@ class PostgresBackend(CheckpointBackend):
 
         def fn(cur: Any) -> None:
             cur.executemany(
-                self._q(
+                self.query(
                     "INSERT INTO {s}.bizon_fast_cursors (job_id, split_id, seq, rows, done, cursor, updated_at)"
                     " VALUES (%s,%s,%s,%s,%s,%s,now()) ON CONFLICT (job_id, split_id) DO UPDATE SET seq=excluded.seq,"
                     " rows=excluded.rows, done=excluded.done, cursor=excluded.cursor, updated_at=excluded.updated_at"
@@ -477,24 +486,24 @@ class PostgresBackend(CheckpointBackend):
                 rows,
             )
 
-        self._tx(fn, "committing cursors")
+        self.transaction(fn, "committing cursors")
 
     def get_watermark(self, name: str, source_name: str, stream_name: str) -> bytes | None:
         def fn(cur: Any) -> tuple | None:
             return cur.execute(
-                self._q(
+                self.query(
                     "SELECT value FROM {s}.bizon_fast_watermarks WHERE name=%s AND source_name=%s AND stream_name=%s"
                 ),
                 (name, source_name, stream_name),
             ).fetchone()
 
-        row = self._tx(fn, "reading the watermark")
+        row = self.transaction(fn, "reading the watermark")
         return bytes(row[0]) if row else None
 
     def set_watermark(self, name: str, source_name: str, stream_name: str, value: bytes, job_id: str) -> None:
-        self._tx(
+        self.transaction(
             lambda cur: cur.execute(
-                self._q(
+                self.query(
                     "INSERT INTO {s}.bizon_fast_watermarks (name, source_name, stream_name, value, job_id, updated_at)"
                     " VALUES (%s,%s,%s,%s,%s,now()) ON CONFLICT (name, source_name, stream_name) DO UPDATE SET"
                     " value=excluded.value, job_id=excluded.job_id, updated_at=excluded.updated_at"

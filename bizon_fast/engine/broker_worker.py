@@ -17,15 +17,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 
 from bizon_fast.cursor import decode_position, encode_position
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
+from bizon_fast.engine.channel import Channel, StopRequested
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import BrokerSpec, WorkerSpec
 from bizon_fast.engine.streaming import commit_source_offsets, source_pages
-from bizon_fast.engine.worker import Channel, StopRequested, _struct_dict, write_with_retries
+from bizon_fast.engine.writes import write_with_retries
 from bizon_fast.faults import fault_point
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
@@ -212,7 +214,7 @@ class BrokerConsumer:
         assert spec.broker is not None
         self.chan = chan
         self.spec = spec
-        context = spec.context.__class__(**{**_struct_dict(spec.context), "worker": f"consumer-{spec.index}"})
+        context = msgspec.structs.replace(spec.context, worker=f"consumer-{spec.index}")
         self.destination = build_destination(spec.destination_name, spec.destination, context)
         self.transform = build_transforms(spec.transforms)
         self.receiver = make_receiver(spec.broker, spec.index)

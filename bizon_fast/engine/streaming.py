@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from bizon_fast.engine import messages as m
+from bizon_fast.engine.channel import StopRequested
 from bizon_fast.source.base import SourceBatch, Split
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA
 
@@ -61,8 +62,6 @@ def _polled(producer: Any, split: Split, cap: int | None) -> Iterator[SourceBatc
 
 def wait_committed(producer: Any, split_id: str) -> None:
     """Block until the supervisor reports the split committed through the last batch this producer sent."""
-    from bizon_fast.engine.worker import StopRequested
-
     target = producer.filled.get(split_id, -1)
     while producer.committed.get(split_id, -1) < target:
         producer._handle(producer.chan.recv(None))

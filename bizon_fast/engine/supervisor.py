@@ -730,17 +730,3 @@ class Supervisor:
         for w in self.workers:
             w.kill()
         self.workers = []
-
-
-def make_supervisor(cfg: PipelineConfig, *, progress: Progress, log_file: str | None = None) -> Supervisor:
-    """The ring supervisor, or the broker one when batches travel through Kafka or RabbitMQ."""
-    if cfg.engine.queue.type in ("kafka", "rabbitmq"):
-        from bizon_fast.engine.distributed import BrokerSupervisor
-
-        return BrokerSupervisor(cfg, progress=progress, log_file=log_file)
-    if cfg.engine.runner.config.role != "all":
-        raise UserError(
-            f"--role {cfg.engine.runner.config.role}: roles split a pipeline across machines through a broker; "
-            f"set engine.queue.type: kafka or rabbitmq (it is {cfg.engine.queue.type})"
-        )
-    return Supervisor(cfg, progress=progress, log_file=log_file)

@@ -8,27 +8,27 @@ reclaimed by the supervisor. Every blocking wait has a timeout and checks that t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import sys
-import threading
 import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 
 from bizon_fast.cursor import decode_position, encode_position
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.build import build_destination, build_source
+from bizon_fast.engine.channel import POLL_S, Channel, StopRequested, SupervisorGone, die_with_parent, setup_process
 from bizon_fast.engine.incremental import apply_to_source
 from bizon_fast.engine.spec import WorkerSpec, decode_spec
 from bizon_fast.engine.streaming import commit_source_offsets, source_pages
-from bizon_fast.errors import DataError, StepFailed, UserError
+from bizon_fast.engine.writes import write_with_retries
+from bizon_fast.errors import DataError, UserError
 from bizon_fast.faults import fault_point
 from bizon_fast.source.incremental import batch_watermark
 from bizon_fast.source.records import EXTRACTED_AT_KEY
@@ -38,105 +38,7 @@ from bizon_fast.transport.fit import fit_to_slots
 
 log = logging.getLogger("bizon_fast.worker")
 
-POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
 LINGER_S = 0.5  # a producer writes what it has after this long, even below batch_bytes
-WRITE_RETRIES = 3  # attempts after the first for a failing destination write
-HEARTBEAT_S = 1.0  # how often a worker process tells the supervisor it is still scheduled
-
-
-class SupervisorGone(Exception):
-    pass
-
-
-class StopRequested(Exception):
-    pass
-
-
-def _die_with_parent(parent_pid: int, title: str) -> None:
-    """Ask the kernel to SIGKILL us when the supervisor dies, so a killed run leaves no orphans.
-
-    The process is also renamed (``bf-producer-0``...) so ps, top and the fault-injection tests can
-    tell the workers apart.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            libc.prctl(15, ctypes.c_char_p(title.encode()[:15]))  # PR_SET_NAME
-        except (OSError, AttributeError):
-            pass
-    try:
-        os.kill(parent_pid, 0)  # the supervisor may have died before the death signal was armed
-    except ProcessLookupError:
-        os._exit(1)
-
-
-def _setup_process(spec: WorkerSpec) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent(spec.parent_pid, f"bf-{spec.role}-{spec.index}")
-    handlers: list[logging.Handler] = []
-    if spec.log_file:
-        handlers.append(logging.FileHandler(spec.log_file))
-    logging.basicConfig(
-        level=getattr(logging, spec.log_level if spec.log_level != "TRACE" else "DEBUG", logging.INFO),
-        format=f"%(asctime)s %(levelname)s {spec.role}-{spec.index} %(name)s: %(message)s",
-        handlers=handlers or None,
-        force=True,
-    )
-
-
-class Channel:
-    """The worker's end of its pipe: blocking receives that notice a dead supervisor, and a heartbeat.
-
-    A worker process beats from a daemon thread (``Heartbeat`` every ``HEARTBEAT_S``), so the beat goes
-    on while the main thread sits in a long write or a slow source call, and stops only when the whole
-    process does (SIGSTOP, a frozen cgroup, a C call that holds the GIL): exactly the case the
-    supervisor's stall detection is for. Two threads send, so sends are serialized by a lock: a message
-    is one length-prefixed write that must not interleave with another. Thread workers do not beat:
-    the supervisor could not kill them anyway.
-    """
-
-    def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
-        self.conn = conn
-        self.spec = spec
-        self.ppid = os.getppid()  # the supervisor, or the fork server it started
-        self.send_lock = threading.Lock()
-        if not spec.threaded:
-            threading.Thread(target=self._beat, name="bf-heartbeat", daemon=True).start()
-
-    def send(self, msg: m.Msg) -> None:
-        data = m.encode(msg)
-        try:
-            with self.send_lock:
-                self.conn.send_bytes(data)
-        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
-            raise SupervisorGone() from exc
-
-    def _beat(self) -> None:
-        beat = m.encode(m.Heartbeat())
-        while True:
-            time.sleep(HEARTBEAT_S)
-            try:
-                with self.send_lock:
-                    self.conn.send_bytes(beat)
-            except (BrokenPipeError, ConnectionResetError, OSError, ValueError):
-                return  # the supervisor is gone (or the pipe closed): the main thread notices on its own
-
-    def recv(self, timeout: float | None) -> m.Msg | None:
-        """One message, or None when ``timeout`` passes. None timeout = wait forever (checking liveness)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
-            try:
-                if self.conn.poll(wait):
-                    return m.decode(self.conn.recv_bytes())
-            except (EOFError, ConnectionResetError, OSError) as exc:
-                raise SupervisorGone() from exc
-            if not self.spec.threaded and os.getppid() != self.ppid:  # re-parented: our parent died
-                raise SupervisorGone()
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
 
 
 # ---------------------------------------------------------------- producer
@@ -270,7 +172,7 @@ class Consumer:
         self.chan = chan
         self.spec = spec
         self.store = store
-        context = spec.context.__class__(**{**_struct_dict(spec.context), "worker": f"consumer-{spec.index}"})
+        context = msgspec.structs.replace(spec.context, worker=f"consumer-{spec.index}")
         self.destination = build_destination(spec.destination_name, spec.destination, context)
         self.transform = build_transforms(spec.transforms)
         # split -> list of (seq, slot, batches, rows, nbytes)
@@ -339,29 +241,6 @@ class Consumer:
         self.chan.send(m.Written(split_id, first, last, slots, rows, nbytes))
 
 
-def write_with_retries(destination: Any, split_id: str, first: int, last: int, batches: list[pa.RecordBatch]) -> None:
-    """A destination write, retried with backoff: a transient outage is not worth a restart.
-
-    A UserError or StepFailed is final: retrying a lock wait that hit ``lock_timeout`` would multiply it.
-    """
-    for attempt in range(WRITE_RETRIES + 1):
-        try:
-            destination.write(split_id, first, last, batches)
-            return
-        except (UserError, StepFailed):
-            raise
-        except Exception as exc:
-            if attempt == WRITE_RETRIES:
-                raise
-            delay = 0.5 * 2**attempt
-            log.warning("write of %s seq %d-%d failed (%s); retrying in %.1fs", split_id, first, last, exc, delay)
-            time.sleep(delay)
-
-
-def _struct_dict(struct: Any) -> dict[str, Any]:
-    return {f: getattr(struct, f) for f in struct.__struct_fields__}
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -371,7 +250,7 @@ def _wait_as_spare(conn: Connection, spare: WorkerSpec) -> tuple[WorkerSpec, Bat
     Spawning a fresh interpreter and importing pyarrow costs about a second on a busy machine; a
     spare turns a crashed worker's replacement into one pipe message.
     """
-    _die_with_parent(spare.parent_pid, f"bf-spare-{spare.index}")
+    die_with_parent(spare.parent_pid, f"bf-spare-{spare.index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):  # warm the connector modules; a real error shows when promoted
         from bizon_fast.connectors.registry import destination_class, source_class
@@ -397,7 +276,7 @@ def worker_main(conn: Connection, spec_bytes: bytes) -> None:
     if spec.role == "spare":
         spec, store = _wait_as_spare(conn, spec)
     if not spec.threaded:
-        _setup_process(spec)
+        setup_process(spec)
     chan = Channel(conn, spec)
     try:
         if spec.broker is not None:

@@ -46,9 +46,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 from urllib.parse import quote, unquote
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -61,20 +62,17 @@ from bizon_fast.connectors.destinations.envelope import (
     row_origins,
     unnest,
 )
+from bizon_fast.connectors.destinations.file_io import append_file, json_target
+from bizon_fast.connectors.destinations.file_stream import StreamAppender
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.faults import fault_point
 from bizon_fast.source.records import extracted_at_of, is_source_records
 
-if TYPE_CHECKING:
-    from bizon_fast.connectors.destinations.file_stream import StreamAppender
-
 logger = logging.getLogger("bizon_fast.destination.file")
 
-JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 TMP_PREFIX = ".tmp-"
-_COPY_CHUNK = 1 << 30
 #: a full disk, a quota, a file-size limit: retrying the same write cannot help
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -92,11 +90,6 @@ def parse_part(name: str, ext: str) -> tuple[str, int, int] | None:
     if not (split and first.isdigit() and rest.isdigit()):
         return None
     return unquote(split), int(first), int(rest)
-
-
-def json_target(destination_id: str) -> str:
-    """bizon appends ``.json`` unconditionally (``out.jsonl`` -> ``out.jsonl.json``); we don't double it."""
-    return destination_id if destination_id.lower().endswith(JSON_SUFFIXES) else f"{destination_id}.json"
 
 
 def disk_error(exc: OSError, path: Path | str, doing: str) -> StepFailed:
@@ -119,27 +112,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _append_file(out: BinaryIO, src: Path) -> None:
-    """Append ``src`` to ``out`` in the kernel (copy_file_range) when it can, else through a buffer."""
-    out.flush()
-    with open(src, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        copied = 0
-        try:
-            while copied < size:
-                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, _COPY_CHUNK))
-                if n == 0:
-                    break
-                copied += n
-        except OSError:
-            if copied:
-                raise
-        if copied < size:
-            f.seek(copied)
-            out.seek(0, os.SEEK_END)
-            shutil.copyfileobj(f, out, 1 << 20)
 
 
 def _dictionary_columns(table: pa.Table, sample: int = 4096) -> list[str]:
@@ -218,8 +190,6 @@ class FileDestination(Destination):
 
     def _stream(self) -> StreamAppender:
         if self._appender is None:
-            from bizon_fast.connectors.destinations.file_stream import StreamAppender
-
             self._appender = StreamAppender(self)
         return self._appender
 
@@ -279,12 +249,12 @@ class FileDestination(Destination):
         if self.streaming:
             self._stream().write(split_id, first_seq, last_seq, batches)
             return
-        self._ensure_job_dir()
+        self.ensure_job_dir()
         name = part_name(split_id, first_seq, last_seq, self.ext)
         tmp = self.job_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
         try:
             try:
-                rows = self._write_part(tmp, split_id, first_seq, last_seq, batches)
+                rows = self.write_part(tmp, split_id, first_seq, last_seq, batches)
             except OSError as exc:
                 if exc.errno in _NO_ROOM:
                     raise disk_error(exc, tmp, "writing") from None
@@ -301,7 +271,18 @@ class FileDestination(Destination):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _ensure_job_dir(self) -> None:
+    def batch_view(self, destination_id: str) -> FileDestination:
+        """This destination in a batch mode, writing ``destination_id``: its target, format and unnest columns.
+
+        Stream mode routes each record to the file of its own ``destination_id`` and formats the rows of
+        each with such a view (the same code as batch mode), then appends them itself.
+        """
+        config = self.config.model_copy(update={"destination_id": destination_id})
+        # the view only formats parts (with that id's unnest columns): any batch mode will do
+        return FileDestination(config, msgspec.structs.replace(self.context, sync_mode="incremental"))
+
+    def ensure_job_dir(self) -> None:
+        """Create the job's staging folder (fsynced into its parents when asked): stream mode stages there too."""
         if self.job_dir.is_dir():
             return
         self.job_dir.mkdir(parents=True, exist_ok=True)
@@ -319,7 +300,7 @@ class FileDestination(Destination):
         parts = sorted(self._parts(), key=lambda p: (p[1][0], p[1][1]))
         return [self.job_dir / name for name, _ in parts]
 
-    def _write_part(
+    def write_part(
         self, path: Path, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
     ) -> int:
         """Write the batches to ``path``; return the rows written (0: no file needed)."""
@@ -403,11 +384,11 @@ class FileDestination(Destination):
             try:
                 with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
                     if self.context.sync_mode != "full_refresh" and self.target.is_file():
-                        _append_file(out, self.target)
+                        append_file(out, self.target)
                         if out.tell() and not self._ends_with_newline(self.target):
                             out.write(b"\n")
                     for part in self._sorted_parts():
-                        _append_file(out, part)
+                        append_file(out, part)
                     self._sync(out)
                 os.replace(building, self.ready)
             except BaseException as exc:

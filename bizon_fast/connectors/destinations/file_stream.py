@@ -32,13 +32,15 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
-import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bizon_fast.connectors.destinations.file import FileDestination, _append_file, json_target
+from bizon_fast.config.models import FileDestinationDetails
+from bizon_fast.connectors.destinations.file_io import append_file, json_target
+from bizon_fast.destination.base import DestinationContext
 from bizon_fast.source.records import is_source_records
 
 logger = logging.getLogger("bizon_fast.destination.file")
@@ -69,11 +71,32 @@ def route(batch: pa.RecordBatch, default: str) -> dict[str, pa.RecordBatch]:
     return {name: batch.filter(pc.equal(ids, name)) for name in names}
 
 
+class PartWriter(Protocol):
+    """What stream mode uses of a batch-mode file destination (``file.FileDestination`` is one).
+
+    Declared here rather than imported: ``file.py`` imports this module for its stream mode, and an import
+    of ``file.py`` back would close a circle.
+    """
+
+    config: FileDestinationDetails
+    context: DestinationContext
+    target: Path
+    job_dir: Path
+
+    def batch_view(self, destination_id: str) -> PartWriter: ...
+
+    def ensure_job_dir(self) -> None: ...
+
+    def write_part(
+        self, path: Path, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
+    ) -> int: ...
+
+
 class StreamAppender:
-    def __init__(self, owner: FileDestination) -> None:
+    def __init__(self, owner: PartWriter) -> None:
         self.owner = owner
         self.default = owner.config.destination_id or owner.context.stream
-        self.views: dict[str, FileDestination] = {}
+        self.views: dict[str, PartWriter] = {}
         self.folder = owner.target.parent  # where records' own destination ids resolve, and must stay
         declared = {getattr(e, "destination_id", None) for e in owner.config.record_schemas or []}
         self.trusted = {self.default} | {d for d in declared if d}  # named by the config: used as written
@@ -107,13 +130,11 @@ class StreamAppender:
         root = os.path.realpath(self.folder)
         return os.path.realpath(os.path.join(root, relative)).startswith(root.rstrip(os.sep) + os.sep)
 
-    def _view(self, destination_id: str) -> FileDestination:
+    def _view(self, destination_id: str) -> PartWriter:
         """A batch-mode file destination for one destination id: its target, format and unnest columns."""
         view = self.views.get(destination_id)
         if view is None:
-            config = self.owner.config.model_copy(update={"destination_id": destination_id})
-            # the view only formats parts (with that id's unnest columns): any batch mode will do
-            view = FileDestination(config, msgspec.structs.replace(self.owner.context, sync_mode="incremental"))
+            view = self.owner.batch_view(destination_id)
             if destination_id != self.default:  # a record's own id is a path in the destination folder
                 name = destination_id if view.config.format == "parquet" else json_target(destination_id)
                 view.target = self.folder / name
@@ -139,7 +160,7 @@ class StreamAppender:
     def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
         if last_seq <= self._appended_through(split_id):
             return  # a replay of batches already appended
-        self.owner._ensure_job_dir()
+        self.owner.ensure_job_dir()
         # one entry per input batch in every destination (empty where it has no rows), so bizon_id stays
         # keyed on (seq, row) within each destination
         routed: dict[str, list[pa.RecordBatch]] = {}
@@ -160,7 +181,7 @@ class StreamAppender:
         key = split_id if destination_id == self.default else f"{split_id}>{destination_id}"
         tmp = self.owner.job_dir / f".tmp-stream-{uuid.uuid4().hex}"
         try:
-            if not view._write_part(tmp, key, first_seq, last_seq, parts):
+            if not view.write_part(tmp, key, first_seq, last_seq, parts):
                 return
             if view.config.format == "parquet":
                 view.target.mkdir(parents=True, exist_ok=True)
@@ -171,7 +192,7 @@ class StreamAppender:
             with os.fdopen(fd, "wb") as out:
                 fcntl.flock(out.fileno(), fcntl.LOCK_EX)
                 out.seek(0, os.SEEK_END)
-                _append_file(out, tmp)
+                append_file(out, tmp)
                 out.flush()
                 if view.config.fsync:
                     os.fsync(out.fileno())

@@ -124,24 +124,27 @@ class PostgresSource(Source):
 
     # ------------------------------------------------------------ connections
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """A new autocommit session with the source's settings and raw loaders: planning and each split reader
+        (which reconnects through it after a lost connection) open their own."""
         conn = pgconn.connect(self.info, key=KEY, autocommit=True)
         conn.execute("; ".join(SESSION))
         _raw_loaders(conn)
         return conn
 
-    def _where(self) -> str:
+    def location(self) -> str:
+        """What is read, as messages name it: the table (stream) or ``source.query``."""
         return f"{self.relation} (stream)" if self.relation else "source.query"
 
     # ------------------------------------------------------------ planning (supervisor)
 
     def check_connection(self) -> tuple[bool, str | None]:
-        with self._connect() as conn:
-            self._describe(conn)
+        with self.connect() as conn:
+            self.describe(conn)
         return True, None
 
-    def _describe(self, conn: Any) -> dict[str, Any]:
-        """Columns, the split key and size estimates of the table or query."""
+    def describe(self, conn: Any) -> dict[str, Any]:
+        """Columns, the split key and size estimates of the table or query (planning and each split reader)."""
         cfg = self.config
         if self.relation is not None:
             oid = conn.execute("SELECT to_regclass(%s)::oid", (self.relation,)).fetchone()[0]
@@ -204,7 +207,7 @@ class PostgresSource(Source):
         if cfg.split_column:
             col = by_name.get(cfg.split_column)
             if col is None or col.oid not in INTEGER_OIDS:
-                where = self._where()
+                where = self.location()
                 raise UserError(f"source.split_column: {cfg.split_column!r} is not an integer column of {where}")
             return col.name
         if oid is None:
@@ -218,36 +221,36 @@ class PostgresSource(Source):
             return row[0]
         return None
 
-    def _filter(self, info: dict[str, Any]) -> tuple[str, list[Any]]:
+    def incremental_filter(self, info: dict[str, Any]) -> tuple[str, list[Any]]:
         """The incremental condition and its parameters ("TRUE" when reading everything)."""
         field = self.config.cursor_field
         if self.config.sync_mode != "incremental" or self.watermark is None or not field:
             return "TRUE", []
         col = next((c for c in info["columns"] if c.name == field), None)
         if col is None:
-            raise UserError(f"source.cursor_field: {field!r} is not a column of {self._where()}")
+            raise UserError(f"source.cursor_field: {field!r} is not a column of {self.location()}")
         return f"{quote(field)} > CAST(%s AS {col.sqltype})", [self.watermark]
 
-    def _source_sql(self) -> str:
+    def source_sql(self) -> str:
         """The table, or the query as a subquery; ``%`` doubled as it goes into parametrized statements."""
         return self.relation if self.relation is not None else f"({self.config.query.replace('%', '%%')}) q"
 
     def plan(self) -> dict[str, Any]:
         if self._plan is None:
-            with self._connect() as conn:
+            with self.connect() as conn:
                 self._plan = self._make_plan(conn)
         return self._plan
 
     def _make_plan(self, conn: Any) -> dict[str, Any]:
-        info = self._describe(conn)
-        where, params = self._filter(info)
+        info = self.describe(conn)
+        where, params = self.incremental_filter(info)
         info["total"] = info["tuples"] if where == "TRUE" and self.relation is not None else None
         n = self.config.splits
         if info["key"] is not None:
             k = quote(info["key"])
             lo, hi, count = conn.execute(
                 f"SELECT min({k}), max({k}), {'count(*)' if where != 'TRUE' else 'NULL'}"
-                f" FROM {self._source_sql()} WHERE {where}",
+                f" FROM {self.source_sql()} WHERE {where}",
                 params,
             ).fetchone()
             if count is not None:
@@ -400,13 +403,13 @@ class _SplitReader:
         self._open()
 
     def _open(self) -> None:
-        conn = self.source._connect()  # first: while the server is away the old, broken one stays
+        conn = self.source.connect()  # first: while the server is away the old, broken one stays
         self.close()
         self.conn = conn
-        self.info = self.source._describe(self.conn)
+        self.info = self.source.describe(self.conn)
         self.plan = ChunkPlan(self.info["columns"])
-        self.where, self.params = self.source._filter(self.info)
-        self.relation = self.source._source_sql()
+        self.where, self.params = self.source.incremental_filter(self.info)
+        self.relation = self.source.source_sql()
         if self.source.relation is None and self.info["key"] is None:
             self.temp = f"bizon_fast_query_{secrets.token_hex(6)}"
             self.conn.execute(f"CREATE TEMP TABLE {self.temp} AS {self.source.config.query}")
@@ -425,7 +428,7 @@ class _SplitReader:
             return self.conn.execute(query, [*self.params, *params], binary=True).fetchone()
 
         row = pgconn.with_retries(
-            attempt, reconnect=self._open, what=f"source ({self.source._where()})", conn=lambda: self.conn
+            attempt, reconnect=self._open, what=f"source ({self.source.location()})", conn=lambda: self.conn
         )
         return self.plan, row
 
