@@ -220,7 +220,8 @@ def jobs(pg_schema: str) -> list[tuple]:
 def test_kafka_consumer_killed_after_checkpoint_before_offset_commit(kafka_bootstrap: str, tmp_path: Path) -> None:
     """``broker.commit``: a consumer dies with its batches written and their cursors committed but the Kafka
     offsets not: the replacement replays them from the old offsets and must drop every seq already written.
-    Batches of ~1 MiB under a 64 KiB message limit, so the replay reassembles batches sent in parts."""
+    Batches of ~1 MiB under a 64 KiB message limit, so the replay reassembles batches sent in parts. The kill is at
+    a consumer's first commit: how many commits a consumer makes depends on timing (a later pass may never come)."""
     rows = 160_000
     tag = secrets.token_hex(3)
     write_pipeline(
@@ -232,7 +233,7 @@ def test_kafka_consumer_killed_after_checkpoint_before_offset_commit(kafka_boots
         payload_bytes=64,
         delay=0.05,
     )
-    finish(machine(tmp_path, "all", fault="broker.commit@3"))
+    finish(machine(tmp_path, "all", fault="broker.commit@1"))
     log = log_of(tmp_path, "all")
     fault_pid(log, "broker.commit")
     assert len(died_lines(log, "consumer")) == 1, "the supervisor must see the consumer's death"
@@ -297,7 +298,7 @@ def test_lease_renew_fault_other_producer_machine_takes_over(
         workers=1,
     )
     consumer = machine(tmp_path, "consumer", "--role", "consumer")
-    doomed = machine(tmp_path, "producer-a", "--role", "producer", fault="lease.renew@3")
+    doomed = machine(tmp_path, "producer-a", "--role", "producer", fault="lease.renew@1")
     other = machine(tmp_path, "producer-b", "--role", "producer")
     assert doomed.wait(60) == -9, "the armed producer machine must die at its renewal"
     dead_log = log_of(tmp_path, "producer-a")
