@@ -351,3 +351,23 @@ engine: {queue: {config: {batch_size_mb: 0.5}}, runner: {config: {max_workers: 1
     assert all(4.5 <= gap <= 7.5 for gap in gaps), gaps
     line = re.compile(r"progress: [\d,]+/240,000 rows, [\d.]+ ?k?rows/s, [\d.]+ ?[kMG]?B/s( eta [\d,]+s)?")
     assert all(line.fullmatch(text) for _, text in seen), seen
+
+
+@pytest.mark.parametrize("batch_mb", [1, 4, 0.5])
+def test_a_ring_slot_is_twice_the_batch_size(tmp_path: Path, batch_mb: float) -> None:
+    """README: ``engine.queue.config.batch_size_mb``: "a slot is twice this" (so a batch over its target fits)."""
+    from bizon_fast.config.load import parse_config
+    from bizon_fast.engine.progress import Progress
+    from bizon_fast.engine.supervisor import Supervisor
+
+    cfg = parse_config(
+        {
+            "name": "slots",
+            "source": {"name": "synthetic", "stream": "events", "rows": 10},
+            "destination": {"name": "noop", "config": {}},
+            "engine": {"queue": {"config": {"batch_size_mb": batch_mb}}},
+        }
+    )
+    slot_size, n_slots, _ = Supervisor(cfg, progress=Progress())._sizes(2, 2)
+    assert slot_size == 2 * batch_mb * 1024 * 1024
+    assert n_slots >= 2 * 2 + 2 * 2 + 1  # every producer's grants and every consumer's held batches fit at once
