@@ -22,7 +22,7 @@ import psycopg  # the [test] extra installs it: a missing package is a failure
 import pytest
 
 from tests.brokers import KAFKA_TEST_CLIENT, rabbitmq_available
-from tests.conftest import REPO, need_service
+from tests.conftest import REPO
 from tests.faults import assert_synthetic_parquet_exact, kill_workers_randomly, workers_of
 
 pytestmark = pytest.mark.slow
@@ -55,18 +55,6 @@ class PausingSynthetic(SyntheticSource):
             time.sleep(self.config.pause_s)
             yield batch
 """
-
-
-@pytest.fixture
-def pg_schema():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    name = f"bf_bfault_{secrets.token_hex(4)}"
-    yield name
-    conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    conn.close()
 
 
 @pytest.fixture(autouse=True)

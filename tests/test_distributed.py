@@ -17,23 +17,11 @@ import psycopg  # the [test] extra installs it: a missing package is a failure
 import pytest
 
 from tests.brokers import KAFKA_TEST_CLIENT, rabbitmq_available
-from tests.conftest import REPO, need_service
+from tests.conftest import REPO
 from tests.faults import check_parquet_ids, kill_workers_randomly, start_run, workers_of
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 SLOW_FILE = "slow_file=tests.fixtures.slow_file:SlowFileDestination"
-
-
-@pytest.fixture
-def pg_schema():
-    try:
-        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    name = f"bf_dist_{secrets.token_hex(4)}"
-    yield name
-    conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-    conn.close()
 
 
 @pytest.fixture(autouse=True)
