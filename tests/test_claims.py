@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from bizon_fast.engine.incremental import StoredWatermark
-from tests.conftest import REPO, need_service
+from tests.conftest import REPO
 from tests.faults import expected_synthetic
 
 PLUGINS = {
@@ -145,22 +144,6 @@ def test_a_write_failing_four_times_fails_the_job_and_commits_nothing(tmp_path: 
 # ---- README: incremental watermark advanced only on success
 
 
-@pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable: {exc}")
-    name = f"bf_claims_{secrets.token_hex(4)}"
-    conn.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield conn, name
-    finally:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        conn.close()
-
-
 START = datetime(2024, 1, 1, tzinfo=UTC)
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -177,12 +160,12 @@ def _watermark_max(value: bytes) -> datetime:
 
 
 def test_incremental_watermark_stays_when_the_run_fails_and_the_rerun_loses_nothing(
-    tmp_path: Path, cli, pg_schema
+    tmp_path: Path, cli, pg_admin, pg_schema: str
 ) -> None:
     """README: "`incremental` (a real watermark: max(`cursor_field`) over committed batches, advanced only when
     the job succeeds)": a run whose destination fails after some batches leaves the stored watermark as it was,
     and the next successful run delivers every new row exactly once."""
-    conn, schema = pg_schema
+    conn, schema = pg_admin, pg_schema
     conn.execute(f"CREATE TABLE {schema}.src (id bigint PRIMARY KEY, name text, updated_at timestamptz NOT NULL)")
     insert = (
         f"INSERT INTO {schema}.src SELECT g, 'r' || g, %s + g * interval '1 s' FROM generate_series(%s::int, %s::int) g"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA
-from tests.conftest import need_service
 from tests.faults import (
     assert_synthetic_exact,
     committed_rows,
@@ -72,23 +70,9 @@ def _sentinel_row() -> pa.Table:
 
 
 @pytest.fixture
-def pg_schema(request) -> Iterator[str]:
-    """A schema of its own for a postgres test (dropped afterwards); a file test gets an empty name."""
-    if "postgres" not in request.node.name:
-        yield ""
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable: {exc}")
-    name = f"bf_fp_{secrets.token_hex(4)}"
-    admin.execute(f"CREATE SCHEMA {name}")
-    try:
-        yield name
-    finally:
-        admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
-        admin.close()
+def schema_for(request) -> str:
+    """conftest's fresh ``pg_schema`` for a postgres test; a file test needs none and gets an empty name."""
+    return request.getfixturevalue("pg_schema") if "postgres" in request.node.name else ""
 
 
 def _pg(sql: str, params: tuple = ()) -> list[tuple]:
@@ -212,14 +196,14 @@ WORKER_POINTS = [
 
 @pytest.mark.parametrize(("point", "role", "dest", "mode"), WORKER_POINTS, ids=lambda v: str(v))
 def test_worker_dies_at_the_point_and_the_run_recovers_exactly(
-    tmp_path: Path, arm, pg_schema: str, point: str, role: str, dest: str, mode: str
+    tmp_path: Path, arm, schema_for: str, point: str, role: str, dest: str, mode: str
 ) -> None:
     # One worker of the dying role: only its replacement can take over the dead one's split or batches, so
     # "working again" proves the replacement ran, whatever the machine's speed (with two, the other one may
     # finish the run before the replacement is up).
     counts = {"producers": 1} if role == "producer" else {"consumers": 1}
-    config = _config(tmp_path, dest, mode, pg_schema, **counts)
-    _previous_content(tmp_path, dest, pg_schema)
+    config = _config(tmp_path, dest, mode, schema_for, **counts)
+    _previous_content(tmp_path, dest, schema_for)
     arm(point)
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
@@ -236,7 +220,7 @@ def test_worker_dies_at_the_point_and_the_run_recovers_exactly(
         assert "is already written: skipped" in log or "overlaps earlier writes" in log, "the replay was not seen"
     [(_, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("succeeded", 1)
-    _check_output(tmp_path, dest, mode, pg_schema)
+    _check_output(tmp_path, dest, mode, schema_for)
 
 
 # ---------------------------------------------------------------- supervisor points (publish)
@@ -258,10 +242,10 @@ SUPERVISOR_POINTS = [
 
 @pytest.mark.parametrize(("point", "dest", "mode"), SUPERVISOR_POINTS, ids=lambda v: str(v))
 def test_supervisor_dies_publishing_and_the_rerun_publishes_once(
-    tmp_path: Path, arm, pg_schema: str, point: str, dest: str, mode: str
+    tmp_path: Path, arm, schema_for: str, point: str, dest: str, mode: str
 ) -> None:
-    config = _config(tmp_path, dest, mode, pg_schema)
-    _previous_content(tmp_path, dest, pg_schema)
+    config = _config(tmp_path, dest, mode, schema_for)
+    _previous_content(tmp_path, dest, schema_for)
     arm(point)
     proc = start_run(tmp_path, config)
     _, err = proc.communicate(timeout=240)
@@ -279,7 +263,7 @@ def test_supervisor_dies_publishing_and_the_rerun_publishes_once(
     assert f"resuming job {job_id} (attempt 2): 0 of 4 splits left, {ROWS} rows already committed" in log, log
     assert "fault point" not in log, "the rerun must pass the point unharmed"
     assert job_rows(tmp_path) == [(job_id, "succeeded", 2, None)], "the rerun must resume the job, not start a new one"
-    _check_output(tmp_path, dest, mode, pg_schema)
+    _check_output(tmp_path, dest, mode, schema_for)
     if dest == "postgres":
-        published = _pg(f"SELECT job_id FROM {pg_schema}.bizon_fast_destination_published")
+        published = _pg(f"SELECT job_id FROM {schema_for}.bizon_fast_destination_published")
         assert published == [(job_id,)], f"the job must be published once: {published}"

@@ -548,13 +548,6 @@ def _assert_each_message_once(path: Path, rows: int, partitions: int) -> None:
     assert table["_source_offset"].to_pylist() == [i // partitions for i in range(rows)]
 
 
-def _sqlite(tmp_path: Path, query: str) -> list[tuple]:
-    import sqlite3
-
-    with sqlite3.connect(tmp_path / "bizon.sqlite3") as conn:
-        return conn.execute(query).fetchall()
-
-
 @pytest.mark.slow
 def test_kafka_source_survives_sigkilled_workers(tmp_path: Path, kafka_bootstrap: str, monkeypatch) -> None:
     """Random producers (the Kafka readers) and consumers are SIGKILLed mid-run: a replacement reads its
@@ -592,7 +585,7 @@ def test_kafka_source_supervisor_sigkill_then_rerun_resumes(tmp_path: Path, kafk
     import psutil
 
     from tests.brokers import create_topic
-    from tests.faults import start_run, workers_of
+    from tests.faults import committed_rows, job_rows, start_run, workers_of
 
     _kill_env(monkeypatch)
     topic = _topic()
@@ -600,27 +593,21 @@ def test_kafka_source_supervisor_sigkill_then_rerun_resumes(tmp_path: Path, kafk
     _produce(kafka_bootstrap, topic, _json_rows(0, KILL_ROWS, 4))
     config = _kill_pipeline(tmp_path, kafka_bootstrap, topic)
     proc = start_run(tmp_path, config)
-    query = "SELECT COALESCE(SUM(rows), 0) FROM bizon_fast_cursors"
     deadline = time.monotonic() + 60
-    while True:
+    while committed_rows(tmp_path) < 1000:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        try:
-            if _sqlite(tmp_path, query)[0][0] >= 1000:
-                break
-        except Exception:  # the database or its tables may not exist yet
-            pass
         time.sleep(0.05)
     orphans = workers_of(proc.pid)
     psutil.Process(proc.pid).kill()
     proc.communicate(timeout=10)
     psutil.wait_procs(orphans, timeout=5)
-    committed = _sqlite(tmp_path, query)[0][0]
+    committed = committed_rows(tmp_path)
     assert 0 < committed < KILL_ROWS, f"{committed} rows committed at the kill"
 
     again = start_run(tmp_path, config)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    [(job_id, status, attempt)] = _sqlite(tmp_path, "SELECT id, status, attempt FROM bizon_fast_jobs")
+    [(job_id, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("succeeded", 2), "the job resumed instead of starting over"
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert f"resuming job {job_id} (attempt 2)" in log
