@@ -18,6 +18,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import psutil
 import pyarrow as pa
 import pytest
 
@@ -263,6 +264,16 @@ class CutProxy(WriteProxy):
         self.cut_streams = 0
         self.hold_timeouts = 0
 
+    def client_alive(self, peer: str) -> bool:
+        """Whether the client at ``peer`` still holds its connection to this proxy (an ESTABLISHED socket)."""
+        _, _, port = peer.rpartition(":")
+        if not port.isdigit():
+            return True  # not a TCP peer: only gRPC's cancellation tells
+        for c in psutil.net_connections(kind="tcp"):
+            if c.laddr and c.laddr.port == self.port and c.raddr and c.raddr.port == int(port):
+                return c.status == psutil.CONN_ESTABLISHED
+        return False
+
     class _Handler(WriteProxy._Handler):
         def service(self, details: grpc.HandlerCallDetails):  # noqa: ANN201 - a grpc handler
             proxy = self.proxy
@@ -274,6 +285,12 @@ class CutProxy(WriteProxy):
             def bidi(requests, context):
                 proxy.count(method)
                 answered = threading.Event()
+                peer = context.peer()  # "ipv4:127.0.0.1:<port>": the client's end of the connection
+
+                def gone() -> bool:
+                    # gRPC's own cancellation (is_active) can lag a SIGKILL on a loaded machine: a client whose
+                    # socket is no longer ESTABLISHED is dead too (its kernel closed the socket)
+                    return not context.is_active() or not proxy.client_alive(peer)
 
                 def upstream_requests():
                     it = iter(requests)
@@ -287,8 +304,8 @@ class CutProxy(WriteProxy):
                             second = next(it, None)
                         except grpc.RpcError:
                             second = None
-                        if not context.is_active():  # this client died on its first answer: cut, release
-                            proxy.released.set()  # the others
+                        if gone():  # this client died on its first answer: cut, release the others
+                            proxy.released.set()
                             with proxy.lock:
                                 proxy.cut_streams += 1
                             return
@@ -302,10 +319,10 @@ class CutProxy(WriteProxy):
                                 with proxy.lock:
                                     proxy.hold_timeouts += 1
                                 break
-                            if not context.is_active():
+                            if gone():
                                 proxy.released.set()  # this one died: the rest of its unit never lands
                                 return
-                        if not context.is_active():
+                        if gone():
                             return
                         yield second
                     yield from it
