@@ -111,6 +111,7 @@ def _summary(summary) -> None:  # noqa: ANN001 - RunSummary
     table = Table(title="bizon-fast run", show_header=False)
     table.add_row("job", summary.job_id + (" (resumed)" if summary.resumed else ""))
     table.add_row("status", summary.status)
+    table.add_row("delivery", summary.delivery)
     table.add_row("rows written", f"{summary.rows:,}")
     if summary.total_rows != summary.rows:
         table.add_row("rows in job", f"{summary.total_rows:,}")
@@ -149,7 +150,7 @@ def run(
 
         start_fork_server()  # its imports overlap config loading and planning
 
-        from bizon_fast.config.load import load_config
+        from bizon_fast.connectors.pipeline import load_config
         from bizon_fast.engine.launch import make_supervisor
         from bizon_fast.engine.progress import make_progress
 

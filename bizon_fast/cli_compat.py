@@ -81,7 +81,7 @@ def stream_reset(
     """
     from bizon_fast.checkpoint import resets
     from bizon_fast.checkpoint.factory import create_backend
-    from bizon_fast.config.load import load_config
+    from bizon_fast.connectors.pipeline import load_config
     from bizon_fast.engine.incremental import sync_mode
 
     try:

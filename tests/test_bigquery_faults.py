@@ -22,12 +22,13 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from bizon_fast.connectors.bigquery import client as bqclient
-from bizon_fast.connectors.bigquery import storage_write
-from bizon_fast.connectors.bigquery.staged import BOOKKEEPING
+from bizon_fast.clients import bigquery as bqclient
+from bizon_fast.connectors.destinations.bigquery.staged import BOOKKEEPING
+from bizon_fast.connectors.destinations.bigquery_streaming_v2 import destination as storage_write
 from bizon_fast.errors import UserError
-from tests.bqemu import PROJECT
-from tests.faults import assert_synthetic_exact, committed_rows, fault_line, job_rows, run_log, start_run
+from native_bench.services import BQEMU_PROJECT as PROJECT
+from native_bench.services import start_run
+from tests.faults import assert_synthetic_exact, committed_rows, fault_line, job_rows, run_log
 from tests.test_bigquery import dataset, dest, emulator, ids_of, pipeline, query  # noqa: F401 - fixtures
 
 WRITE_SERVICE = "/google.cloud.bigquery.storage.v1.BigQueryWrite/"
@@ -138,7 +139,7 @@ def test_endpoint_with_a_key_is_refused_naming_both(monkeypatch, tmp_path: Path)
 
 def test_checkpoint_backend_key_with_endpoint_is_refused(monkeypatch) -> None:
     from bizon_fast.checkpoint.factory import create_backend
-    from bizon_fast.config.models import BackendConfig
+    from bizon_fast.config.engine import BackendConfig
 
     monkeypatch.setenv(bqclient.ENDPOINT_ENV, "http://127.0.0.1:1")
     cfg = BackendConfig.model_validate(

@@ -21,9 +21,10 @@ import psutil
 import psycopg  # the [test] extra installs it: a missing package is a failure
 import pytest
 
-from tests.brokers import KAFKA_TEST_CLIENT, rabbitmq_available
+from native_bench.services import workers_of
 from tests.conftest import REPO
-from tests.faults import assert_synthetic_parquet_exact, kill_workers_randomly, workers_of
+from tests.faults import assert_synthetic_parquet_exact, kill_workers_randomly
+from tests.services.kafka import KAFKA_TEST_CLIENT
 
 pytestmark = pytest.mark.slow
 
@@ -351,8 +352,7 @@ def test_no_partition_warning_fires_after_the_configured_delay(kafka_bootstrap: 
 # ---------------------------------------------------------------- RabbitMQ
 
 
-def test_rabbitmq_random_worker_kills(tmp_path: Path) -> None:
-    rabbitmq_available()
+def test_rabbitmq_random_worker_kills(rabbitmq: str, tmp_path: Path) -> None:
     rows = 200_000
     write_pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, delay=0.1)
     proc = machine(tmp_path, "all")
@@ -366,10 +366,9 @@ def test_rabbitmq_random_worker_kills(tmp_path: Path) -> None:
     assert_synthetic_parquet_exact(tmp_path / "out" / "events", rows, SEED, PAYLOAD)
 
 
-def test_rabbitmq_single_active_consumer_takeover(pg_schema: str, tmp_path: Path) -> None:
+def test_rabbitmq_single_active_consumer_takeover(rabbitmq: str, pg_schema: str, tmp_path: Path) -> None:
     """Two consumer machines on the same queues: only the first consumes (single active consumer); it is
     SIGKILLed, RabbitMQ hands its queues and unacknowledged messages to the second, which finishes."""
-    rabbitmq_available()
     rows = 160_000
     write_pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, delay=0.2, pg_schema=pg_schema)
     active = machine(tmp_path, "consumer-a", "--role", "consumer")
@@ -397,11 +396,12 @@ def test_rabbitmq_single_active_consumer_takeover(pg_schema: str, tmp_path: Path
     assert jobs(pg_schema) == [("succeeded",)]
 
 
-def test_producer_machine_ends_when_a_consumer_machine_fails_the_job(pg_schema: str, tmp_path: Path) -> None:
+def test_producer_machine_ends_when_a_consumer_machine_fails_the_job(
+    rabbitmq: str, pg_schema: str, tmp_path: Path
+) -> None:
     """A consumer machine that fails the job (here a transform that cannot run on these records) must not
     leave the producer machine waiting forever for commits nobody makes: it sees the job failed in the shared
     backend and ends, non-zero, saying so."""
-    rabbitmq_available()
     rows = 160_000
     write_pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, pg_schema=pg_schema, pause_s=0.05)
     with (tmp_path / "p.yml").open("a") as f:

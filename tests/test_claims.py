@@ -26,6 +26,7 @@ import pytest
 from bizon_fast.engine.incremental import StoredWatermark
 from tests.conftest import REPO
 from tests.faults import expected_synthetic
+from tests.services.postgres import PG_DSN
 
 PLUGINS = {
     "BIZON_FAST_DESTINATIONS": (
@@ -34,7 +35,6 @@ PLUGINS = {
     ),
     "PYTHONPATH": str(REPO),
 }
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 def _write(tmp_path: Path, text: str) -> str:
@@ -339,9 +339,8 @@ engine: {queue: {config: {batch_size_mb: 0.5}}, runner: {config: {max_workers: 1
 @pytest.mark.parametrize("batch_mb", [1, 4, 0.5])
 def test_a_ring_slot_is_twice_the_batch_size(tmp_path: Path, batch_mb: float) -> None:
     """README: ``engine.queue.config.batch_size_mb``: "a slot is twice this" (so a batch over its target fits)."""
-    from bizon_fast.config.load import parse_config
-    from bizon_fast.engine.progress import Progress
-    from bizon_fast.engine.supervisor import Supervisor
+    from bizon_fast.connectors.pipeline import parse_config
+    from bizon_fast.engine.slots import ring_layout
 
     cfg = parse_config(
         {
@@ -351,6 +350,14 @@ def test_a_ring_slot_is_twice_the_batch_size(tmp_path: Path, batch_mb: float) ->
             "engine": {"queue": {"config": {"batch_size_mb": batch_mb}}},
         }
     )
-    slot_size, n_slots, _ = Supervisor(cfg, progress=Progress())._sizes(2, 2)
+    qcfg = cfg.engine.queue.config  # what the ring dispatch hands ring_layout
+    layout = ring_layout(
+        batch_size_mb=qcfg.batch_size_mb,
+        ring_size_mb=qcfg.ring_size_mb,
+        buffer_size_mb=cfg.destination.config.buffer_size,
+        producers=2,
+        consumers=2,
+    )
+    slot_size, n_slots = layout.slot_size, layout.n_slots
     assert slot_size == 2 * batch_mb * 1024 * 1024
     assert n_slots >= 2 * 2 + 2 * 2 + 1  # every producer's grants and every consumer's held batches fit at once

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bizon_fast.config import load_config, read_raw_config
-from bizon_fast.config.models import PipelineConfig
+from bizon_fast.config.load import read_raw_config
+from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.config.secrets import find_references
+from bizon_fast.connectors.pipeline import load_config
 from bizon_fast.errors import ConfigError
 
 # bizon.md 1.7: the README quickstart (dummy -> logger)
@@ -582,7 +583,8 @@ def test_custom_source_sets_source_file_path(tmp_path: Path) -> None:
             """\
             from pydantic import Field
 
-            from bizon_fast.source.base import Source, SourceConfig
+            from bizon_fast.config.source import SourceConfig
+            from bizon_fast.source.base import Source
 
 
             class FlowersConfig(SourceConfig):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bizon_fast.config import load_config
+from bizon_fast.connectors.pipeline import load_config
 from tests.conftest import REPO
 
 INT64 = "expected an integer between -9223372036854775808 and 9223372036854775807"
@@ -235,7 +235,7 @@ def test_start_up_failure_leaves_a_non_empty_log(tmp_path: Path, cli) -> None:
 
 
 BOOM_DESTINATION = """\
-from bizon_fast.connectors.destinations.noop import NoopDestination
+from bizon_fast.connectors.destinations.noop.destination import NoopDestination
 
 
 class BoomDestination(NoopDestination):

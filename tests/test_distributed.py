@@ -16,9 +16,10 @@ import psutil
 import psycopg  # the [test] extra installs it: a missing package is a failure
 import pytest
 
-from tests.brokers import KAFKA_TEST_CLIENT, rabbitmq_available
+from native_bench.services import start_run, workers_of
 from tests.conftest import REPO
-from tests.faults import check_parquet_ids, kill_workers_randomly, start_run, workers_of
+from tests.faults import check_parquet_ids, kill_workers_randomly
+from tests.services.kafka import KAFKA_TEST_CLIENT
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 SLOW_FILE = "slow_file=tests.fixtures.slow_file:SlowFileDestination"
@@ -246,15 +247,13 @@ def test_unreachable_kafka_is_a_clear_error(cli, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- RabbitMQ
 
 
-def test_rabbitmq_one_machine_exactly_once(tmp_path: Path) -> None:
-    rabbitmq_available()
+def test_rabbitmq_one_machine_exactly_once(rabbitmq: str, tmp_path: Path) -> None:
     config = pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=200_000)
     finish(start_run(tmp_path, config))
     check_parquet_ids(tmp_path / "out" / "events", 200_000)
 
 
-def test_rabbitmq_two_roles_and_a_killed_consumer_machine(pg_schema: str, tmp_path: Path) -> None:
-    rabbitmq_available()
+def test_rabbitmq_two_roles_and_a_killed_consumer_machine(rabbitmq: str, pg_schema: str, tmp_path: Path) -> None:
     rows = 200_000
     config = pipeline(tmp_path, rabbit_queue(secrets.token_hex(3)), rows=rows, backend=pg_backend(pg_schema), delay=0.3)
     producer = start_run(tmp_path, config, "--role", "producer")
@@ -271,7 +270,7 @@ def test_rabbitmq_two_roles_and_a_killed_consumer_machine(pg_schema: str, tmp_pa
 
 
 def test_rabbitmq_url_is_built_from_bizon_keys() -> None:
-    from bizon_fast.config.models import RabbitMQQueueSettings
+    from bizon_fast.config.engine import RabbitMQQueueSettings
 
     settings = RabbitMQQueueSettings.model_validate({"host": "h", "queue_name": "q", "password": "p@ss/word"})
     assert settings.url() == "amqp://guest:p%40ss%2Fword@h:5672/%2F"
@@ -280,7 +279,7 @@ def test_rabbitmq_url_is_built_from_bizon_keys() -> None:
 def test_postgres_leases_skip_locked_expiry_and_epochs(pg_schema: str) -> None:
     from bizon_fast.checkpoint.leases import PostgresLeases
     from bizon_fast.checkpoint.postgres import PostgresBackend
-    from bizon_fast.config.models import PostgresBackendDetails
+    from bizon_fast.config.engine import PostgresBackendDetails
 
     backend = PostgresBackend(PostgresBackendDetails.model_validate({"dsn": DSN, "schema": pg_schema}))
     backend.open()
@@ -311,7 +310,7 @@ def test_postgres_leases_skip_locked_expiry_and_epochs(pg_schema: str) -> None:
 def test_postgres_cursor_commits_never_move_back(pg_schema: str) -> None:
     """Two consumer machines may commit one split's cursor; a late, stale commit must not win."""
     from bizon_fast.checkpoint.postgres import PostgresBackend
-    from bizon_fast.config.models import PostgresBackendDetails
+    from bizon_fast.config.engine import PostgresBackendDetails
     from bizon_fast.cursor import Cursor
 
     backend = PostgresBackend(PostgresBackendDetails.model_validate({"dsn": DSN, "schema": pg_schema}))

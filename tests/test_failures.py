@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from native_bench.services import start_run, workers_of
 from tests.conftest import REPO
-from tests.faults import (
-    assert_synthetic_parquet_exact,
-    check_json_ids,
-    check_parquet_ids,
-    committed_rows,
-    job_rows,
-    start_run,
-    workers_of,
-)
+from tests.faults import assert_synthetic_parquet_exact, check_json_ids, check_parquet_ids, committed_rows, job_rows
 
 FIXTURES = REPO / "tests" / "fixtures"
 PLUGIN_ENV = {

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from native_bench.services import start_run, workers_of
 from tests.conftest import REPO
 from tests.faults import (
     assert_synthetic_exact,
@@ -25,8 +26,6 @@ from tests.faults import (
     kill_workers_randomly,
     read_synthetic_json,
     run_log,
-    start_run,
-    workers_of,
 )
 
 pytestmark = pytest.mark.slow

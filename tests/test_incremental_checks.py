@@ -18,7 +18,8 @@ import pytest
 
 from bizon_fast.source.incremental import CursorFieldMissing, batch_watermark
 from bizon_fast.source.records import records_to_batch
-from tests.conftest import PG_DSN, REPO
+from tests.conftest import REPO
+from tests.services.postgres import PG_DSN
 
 CUSTOM_SOURCE = str(REPO / "tests" / "fixtures" / "bizon_custom_source.py")
 DSN = PG_DSN

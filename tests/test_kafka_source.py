@@ -84,7 +84,7 @@ def _read_parquet(path: Path) -> pa.Table:
 
 
 def test_json_topic_to_parquet_reads_every_partition_once(tmp_path: Path, cli, kafka_bootstrap: str) -> None:
-    from tests.brokers import create_topic
+    from tests.services.kafka import create_topic
 
     topic = _topic()
     create_topic(kafka_bootstrap, topic, 4)
@@ -108,7 +108,7 @@ def test_json_topic_to_parquet_reads_every_partition_once(tmp_path: Path, cli, k
 
 def test_bizon_layout_matches_bizon_records(tmp_path: Path, cli, kafka_bootstrap: str) -> None:
     """bizon's envelope: source_record_id partition_<p>_offset_<o>, source_data {topic, offset, ..., value}."""
-    from tests.brokers import create_topic
+    from tests.services.kafka import create_topic
 
     topic = _topic()
     create_topic(kafka_bootstrap, topic, 2)
@@ -148,8 +148,8 @@ def _wait_rows(path: Path, rows: int, proc, deadline_s: float = 30) -> None:
 
 def test_stream_mode_resumes_from_committed_offsets(tmp_path: Path, kafka_bootstrap: str) -> None:
     """Stop a stream, produce more, run again: only the new rows arrive, none twice; group offsets follow."""
-    from tests.brokers import create_topic
-    from tests.faults import start_run
+    from native_bench.services import start_run
+    from tests.services.kafka import create_topic
 
     topic = _topic()
     create_topic(kafka_bootstrap, topic, 3)
@@ -256,7 +256,7 @@ def _order(i: int) -> dict:
 def test_avro_with_schema_registry_gives_typed_columns(
     tmp_path: Path, cli, kafka_bootstrap: str, registry: _Registry
 ) -> None:
-    from tests.brokers import create_topic
+    from tests.services.kafka import create_topic
 
     registry.schemas = {11: json.dumps(ORDER_V1), 12: json.dumps(ORDER_V2)}
     topic = _topic()
@@ -294,7 +294,7 @@ def test_avro_with_schema_registry_gives_typed_columns(
 
 
 def test_undecodable_message_fails_naming_it_or_is_skipped(tmp_path: Path, cli, kafka_bootstrap: str) -> None:
-    from tests.brokers import create_topic
+    from tests.services.kafka import create_topic
 
     topic = _topic()
     create_topic(kafka_bootstrap, topic, 1)
@@ -321,7 +321,7 @@ def test_missing_topic_and_unreachable_broker_are_clear_errors(tmp_path: Path, c
 
 
 def test_empty_topic_finishes_with_no_rows(tmp_path: Path, cli, kafka_bootstrap: str) -> None:
-    from tests.brokers import create_topic
+    from tests.services.kafka import create_topic
 
     topic = _topic()
     create_topic(kafka_bootstrap, topic, 2)
@@ -352,7 +352,7 @@ def test_empty_topic_finishes_with_no_rows(tmp_path: Path, cli, kafka_bootstrap:
     ],
 )
 def test_bad_kafka_configs_name_the_key(tmp_path: Path, source: str, message: str) -> None:
-    from bizon_fast.config import load_config
+    from bizon_fast.connectors.pipeline import load_config
     from bizon_fast.errors import UserError
 
     (tmp_path / "p.yml").write_text(f"name: x\nsource: {source}\ndestination: {{name: noop}}\n")
@@ -362,8 +362,8 @@ def test_bad_kafka_configs_name_the_key(tmp_path: Path, source: str, message: st
 
 
 def test_example_config_validates() -> None:
-    from bizon_fast.config import load_config
-    from bizon_fast.config.models import KafkaSourceConfig
+    from bizon_fast.connectors.pipeline import load_config
+    from bizon_fast.connectors.sources.kafka.src.config import KafkaSourceConfig
 
     cfg = load_config(str(REPO / "configs" / "kafka_to_parquet.yml"))
     assert isinstance(cfg.source, KafkaSourceConfig)
@@ -470,7 +470,7 @@ class _Msg:
 
 
 def _source(**extra: object):
-    from bizon_fast.config.models import KafkaSourceConfig
+    from bizon_fast.connectors.sources.kafka.src.config import KafkaSourceConfig
     from bizon_fast.connectors.sources.kafka.src.source import KafkaSource
 
     config = {"name": "kafka", "stream": "topic", "bootstrap_servers": "unused:9092", "consumer_config": {}}
@@ -554,8 +554,9 @@ def test_kafka_source_survives_sigkilled_workers(tmp_path: Path, kafka_bootstrap
     partition again from the last batch that reached the ring; each message lands once."""
     import random
 
-    from tests.brokers import create_topic
-    from tests.faults import kill_workers_randomly, start_run
+    from native_bench.services import start_run
+    from tests.faults import kill_workers_randomly
+    from tests.services.kafka import create_topic
 
     _kill_env(monkeypatch)
     topic = _topic()
@@ -584,8 +585,9 @@ def test_kafka_source_supervisor_sigkill_then_rerun_resumes(tmp_path: Path, kafk
     (attempt 2) from the committed offsets: nothing read twice, nothing skipped."""
     import psutil
 
-    from tests.brokers import create_topic
-    from tests.faults import committed_rows, job_rows, start_run, workers_of
+    from native_bench.services import start_run, workers_of
+    from tests.faults import committed_rows, job_rows
+    from tests.services.kafka import create_topic
 
     _kill_env(monkeypatch)
     topic = _topic()

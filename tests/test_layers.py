@@ -1,6 +1,6 @@
 """The import layering of pyproject's ``[tool.importlinter]`` holds: CI runs pytest, so this enforces it.
 
-The engine once had circles (worker <-> broker_worker <-> streaming, supervisor <-> distributed) hidden
+The engine once had circles (worker <-> broker_worker <-> streaming, supervisor <-> distributed; config <-> connectors) hidden
 in function-level imports; the contracts forbid them coming back, and keep connectors, checkpoint
 backends and transports from reaching into the engine.
 """

@@ -18,10 +18,10 @@ import pytest
 
 from bizon_fast.connectors.registry import destination_class
 from bizon_fast.destination.base import DestinationContext
-from bizon_fast.engine.writes import write_with_retries
+from bizon_fast.engine.consumer import write_with_retries
 from bizon_fast.errors import StepFailed
-from tests.conftest import PG_DSN
-from tests.faults import start_run
+from native_bench.services import start_run
+from tests.services.postgres import PG_DSN
 
 pytestmark = pytest.mark.service
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bizon_fast.connectors.destinations.file_stream import contained_id
+from bizon_fast.connectors.destinations.file.file_stream import contained_id
 from tests.faults import check_json_ids
 
 ESCAPING_SOURCE = """

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from native_bench.services import start_run
 from tests.conftest import REPO
-from tests.faults import check_json_ids, check_parquet_ids, start_run
+from tests.faults import check_json_ids, check_parquet_ids
 
 
 def _write(tmp_path: Path, text: str) -> str:

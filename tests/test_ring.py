@@ -33,7 +33,7 @@ from bizon_fast.transport import (
     ipc_size,
     open_store,
 )
-from bizon_fast.transport import shm as shm_module
+from bizon_fast.transport import ring as shm_module
 
 SPAWN = mp.get_context("spawn")
 TEST_PREFIX = "bizon_fast_test"

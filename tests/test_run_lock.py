@@ -25,8 +25,11 @@ import psutil
 import pytest
 
 from bizon_fast.errors import JobFailed, UserError
-from tests.conftest import PG_DSN, REPO, need_service
-from tests.faults import check_parquet_ids, start_run, workers_of
+from native_bench.services import BQEMU_PROJECT as PROJECT
+from native_bench.services import start_run, workers_of
+from tests.conftest import REPO
+from tests.faults import check_parquet_ids
+from tests.services.postgres import PG_DSN
 
 DSN = PG_DSN
 
@@ -216,13 +219,13 @@ def test_after_sigkill_of_the_holder_the_next_run_resumes(tmp_path: Path, store:
 
 @pytest.mark.slow
 @pytest.mark.service
-def test_broker_roles_share_the_run_and_a_plain_run_is_refused(tmp_path: Path, pg_admin, pg_schema) -> None:
+def test_broker_roles_share_the_run_and_a_plain_run_is_refused(
+    tmp_path: Path, rabbitmq: str, pg_admin, pg_schema
+) -> None:
     """Broker roles hold the run lock shared (they join one job); a plain run of the pipeline takes it
     exclusive, so it is refused while the roles live (the reverse is tested at the backend API)."""
-    from bizon_fast.connectors import pgconn
-    from tests.brokers import rabbitmq_available
+    from bizon_fast.clients import postgres as pgconn
 
-    rabbitmq_available()
     rows, name = 200_000, f"lock-{secrets.token_hex(3)}"
     backend = f'{{type: postgres, config: {{dsn: "{DSN}", schema: {pg_schema}}}}}'
     tag = secrets.token_hex(3)
@@ -345,7 +348,7 @@ def test_sqlite_shared_holders_exclude_an_exclusive_one(tmp_path: Path) -> None:
 
 def pg_backend(schema: str):
     from bizon_fast.checkpoint.postgres import PostgresBackend
-    from bizon_fast.config.models import PostgresBackendDetails
+    from bizon_fast.config.engine import PostgresBackendDetails
 
     b = PostgresBackend(PostgresBackendDetails.model_validate({"dsn": DSN, "schema": schema}))
     b.open()
@@ -423,40 +426,9 @@ def test_postgres_run_lock_is_taken_again_after_a_lost_connection(pg_admin, pg_s
 # ---------------------------------------------------------------- BigQuery run leases (emulator)
 
 
-@pytest.fixture(scope="module")
-def bq_emulator(tmp_path_factory):
-    from tests.bqemu import Emulator, EmulatorUnavailable
-
-    try:
-        emu = Emulator(tmp_path_factory.mktemp("bqemu") / "bqemulator.log")
-    except EmulatorUnavailable as exc:
-        need_service(f"BigQuery emulator unavailable: {exc}")
-    old = {k: os.environ.get(k) for k in emu.env()}
-    os.environ.update(emu.env())
-    yield emu
-    for k, v in old.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    emu.stop()
-
-
-@pytest.fixture
-def bq_dataset(bq_emulator):
-    from google.cloud import bigquery
-
-    from tests.bqemu import PROJECT
-
-    name = f"bf_lock_{secrets.token_hex(4)}"
-    client = bq_emulator.client()
-    client.create_dataset(bigquery.Dataset(f"{PROJECT}.{name}"))
-    yield name
-    client.delete_dataset(f"{PROJECT}.{name}", delete_contents=True, not_found_ok=True)
-    client.close()
-
-
 def bq_backend(dataset: str):
     from bizon_fast.checkpoint.factory import create_backend
-    from bizon_fast.config.models import BackendConfig
-    from tests.bqemu import PROJECT
+    from bizon_fast.config.engine import BackendConfig
 
     b = create_backend(
         BackendConfig.model_validate({"type": "bigquery", "config": {"database": PROJECT, "schema": dataset}})

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.registry import source_class
 from bizon_fast.connectors.sources.dummy.src.source import DummySource
 from bizon_fast.connectors.sources.synthetic.src.source import (
@@ -19,7 +20,7 @@ from bizon_fast.connectors.sources.synthetic.src.source import (
     SyntheticSource,
 )
 from bizon_fast.errors import ConfigError
-from bizon_fast.source.base import SourceConfig, Split
+from bizon_fast.source.base import Split
 from bizon_fast.source.records import (
     EXTRACTED_AT_KEY,
     SOURCE_RECORDS_SCHEMA,

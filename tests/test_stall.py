@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA, SyntheticSource
-from bizon_fast.source.base import SourceConfig
+from native_bench.services import start_run, workers_of
 from tests.conftest import REPO
-from tests.faults import check_parquet_ids, start_run, workers_of
+from tests.faults import check_parquet_ids
 
 pytestmark = pytest.mark.slow
 

@@ -47,7 +47,7 @@ from bizon_fast.checkpoint.base import (
     run_refused,
     this_holder,
 )
-from bizon_fast.config.models import BigQueryBackendDetails
+from bizon_fast.config.engine import BigQueryBackendDetails
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import JobFailed, UserError
 
@@ -153,7 +153,7 @@ class BigQueryBackend(CheckpointBackend):
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
 
-        from bizon_fast.connectors.bigquery import client as bqclient
+        from bizon_fast.clients import bigquery as bqclient
 
         self.client = bqclient.bigquery_client(
             self.project, self.config.service_account_key, key_path=f"{KEY}.service_account_key"
@@ -179,7 +179,7 @@ class BigQueryBackend(CheckpointBackend):
     def _q(self, sql: str, **params: Any) -> list[tuple]:
         from google.cloud import bigquery
 
-        from bizon_fast.connectors.bigquery import client as bqclient
+        from bizon_fast.clients import bigquery as bqclient
 
         assert self.client is not None, "backend not open"
         qp = []
@@ -268,7 +268,7 @@ class BigQueryBackend(CheckpointBackend):
         """The renewal thread: its own client (the main one belongs to the supervisor's thread)."""
         from google.cloud import bigquery
 
-        from bizon_fast.connectors.bigquery import client as bqclient
+        from bizon_fast.clients import bigquery as bqclient
 
         client = None
         try:

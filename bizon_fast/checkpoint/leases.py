@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
-from bizon_fast.connectors import pgconn
+from bizon_fast.clients import postgres as pgconn
 from bizon_fast.faults import fault_point
 
 LEASES_DDL = """

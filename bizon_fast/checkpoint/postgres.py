@@ -43,7 +43,7 @@ from bizon_fast.checkpoint.base import (
     job_from_row,
     run_refused,
 )
-from bizon_fast.connectors import pgconn
+from bizon_fast.clients import postgres as pgconn
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import JobFailed, UserError
 

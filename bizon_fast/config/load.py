@@ -9,11 +9,8 @@ override the YAML only when they are given, and every user mistake is a single
 
 from __future__ import annotations
 
-import collections.abc
 import copy
-import difflib
 import os
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,20 +19,26 @@ from typing import Any
 from dotenv import load_dotenv
 from pydantic import BaseModel, ValidationError
 
-from bizon_fast.config.models import LogLevel, PipelineConfig
-from bizon_fast.config.secrets import SecretResolutionError, find_references, resolve_references
-from bizon_fast.config.yamlpaths import Position, format_path, lookup
-from bizon_fast.config.yamlstrict import read_yaml
+from bizon_fast.config.catalog import CONTEXT_KEY, ConnectorCatalog
+from bizon_fast.config.engine import LogLevel
+from bizon_fast.config.messages import (
+    MAX_REPORTED_ERRORS,
+    described,
+    format_validation_error,
+    kind_of,
+    line_of,
+    located,
+)
+from bizon_fast.config.pipeline import PipelineConfig
+from bizon_fast.config.secrets import LEGACY_ENV_PREFIX, SecretResolutionError, resolve_references
+from bizon_fast.config.transforms import compile_polars, compile_python, sql_syntax_error
+from bizon_fast.config.yamlpaths import lookup
+from bizon_fast.config.yamlstrict import Positions, read_yaml
 from bizon_fast.errors import ConfigError
-from bizon_fast.transform.code import compile_polars, compile_python, sql_syntax_error
 
-LEGACY_ENV_PREFIX = "BIZON_ENV_"
 RUNNER_TYPES = ("thread", "process", "stream")
-MAX_REPORTED_ERRORS = 12
 #: the range of every integer in a config: the engine, sqlite, Arrow and the services all hold int64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-
-Positions = dict[tuple[str | int, ...], Position]
 
 
 # ---------------------------------------------------------------- public API
@@ -73,6 +76,7 @@ def read_raw_config(path: str | Path, *, env_file: str | Path | None = None) -> 
 def load_config(
     path: str | Path,
     *,
+    connectors: ConnectorCatalog,
     workers: int | None = None,
     runner: str | None = None,
     custom_source: str | Path | None = None,
@@ -81,7 +85,7 @@ def load_config(
     reset: bool = False,
     role: str | None = None,
 ) -> PipelineConfig:
-    """Read, resolve and validate the pipeline at ``path``.
+    """Read, resolve and validate the pipeline at ``path`` against the ``connectors`` this install has.
 
     ``reset`` (``--reset``) sets ``source.reset`` before validation, so its rules apply to it too.
 
@@ -100,20 +104,21 @@ def load_config(
     try:
         raw = resolve_references(raw)
     except SecretResolutionError as exc:
-        raise ConfigError(_located(origin, positions, exc.path, exc.reason)) from None
+        raise ConfigError(located(origin, positions, exc.path, exc.reason)) from None
     if custom_source is not None:
         overrides.append((("source", "source_file_path"), str(custom_source)))
     if reset:
         overrides.append((("source", "reset"), True))
     for parts, value in overrides:
         _set_in(raw, parts, value)
-    return parse_config(raw, origin, positions=positions, original=original)
+    return parse_config(raw, origin, connectors=connectors, positions=positions, original=original)
 
 
 def parse_config(
     raw: dict[str, Any],
     origin: str = "<config>",
     *,
+    connectors: ConnectorCatalog,
     positions: Positions | None = None,
     original: dict[str, Any] | None = None,
 ) -> PipelineConfig:
@@ -127,10 +132,12 @@ def parse_config(
     """
     positions = positions or {}
     try:
-        cfg = PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(raw, context={CONTEXT_KEY: connectors})
     except ValidationError as exc:
         raise ConfigError(
-            format_validation_error(exc, origin=origin, positions=positions, data=raw, original=original)
+            format_validation_error(
+                exc, origin=origin, connectors=connectors, positions=positions, data=raw, original=original
+            )
         ) from None
     problems = [
         *_integer_problems(cfg, origin, positions, original),
@@ -140,35 +147,6 @@ def parse_config(
         problems.sort(key=lambda entry: entry[0])
         raise ConfigError("\n".join(text for _, text in problems[:MAX_REPORTED_ERRORS]))
     return cfg
-
-
-def format_validation_error(
-    exc: ValidationError,
-    *,
-    origin: str,
-    positions: Positions | None = None,
-    data: Any = None,
-    original: Any = None,
-) -> str:
-    """One line per problem, sorted by line: ``file:line: yaml.path: message``."""
-    positions = positions or {}
-    entries: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    for err in exc.errors():
-        loc = _walk(tuple(err["loc"]), data)[0]
-        if err["type"] == "invalid_key":  # pydantic puts an index there; the key itself says more
-            loc = (*loc[:-1], str(err.get("input")))
-        message = _describe(err, loc, data, original)
-        line = _line_of(loc, positions, missing=err["type"] == "missing")
-        text = _located(origin, positions, loc, message, line=line)
-        if text not in seen:
-            seen.add(text)
-            entries.append((line or 0, text))
-    entries.sort(key=lambda e: e[0])
-    lines = [text for _, text in entries[:MAX_REPORTED_ERRORS]]
-    if len(entries) > MAX_REPORTED_ERRORS:
-        lines.append(f"{origin}: ... and {len(entries) - MAX_REPORTED_ERRORS} more errors")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- reading
@@ -193,7 +171,9 @@ def _parse_yaml(text: str, origin: str) -> tuple[dict[str, Any], Positions]:
     if raw is None:
         raise ConfigError(f"{origin}: the file is empty; expected a pipeline (name, source, destination, ...)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}:1: expected a mapping of keys (name, source, destination, ...), got {_kind(raw)}")
+        raise ConfigError(
+            f"{origin}:1: expected a mapping of keys (name, source, destination, ...), got {kind_of(raw)}"
+        )
     return raw, positions
 
 
@@ -210,7 +190,7 @@ def _substitute_legacy_env(raw: Any, origin: str, positions: Positions, path: tu
         value = os.environ.get(raw)
         if value is None:
             raise ConfigError(
-                _located(
+                located(
                     origin,
                     positions,
                     path,
@@ -278,10 +258,10 @@ def _integer_problems(
     """
     for loc, value in _integers(cfg, ()):
         if not INT64_MIN <= value <= INT64_MAX:
-            given = _given(value, loc, original)
+            given = described(value, loc, original)
             message = f"expected an integer between {INT64_MIN} and {INT64_MAX}, got {given}"
-            line = _line_of(loc, positions)
-            yield line or 0, _located(origin, positions, loc, message, line=line)
+            line = line_of(loc, positions)
+            yield line or 0, located(origin, positions, loc, message, line=line)
 
 
 def _integers(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], int]]:
@@ -319,12 +299,12 @@ def _transform_problems(
                 continue
             message, code_line = problem
             loc = ("transforms", index, kind)
-            line = _line_of(loc, positions)
+            line = line_of(loc, positions)
             pos = positions.get(loc)
             found, written = lookup(original, loc) if original is not None else (False, None)
             if pos is not None and code_line and found and written == code:  # the code is in the file itself
                 line = pos.text_line + code_line - 1
-            yield line or 0, _located(origin, positions, loc, message, line=line)
+            yield line or 0, located(origin, positions, loc, message, line=line)
 
 
 def _code_problem(kind: str, label: str, code: str) -> tuple[str, int | None] | None:
@@ -341,196 +321,3 @@ def _code_problem(kind: str, label: str, code: str) -> tuple[str, int | None] | 
     except ValueError as exc:  # a NUL character
         return f"cannot compile the code: {exc}", None
     return None
-
-
-# ---------------------------------------------------------------- messages
-
-
-def _located(origin: str, positions: Positions, loc: tuple[Any, ...], message: str, *, line: int | None = None) -> str:
-    line = line if line is not None else _line_of(loc, positions)
-    where = f"{origin}:{line}" if line else origin
-    path = format_path(loc)
-    return f"{where}: {path}: {message}" if path else f"{where}: {message}"
-
-
-def _line_of(loc: tuple[Any, ...], positions: Positions, *, missing: bool = False) -> int | None:
-    """The line of ``loc`` in the file, else of its nearest ancestor (a missing key: its parent's line)."""
-    parts = tuple(p if isinstance(p, int) else str(p) for p in loc)
-    if missing:
-        parts = parts[:-1]
-    while parts:
-        pos = positions.get(parts)
-        if pos is not None:
-            return pos.key_line
-        parts = parts[:-1]
-    return None
-
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "string_type": "a string",
-    "dict_type": "a mapping (key: value entries)",
-    "model_type": "a mapping (key: value entries)",
-    "model_attributes_type": "a mapping (key: value entries)",
-    "list_type": "a list",
-}
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
-
-
-def _describe(err: Any, loc: tuple[Any, ...], data: Any, original: Any) -> str:
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return _unknown_key(loc, data)
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "invalid_key":
-        return f"YAML read this key as {err.get('input')!r}, not a string (on/off/yes/no are booleans); quote it"
-    given = _given(err.get("input"), loc, original)
-    if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {given}"
-    if kind in _BOUNDS:
-        bound = next(iter(ctx.values()), "?")
-        return f"expected a value {_BOUNDS[kind]} {bound}, got {given}"
-    if kind in ("literal_error", "enum"):
-        return f"expected one of {ctx.get('expected', '?')}, got {given}"
-    msg = err["msg"]
-    if kind in ("value_error", "assertion_error", "config"):
-        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if msg.startswith("Input should be "):
-        return f"expected {msg.removeprefix('Input should be ')}, got {given}"
-    return f"{msg} (got {given})"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing (an empty value)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _given(value: Any, loc: tuple[Any, ...], original: Any) -> str:
-    """Describe the offending value; one that came from a reference is named by it, never printed."""
-    if original is not None:
-        found, before = lookup(original, loc)
-        from_reference = isinstance(before, str) and (before.startswith(LEGACY_ENV_PREFIX) or find_references(before))
-        if found and from_reference and before != value:
-            return f"the value of {before!r}"
-    return _kind(value)
-
-
-def _unknown_key(loc: tuple[Any, ...], data: Any) -> str:
-    key = str(loc[-1])
-    model = _model_at(loc[:-1], data)
-    if model is None:
-        return f"unknown key '{key}'"
-    allowed = _keys_of(model)
-    message = f"unknown key '{key}'; expected one of: {', '.join(allowed)}"
-    close = difflib.get_close_matches(key, allowed, n=1)
-    if close:
-        message += f" (did you mean '{close[0]}'?)"
-    found, block = lookup(data, loc[:-1])
-    homes = [
-        field
-        for field in model.model_fields
-        if _is_model(sub := _child_model(model, field, block if found else None)) and key in _keys_of(sub)
-    ]
-    if len(homes) == 1:  # e.g. syncCursorInDBEvery written beside engine.backend.config instead of inside it
-        message += f"; '{key}' belongs under {format_path((*loc[:-1], homes[0]))}"
-    return message
-
-
-def _keys_of(model: type[BaseModel]) -> list[str]:
-    return [info.alias if isinstance(info.alias, str) else name for name, info in model.model_fields.items()]
-
-
-def _child_model(model: type[BaseModel], field: str, block: Any) -> type[BaseModel] | None:
-    hook = getattr(model, "child_model", None)
-    chosen = hook(field, block) if hook is not None else None
-    if chosen is not None:
-        return chosen
-    kind, inner = _shape(model.model_fields[field].annotation)
-    return inner if kind == "model" else None
-
-
-def _shape(annotation: Any) -> tuple[str, Any]:
-    """What an annotation holds: ("model", cls), ("list"|"dict", item), ("union", member models), ("other", None)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _shape(typing.get_args(annotation)[0])
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if origin in (typing.Union, types.UnionType):
-        if len(args) == 1:
-            return _shape(args[0])
-        members: list[type[BaseModel]] = []
-        for arg in args:
-            kind, inner = _shape(arg)
-            members += [inner] if kind == "model" else inner if kind == "union" else []
-        return "union", members
-    if origin in (list, tuple, set, frozenset, collections.abc.Sequence) and args:
-        return "list", args[0]
-    if origin in (dict, collections.abc.Mapping) and len(args) == 2:
-        return "dict", args[1]
-    if _is_model(annotation):
-        return "model", annotation
-    return "other", None
-
-
-def _is_model(value: Any) -> bool:
-    return isinstance(value, type) and issubclass(value, BaseModel)
-
-
-def _field_named(model: type[BaseModel], key: Any) -> str | None:
-    for name, info in model.model_fields.items():
-        if key == name or key == info.alias:
-            return name
-    return None
-
-
-def _walk(loc: tuple[Any, ...], data: Any) -> tuple[tuple[Any, ...], Any]:
-    """(``loc`` as the user wrote it, the annotation found there), following the models that validated it.
-
-    Pydantic inserts union members into locations (``authentication.api_key.params`` for a
-    discriminated union, ``params.TokenAuthParams.token`` for a plain one); those are not YAML
-    keys, so they are dropped. Sibling-dependent blocks follow each model's ``child_model`` hook.
-    """
-    current: Any = PipelineConfig
-    block: Any = data
-    clean: list[Any] = []
-    for part in loc:
-        kind, inner = _shape(current)
-        if kind == "union":
-            member = next((m for m in inner if _field_named(m, part)), None)
-            if member is None and isinstance(part, str):
-                continue  # a union tag, not a key
-            kind, inner = ("model", member) if member is not None else ("other", None)
-        clean.append(part)
-        if kind == "model":
-            name = _field_named(inner, part)
-            hook = getattr(inner, "child_model", None)
-            chosen = hook(name, block) if hook is not None and name is not None else None
-            current = chosen or (inner.model_fields[name].annotation if name is not None else None)
-            block = block.get(part) if isinstance(block, dict) else None
-        elif kind in ("list", "dict"):
-            current = inner
-            found, block = lookup(block, [part])
-            block = block if found else None
-        else:
-            current, block = None, None
-    return tuple(clean), current
-
-
-def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
-    """The model that validated the block at ``loc`` (None when it is not a single model)."""
-    kind, inner = _shape(_walk(loc, data)[1])
-    return inner if kind == "model" else None

@@ -29,6 +29,8 @@ INLINE_RE = re.compile(r"^\$\{\s*([a-z0-9_]+)://([^}]+?)\s*\}$")
 ANY_TOKEN_RE = re.compile(r"\$\{[^}]*\}")
 
 KNOWN_SCHEMES = ("env", "gsm")
+#: bizon's legacy whole-value substitution: a string starting with it is that environment variable's value
+LEGACY_ENV_PREFIX = "BIZON_ENV_"
 
 PathParts = tuple[str | int, ...]
 

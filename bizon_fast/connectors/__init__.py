@@ -1,0 +1,1 @@
+"""Connectors, one folder each (``sources/<name>/``, ``destinations/<name>/``), found by name in ``registry``."""

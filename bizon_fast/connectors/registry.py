@@ -1,47 +1,55 @@
-"""Find source and destination classes by name.
+"""Find connectors by name: their config models and capabilities cheaply, their classes lazily.
 
-Sources live under ``connectors/sources/<name>/src/`` (bizon's layout); a custom source file is
-loaded from its path. Destinations are a fixed table of built-ins.
+A connector is a folder. Sources live under ``connectors/sources/<name>/src/`` (bizon's layout; a
+custom source file is loaded from its path). Destinations are the folders of
+``connectors/destinations/``: each folder's ``config.py`` declares ``CONFIG_CLASS`` (the model of
+``destination.config``) and ``CAPABILITIES``, light modules that config validation reads without
+importing the implementation; its ``destination.py`` holds the class, imported only to run.
+
+Third-party destinations come from the ``bizon_fast.destinations`` entry-point group and
+``BIZON_FAST_DESTINATIONS="name=module:Class,..."`` (workers inherit the environment); a plugin class
+declares ``config_class`` and ``capabilities`` itself.
+
+This module is the :class:`~bizon_fast.config.catalog.ConnectorCatalog` of this install: config
+validation receives it (``model_validate(raw, context={CONTEXT_KEY: registry})``) rather than
+importing it.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 
-from bizon_fast.connectors.discovery import builtin_source_classes, builtin_source_names, custom_source_classes, pick
+from bizon_fast.config.capabilities import DestinationCapabilities
+from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.config.source import BizonSourceConfig, SourceConfig, SourceLookupError
+from bizon_fast.connectors.discovery import (
+    SOURCES_PACKAGE,
+    builtin_source_classes,
+    builtin_source_names,
+    custom_source_classes,
+    pick,
+)
 from bizon_fast.destination.base import Destination
 from bizon_fast.errors import UserError
 from bizon_fast.source.base import Source
 
-DESTINATIONS: dict[str, str] = {
-    "noop": "bizon_fast.connectors.destinations.noop:NoopDestination",
-    "logger": "bizon_fast.connectors.destinations.logger:LoggerDestination",
-    "file": "bizon_fast.connectors.destinations.file:FileDestination",
-    "postgres": "bizon_fast.connectors.destinations.postgres:PostgresDestination",
-    "bigquery": "bizon_fast.connectors.bigquery.load:BigQueryDestination",
-    "bigquery_streaming_v2": "bizon_fast.connectors.bigquery.storage_write:BigQueryStreamingV2Destination",
-    "bigquery_streaming": "bizon_fast.connectors.bigquery.insert_all:BigQueryStreamingDestination",
-}
-
-#: third-party destinations: the ``bizon_fast.destinations`` entry-point group, and
-#: ``BIZON_FAST_DESTINATIONS="name=module:Class,..."`` for ad-hoc ones (workers inherit the environment)
+DESTINATIONS_PACKAGE = "bizon_fast.connectors.destinations"
 PLUGIN_ENV = "BIZON_FAST_DESTINATIONS"
+PLUGIN_GROUP = "bizon_fast.destinations"
+
+#: bizon's other built-in sources, named in the error when a pipeline asks for one
+BIZON_ONLY_SOURCES = ("cycle", "gbif", "gsheets", "hubspot", "notion", "periscope", "pokeapi", "sana_ai")
+
+_REGISTRY_ERROR = re.compile(r"^source\.(\w+): (.*)$", re.DOTALL)
 
 
-def _load_destination_plugins() -> None:
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="bizon_fast.destinations"):
-        DESTINATIONS.setdefault(ep.name, ep.value)
-    for item in filter(None, (part.strip() for part in os.environ.get(PLUGIN_ENV, "").split(","))):
-        name, sep, target = item.partition("=")
-        if not sep or ":" not in target:
-            raise UserError(f"{PLUGIN_ENV}: expected name=module:Class, got '{item}'")
-        DESTINATIONS[name.strip()] = target.strip()
-
-
-_load_destination_plugins()
+# ---------------------------------------------------------------- sources
 
 
 def source_names() -> list[str]:
@@ -62,8 +70,123 @@ def source_class(name: str, stream: str, source_file_path: str | None = None) ->
     return pick(builtin_source_classes(name), name, stream)
 
 
+def source_config_class(name: str, stream: str, source_file_path: str | None = None) -> type[SourceConfig]:
+    """The model of ``source:`` for a source and stream; raise SourceLookupError naming the offending key.
+
+    A built-in whose code cannot be imported (an optional library is missing) is validated with
+    the model its folder's ``src/config.py`` declares (``CONFIG_CLASS``, for ``STREAMS``), else with
+    bizon's common keys, so ``config check`` works without the extra; running it fails clearly.
+    """
+    if not source_file_path and name not in source_names():
+        available = ", ".join(source_names())
+        if name in BIZON_ONLY_SOURCES:
+            raise SourceLookupError(
+                "name", f"bizon's source '{name}' is not available in bizon-fast; available: {available}"
+            )
+        raise SourceLookupError("name", f"unknown source '{name}'; available: {available}")
+    try:
+        return source_class(name, stream, source_file_path).get_config_class()
+    except UserError as exc:
+        match = _REGISTRY_ERROR.match(str(exc))
+        key, message = (match.group(1), match.group(2)) if match else ("name", str(exc))
+        raise SourceLookupError(key, message) from None
+    except ImportError as exc:
+        if source_file_path:
+            raise SourceLookupError("source_file_path", f"cannot import {source_file_path}: {exc}") from None
+        return _declared_source_config(name, stream)
+    except Exception as exc:  # noqa: BLE001 - a user's custom source file failed to load
+        if source_file_path:
+            raise SourceLookupError(
+                "source_file_path", f"cannot load {source_file_path}: {type(exc).__name__}: {exc}"
+            ) from None
+        raise
+
+
+def _declared_source_config(name: str, stream: str) -> type[SourceConfig]:
+    """The model a source folder's ``src/config.py`` declares, for when its code cannot be imported."""
+    try:
+        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.src.config")
+    except ImportError:
+        return BizonSourceConfig
+    streams = getattr(module, "STREAMS", None)
+    if streams is not None and stream not in streams:
+        raise SourceLookupError(
+            "stream", f"unknown stream '{stream}' for source '{name}'; available: {', '.join(streams)}"
+        )
+    return getattr(module, "CONFIG_CLASS", BizonSourceConfig)
+
+
+# ---------------------------------------------------------------- destinations
+
+
+def builtin_destination_names() -> list[str]:
+    """The folders of ``connectors/destinations`` that declare a destination (have a ``config.py``)."""
+    root = Path(importlib.import_module(DESTINATIONS_PACKAGE).__path__[0])
+    return sorted(p.name for p in root.iterdir() if (p / "config.py").is_file() and not p.name.startswith(("_", ".")))
+
+
+@cache
+def _entry_point_plugins() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+
+
+def _plugins() -> dict[str, str]:
+    """Plugin destinations, name -> ``module:Class``; the environment is read on every call."""
+    plugins = {
+        name: target for name, target in _entry_point_plugins().items() if name not in builtin_destination_names()
+    }
+    for item in filter(None, (part.strip() for part in os.environ.get(PLUGIN_ENV, "").split(","))):
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise UserError(f"{PLUGIN_ENV}: expected name=module:Class, got '{item}'")
+        plugins[name.strip()] = target.strip()
+    return plugins
+
+
+def destination_names() -> list[str]:
+    return sorted(set(builtin_destination_names()) | set(_plugins()))
+
+
+def _declaration(name: str) -> ModuleType:
+    """A built-in destination's ``config.py`` (light: pydantic models and its capabilities)."""
+    return importlib.import_module(f"{DESTINATIONS_PACKAGE}.{name}.config")
+
+
 def destination_class(name: str) -> type[Destination]:
-    if name not in DESTINATIONS:
-        raise UserError(f"destination.name: unknown destination '{name}'; available: {', '.join(sorted(DESTINATIONS))}")
-    module_name, _, attr = DESTINATIONS[name].partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    plugins = _plugins()
+    if name in plugins:
+        module_name, _, attr = plugins[name].partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+    if name not in builtin_destination_names():
+        raise UserError(f"destination.name: unknown destination '{name}'; available: {', '.join(destination_names())}")
+    module = importlib.import_module(f"{DESTINATIONS_PACKAGE}.{name}.destination")
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if issubclass(cls, Destination) and cls.__module__ == module.__name__ and cls.name == name:
+            return cls
+    raise UserError(f"destination '{name}': {module.__name__} defines no Destination class named '{name}'")
+
+
+def destination_config_class(name: str) -> type[DestinationDetails] | None:
+    """The model of ``destination.config`` (None when the name is unknown, or a plugin cannot be imported)."""
+    if name in _plugins():
+        try:
+            return destination_class(name).config_class
+        except (ImportError, AttributeError):
+            return None
+    if name in builtin_destination_names():
+        return _declaration(name).CONFIG_CLASS
+    return None
+
+
+def destination_capabilities(name: str) -> DestinationCapabilities | None:
+    """What destination ``name`` can do (None when the name is unknown, or a plugin cannot be imported)."""
+    if name in _plugins():
+        try:
+            return destination_class(name).capabilities
+        except (ImportError, AttributeError):
+            return None
+    if name in builtin_destination_names():
+        return _declaration(name).CAPABILITIES
+    return None

@@ -3,7 +3,8 @@
 Consumers call ``write`` for a run of consecutive batches of one split; when it returns, those
 batches are durable and the supervisor may commit the split's cursor up to ``last_seq``. A write
 must be idempotent by (split, seq range): a replay after a crash rewrites the same batches and must
-not leave them twice (effectively-once) -- or the destination must say it is at-least-once.
+not leave them twice (effectively-once) -- or the destination must say it is at-least-once in its
+``capabilities``.
 
 The supervisor calls ``prepare`` once before any worker starts and ``publish`` once after every
 split is done and committed. Staged data of a failed or interrupted job is kept so it can resume.
@@ -17,7 +18,8 @@ from typing import ClassVar
 import msgspec
 import pyarrow as pa
 
-from bizon_fast.config.models import DestinationDetails
+from bizon_fast.config.capabilities import DestinationCapabilities
+from bizon_fast.config.destination import DestinationDetails
 
 
 class DestinationContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,8 +37,8 @@ class Destination(ABC):
     name: ClassVar[str] = ""
     #: the model that validates ``destination.config`` for this destination
     config_class: ClassVar[type[DestinationDetails]] = DestinationDetails
-    #: True when a replay of (split, seq range) cannot duplicate rows.
-    effectively_once: ClassVar[bool] = False
+    #: what it can do (exactly-once, bizon's wrapper keys, reset...); built-ins declare it in their folder's config.py
+    capabilities: ClassVar[DestinationCapabilities] = DestinationCapabilities()
 
     def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
         self.config = config

@@ -1,8 +1,8 @@
 """A worker process's end of its pipe to the supervisor, and the process setup every worker shares.
 
-Both the ring workers (``worker``) and the broker workers (``broker_worker``) talk to the supervisor
-through a ``Channel`` and stop on ``SupervisorGone`` / ``StopRequested``; keeping these here lets
-``worker`` dispatch to ``broker_worker`` without the broker side importing ``worker`` back (no cycle).
+The producer, the consumer and their ring or broker ends all talk to the supervisor through a
+``Channel`` and stop on ``SupervisorGone`` / ``StopRequested``; keeping these below them lets the entry
+point (``worker``) import every one of them without any importing ``worker`` back (no cycle).
 """
 
 from __future__ import annotations

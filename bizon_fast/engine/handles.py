@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
+from bizon_fast.engine import messages as m
 from bizon_fast.engine.spec import WorkerSpec, encode_spec
 from bizon_fast.engine.worker import worker_main
 
@@ -37,7 +38,7 @@ class WorkerHandle:
     # supervisor bookkeeping
     split_id: str | None = None  # producer: the split it is reading
     granted: list[int] = field(default_factory=list)  # producer: slots handed to it, not yet filled
-    delivered: dict[int, tuple] = field(default_factory=dict)  # consumer: slot -> batch info not yet written
+    delivered: dict[int, m.Deliver] = field(default_factory=dict)  # consumer: slot -> its batch, not yet written
     flush_requested: bool = False
     exited: bool = False
     last_heard: float = 0.0  # monotonic time of its last message (a heartbeat at least every second)

@@ -23,7 +23,7 @@ import msgspec
 
 from bizon_fast.checkpoint import resets
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord
-from bizon_fast.config.models import PipelineConfig
+from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.cursor import Cursor
 from bizon_fast.errors import ConfigError, StepFailed
 from bizon_fast.source.base import Source

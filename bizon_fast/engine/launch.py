@@ -1,24 +1,24 @@
-"""Which supervisor runs a pipeline: the ring one, or the broker one.
+"""Which supervisor runs a pipeline: one with the ring's dispatch part, or one with the broker's.
 
-Its own module so the choice can name both ``supervisor`` and ``distributed`` while ``distributed``
-(whose ``BrokerSupervisor`` extends ``Supervisor``) imports ``supervisor`` one way, with no cycle.
+Its own module so the choice can name both ``supervisor`` and ``distributed`` while neither imports
+the other: the supervisor composes whichever dispatch part it is given.
 """
 
 from __future__ import annotations
 
-from bizon_fast.config.models import PipelineConfig
+from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.supervisor import Supervisor
 from bizon_fast.errors import UserError
 
 
 def make_supervisor(cfg: PipelineConfig, *, progress: Progress, log_file: str | None = None) -> Supervisor:
-    """The ring supervisor, or the broker one when batches travel through Kafka or RabbitMQ."""
+    """A supervisor with the ring's dispatch part, or the broker's when batches travel through Kafka or RabbitMQ."""
     if cfg.engine.queue.type in ("kafka", "rabbitmq"):
         # lazily: the broker machinery (leases, broker specs) costs a ring run nothing at startup
-        from bizon_fast.engine.distributed import BrokerSupervisor
+        from bizon_fast.engine.distributed import BrokerDispatch
 
-        return BrokerSupervisor(cfg, progress=progress, log_file=log_file)
+        return Supervisor(cfg, progress=progress, log_file=log_file, dispatch=BrokerDispatch)
     if cfg.engine.runner.config.role != "all":
         raise UserError(
             f"--role {cfg.engine.runner.config.role}: roles split a pipeline across machines through a broker; "

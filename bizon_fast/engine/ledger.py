@@ -16,6 +16,7 @@ from bizon_fast.source.incremental import Watermark, fold
 class SplitLedger:
     split_id: str
     committed: Cursor
+    committed_position: bytes | None = None  # ``committed.position`` as the producer encoded it (msgpack)
     published_seq: int = -1  # highest seq handed to the ring
     published_position: bytes | None = None  # position after published_seq (msgpack)
     published_rows: int = 0
@@ -29,6 +30,7 @@ class SplitLedger:
         return cls(
             split_id=cursor.split_id,
             committed=cursor,
+            committed_position=position_bytes,
             published_seq=cursor.seq,
             published_position=position_bytes,
             published_rows=cursor.rows,
@@ -77,6 +79,8 @@ class SplitLedger:
         done = self.last_seq is not None and seq >= self.last_seq
         if not moved and done == cur.done:
             return False
+        if position is not None:
+            self.committed_position = position
         self.committed = Cursor(
             split_id=self.split_id,
             seq=seq,

@@ -18,10 +18,17 @@ class Msg(msgspec.Struct, tag=True, array_like=True):
 
 # supervisor -> producer
 class Assign(Msg):
+    """Read ``split`` from ``position``, numbering its batches from ``next_seq``.
+
+    ``position`` is the cursor position (published to the ring, or committed) in the bytes the producer
+    that read the split before encoded: the supervisor hands them back as they are, and only a producer
+    reads them. ``epoch`` is broker mode's lease epoch (stamped on every message the producer sends).
+    """
+
     split: Split
-    position: bytes | None  # msgpack of the source position to resume after; None = from the start
+    position: bytes | None  # msgpack [source position, rows to skip]; None = from the start
     next_seq: int
-    rows: int  # rows of the split already published before this assignment
+    epoch: int = 0
 
 
 class Grant(Msg):
@@ -54,6 +61,12 @@ class SplitDone(Msg):
 
 # supervisor -> consumer
 class Deliver(Msg):
+    """A batch in a ring slot, handed to the consumer that writes it.
+
+    It is also the supervisor's own record of the batch: queued while no consumer can take it,
+    kept per consumer until ``Written`` frees the slot, handed to another consumer if its holder dies.
+    """
+
     slot: int
     nbytes: int
     split_id: str
@@ -113,15 +126,6 @@ class Committed(Msg):
 # ---------------------------------------------------------------- broker mode (Kafka, RabbitMQ)
 
 
-class Lease(Msg):
-    """supervisor -> broker producer: read this split from ``position`` as lease ``epoch``."""
-
-    split: Split
-    position: bytes | None
-    next_seq: int
-    epoch: int
-
-
 class Sent(Msg):
     """broker producer -> supervisor: a batch is handed to the broker (progress only)."""
 
@@ -177,7 +181,6 @@ Message = (
     | Started
     | Heartbeat
     | Committed
-    | Lease
     | Sent
     | Wrote
     | SplitEnded

@@ -11,39 +11,43 @@
   An empty poll is an iteration too: it sleeps ``IDLE_SLEEP_S`` like bizon's stream runner;
 - ``max_iterations`` caps the pages at exactly N (bizon fetched N + 1).
 
-In stream mode the supervisor also sends every batch on its own (``batch_bytes=1``), has consumers write
-every batch (``buffer_bytes=0``) and commits cursors after every write.
+In stream mode a producer also sends every batch on its own (``batch_bytes=1``), consumers write every
+batch (``buffer_bytes=0``), and the supervisor commits cursors after every write and tells the producers
+(``Committed``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
 import pyarrow as pa
 
 from bizon_fast.engine import messages as m
-from bizon_fast.engine.channel import StopRequested
+from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.source.base import SourceBatch, Split
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA
 
 IDLE_SLEEP_S = 2.0  # after an empty poll, as bizon's stream runner
 
 
-def source_pages(producer: Any, split: Split, position: Any) -> Iterator[SourceBatch]:
-    """The pages a producer reads for ``split`` from ``position`` (see the module docstring)."""
-    source = producer.source
+def source_pages(
+    source: Any, spec: WorkerSpec, split: Split, position: Any, wait_committed: Callable[[str], None]
+) -> Iterator[SourceBatch]:
+    """The pages a producer reads for ``split`` from ``position`` (see the module docstring).
+
+    ``wait_committed(split_id)`` blocks until the supervisor reports committed every batch sent so far.
+    """
     cap = getattr(source.config, "max_iterations", None) or None
-    if producer.spec.streaming and callable(getattr(source, "poll", None)):
-        return _polled(producer, split, cap)
+    if spec.streaming and callable(getattr(source, "poll", None)):
+        return _polled(source, split, cap, wait_committed)
     pages = iter(source.read(split, position))
     return islice(pages, cap) if cap else pages
 
 
-def _polled(producer: Any, split: Split, cap: int | None) -> Iterator[SourceBatch]:
-    source = producer.source
+def _polled(source: Any, split: Split, cap: int | None, wait_committed: Callable[[str], None]) -> Iterator[SourceBatch]:
     commits = bool(getattr(source, "has_commit", False))
     polls = 0
     while cap is None or polls < cap:
@@ -56,32 +60,12 @@ def _polled(producer: Any, split: Split, cap: int | None) -> Iterator[SourceBatc
             continue
         yield page  # the producer sends it on before asking for the next one
         if commits:  # including after the last page: the source acknowledges everything it returned
-            wait_committed(producer, split.id)
+            wait_committed(split.id)
             source.commit()
-
-
-def wait_committed(producer: Any, split_id: str) -> None:
-    """Block until the supervisor reports the split committed through the last batch this producer sent."""
-    target = producer.filled.get(split_id, -1)
-    while producer.committed.get(split_id, -1) < target:
-        producer._handle(producer.chan.recv(None))
-        if producer.stopping:
-            raise StopRequested()  # the last page is replayed on restart: at-least-once, nothing lost
 
 
 def empty_batch() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=SOURCE_RECORDS_SCHEMA)
-
-
-def notify_committed(workers: list[Any], send: Any, cursors: list[Any]) -> None:
-    """Supervisor side: tell each producer how far its split is committed (stream mode)."""
-    from bizon_fast.cursor import encode_position
-
-    committed = {c.split_id: c for c in cursors}
-    for w in workers:
-        if w.role == "producer" and not w.exited and w.split_id in committed:
-            c = committed[w.split_id]
-            send(w, m.Committed(w.split_id, c.seq, encode_position(c.position) if c.seq >= 0 else None))
 
 
 def commit_source_offsets(source: Any, split: Split | None, msg: m.Committed) -> None:

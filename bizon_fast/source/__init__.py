@@ -1,3 +1,1 @@
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
-
-__all__ = ["Source", "SourceBatch", "SourceConfig", "Split"]
+"""The native source contract (``base``), the bizon-source adapter, and record/incremental helpers."""

@@ -13,22 +13,8 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
 
-
-class SourceConfig(BaseModel):
-    """bizon's ``source:`` block. Connectors subclass it; extra keys are kept for the connector's class."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    stream: str
-    source_file_path: str | None = None
-    sync_mode: str = "full_refresh"  # full_refresh | incremental | stream
-    cursor_field: str | None = None
-    force_ignore_checkpoint: bool = False
-    reset: bool = False
-    max_iterations: int | None = None
+from bizon_fast.config.source import SourceConfig
 
 
 class Split(msgspec.Struct, frozen=True, kw_only=True):

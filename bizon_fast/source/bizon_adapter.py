@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any, ClassVar
 
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.errors import JobFailed
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+from bizon_fast.source.base import Source, SourceBatch, Split
 from bizon_fast.source.incremental import IncrementalRun, with_next_state
 from bizon_fast.source.records import records_to_batch
 

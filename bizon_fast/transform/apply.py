@@ -29,9 +29,9 @@ import msgspec
 import polars as pl
 import pyarrow as pa
 
+from bizon_fast.config.transforms import compile_polars, compile_python
 from bizon_fast.errors import DataError, JobFailed
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA, is_source_records
-from bizon_fast.transform.code import compile_polars, compile_python
 
 Transform = Callable[[list[pa.RecordBatch]], list[pa.RecordBatch]]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from bizon_fast.transport.base import BatchStore, SlotOverflow, StoreSpec
 from bizon_fast.transport.fit import fit_to_slots, ipc_size
 from bizon_fast.transport.memory import MemoryStore
-from bizon_fast.transport.shm import ShmRing, cleanup_stale_segments
+from bizon_fast.transport.ring import ShmRing, cleanup_stale_segments
 
 __all__ = [
     "BatchStore",

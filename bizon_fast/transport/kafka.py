@@ -122,7 +122,7 @@ class KafkaSender(BrokerSender):
 class KafkaReceiver(BrokerReceiver):
     """``static=(index, count)``: no group membership; this consumer reads the partitions ``p % count == index``
     from the group's committed offsets (and still commits there). For one consumer machine, and for brokers
-    whose group coordinator cannot be trusted with dead members (see tests/brokers.py on Tansu)."""
+    whose group coordinator cannot be trusted with dead members (see native_bench/services.py on Tansu)."""
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from bizon_fast.checkpoint.factory import create_backend
-from bizon_fast.config.models import BackendConfig
+from bizon_fast.config.engine import BackendConfig
 from bizon_fast.cursor import Cursor
 from native_bench import pipelines
 from native_bench.context import Context

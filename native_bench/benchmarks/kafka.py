@@ -9,7 +9,7 @@ reports what its hop costs on one machine.
 
 from __future__ import annotations
 
-from native_bench import kafka
+from native_bench import kafka, services
 from native_bench.benchmarks.external import by, skip_or_fail, wrap
 from native_bench.context import Context
 from native_bench.result import BenchResult
@@ -30,7 +30,7 @@ def run(ctx: Context) -> BenchResult:
     try:
         import confluent_kafka  # noqa: F401
 
-        kafka.tansu_binary()
+        services.tansu_binary()
     except Exception as exc:  # the test extra is not installed: nothing to measure here
         return skip_or_fail(NAME, TITLE, f"no Kafka broker to run: {type(exc).__name__}: {exc}")
     return wrap(kafka, name=NAME, title=TITLE, quick=ctx.quick, metrics=_metrics)

@@ -1,6 +1,6 @@
 """bizon's ``SourceConfig``: the ``source:`` block that connector config classes extend.
 
-It is bizon-fast's typed source block (:class:`~bizon_fast.config.models.BizonSourceConfig`) with bizon's
+It is bizon-fast's typed source block (:class:`~bizon_fast.config.source.BizonSourceConfig`) with bizon's
 enum-typed ``sync_mode`` and ``authentication``, so a config class written for bizon validates the same
 YAML here and the engine sees the common keys it expects.
 """
@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from bizon_fast.config.models import BizonSourceConfig
+from bizon_fast.config.source import BizonSourceConfig
 
 from .auth.config import AuthConfig
 

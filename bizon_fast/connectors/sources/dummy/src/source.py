@@ -12,17 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from bizon_fast.config.source import SourceConfig
+from bizon_fast.connectors.sources.dummy.src.config import DummySourceConfig
 from bizon_fast.errors import ConfigError
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+from bizon_fast.source.base import Source, SourceBatch, Split
 from bizon_fast.source.records import records_to_batch
 
 FIRST_CURSOR = "vfvfvuhfefpeiduzhihxb"
 FINAL_CURSOR = "final-cursor"
-_AUTH_HINT = "{type: api_key, params: {token: ...}} or {type: oauth, params: {...}}"
 
 _AGES = {9898: 26, 88787: 23, 98: 26, 3333: 23, 56565: 26}
 _NAMES = {
@@ -35,42 +36,6 @@ _PAGES: dict[str | None, tuple[tuple[int, ...], str]] = {
     FIRST_CURSOR: ((98, 3333), FINAL_CURSOR),
     FINAL_CURSOR: ((56565,), ""),
 }
-
-
-class ApiKeyParams(BaseModel):
-    token: str
-
-
-class ApiKeyAuth(BaseModel):
-    type: Literal["api_key"]
-    params: ApiKeyParams
-
-
-class OAuthAuth(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["oauth"]
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class DummySourceConfig(SourceConfig):
-    """bizon's dummy config: ``authentication`` is required (the fake API ignores it), ``sleep`` slows each call."""
-
-    authentication: Annotated[ApiKeyAuth | OAuthAuth, Field(discriminator="type")] | None = None
-    sleep: float = Field(0, ge=0, description="seconds to sleep before each fake API call")
-
-    @field_validator("authentication", mode="before")
-    @classmethod
-    def _auth_shape(cls, value: Any) -> Any:
-        if value is not None and (not isinstance(value, dict) or value.get("type") not in ("api_key", "oauth")):
-            raise ValueError(f"expected {_AUTH_HINT}, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _auth_required(self) -> DummySourceConfig:
-        if self.authentication is None:
-            raise ValueError(f"source.authentication is required: {_AUTH_HINT}")
-        return self
 
 
 def fake_api_call(stream: str, cursor: str | None, sleep: float = 0) -> dict[str, Any]:

@@ -51,11 +51,12 @@ import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from bizon_fast.config.models import KafkaSourceConfig
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.sources.kafka.src import decode
+from bizon_fast.connectors.sources.kafka.src.config import STREAMS, KafkaSourceConfig
 from bizon_fast.connectors.sources.kafka.src.decode import MessageDecodeError
 from bizon_fast.errors import ConfigError, UserError
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+from bizon_fast.source.base import Source, SourceBatch, Split
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA
 
 log = logging.getLogger("bizon_fast.source.kafka")
@@ -133,7 +134,7 @@ class KafkaSource(Source):
 
     @staticmethod
     def streams() -> list[str]:
-        return ["topic"]
+        return list(STREAMS)
 
     @staticmethod
     def get_config_class() -> type[SourceConfig]:

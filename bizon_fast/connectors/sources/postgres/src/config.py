@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from bizon_fast.source.base import SourceConfig
+from bizon_fast.config.source import SourceConfig
 
 
 class PostgresSourceConfig(SourceConfig):

@@ -39,11 +39,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bizon_fast.connectors import pgconn
+from bizon_fast.clients import postgres as pgconn
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.sources.postgres.src.chunks import INTEGER_OIDS, ChunkPlan, Column, quote
 from bizon_fast.connectors.sources.postgres.src.config import PostgresSourceConfig
 from bizon_fast.errors import ConfigError, UserError
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+from bizon_fast.source.base import Source, SourceBatch, Split
 
 log = logging.getLogger("bizon_fast.source.postgres")
 

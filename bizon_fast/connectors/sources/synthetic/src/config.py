@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from bizon_fast.source.base import SourceConfig
+from bizon_fast.config.source import SourceConfig
 
 #: Arrow ``string`` arrays use int32 offsets: one batch's payload column must stay under 2 GiB.
 MAX_PAYLOAD_BYTES_PER_BATCH = 2**31 - 1

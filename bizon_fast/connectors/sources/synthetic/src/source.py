@@ -26,9 +26,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
+from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
 from bizon_fast.errors import ConfigError
-from bizon_fast.source.base import Source, SourceBatch, SourceConfig, Split
+from bizon_fast.source.base import Source, SourceBatch, Split
 
 _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -1,0 +1,1 @@
+"""Shared connection rules (Postgres, BigQuery) used by checkpoint backends and connectors alike."""

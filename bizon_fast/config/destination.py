@@ -1,0 +1,172 @@
+"""The ``destination:`` block: the common keys, the record schemas, and what a destination can do.
+
+``destination.config`` is validated with the model the destination declares (its folder's
+``config.py``, found through the :class:`~bizon_fast.config.catalog.ConnectorCatalog` handed to
+validation). Rules that depend on the destination (bizon's wrapper-level ``buffer_size``, the
+default ``alias``, whether ``--reset`` can work) read its
+:class:`~bizon_fast.config.capabilities.DestinationCapabilities`, the same
+declaration the engine reads, rather than tables of names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from bizon_fast.config.blocks import Strict
+from bizon_fast.config.capabilities import NO_CAPABILITIES
+from bizon_fast.config.catalog import ConnectorCatalog, catalog_from
+from bizon_fast.config.errors import fail
+
+
+class DestinationColumn(BaseModel):
+    """One column of an unnested record; extra keys (e.g. a BigQuery ``mode``) are ignored, as in bizon."""
+
+    name: str
+    type: str
+    description: str | None = None
+
+
+class RecordSchemaConfig(Strict):
+    destination_id: str
+    record_schema: list[DestinationColumn]
+
+
+BigQueryColumnType = Literal[
+    "BOOLEAN",
+    "BYTES",
+    "DATE",
+    "DATETIME",
+    "FLOAT",
+    "FLOAT64",
+    "GEOGRAPHY",
+    "INTEGER",
+    "INT64",
+    "NUMERIC",
+    "BIGNUMERIC",
+    "JSON",
+    "RECORD",
+    "STRING",
+    "TIME",
+    "TIMESTAMP",
+]
+TimePartitioningType = Literal["DAY", "HOUR", "MONTH", "YEAR"]
+
+
+class BigQueryColumn(DestinationColumn):
+    type: BigQueryColumnType
+    mode: Literal["NULLABLE", "REQUIRED", "REPEATED"]
+    default_value_expression: str | None = None
+
+    @field_validator("type", "mode", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        """BigQuery types and modes are case-insensitive; bizon only took upper case."""
+        return value.upper() if isinstance(value, str) else value
+
+
+class BigQueryRecordSchemaConfig(Strict):
+    destination_id: str
+    record_schema: list[BigQueryColumn]
+    clustering_keys: list[str] | None = None
+
+
+class DestinationDetails(Strict):
+    """Common ``destination.config`` keys (bizon's AbstractDestinationDetailsConfig)."""
+
+    buffer_size: float = Field(50, ge=0, description="MiB buffered per consumer before a write; 0 writes every batch")
+    buffer_flush_timeout: float = Field(600, ge=0, description="seconds a buffered batch may wait; 0 disables")
+    max_concurrent_threads: int = Field(10, ge=1)
+    destination_id: str | None = None
+    unnest: bool = False
+    record_schemas: list[RecordSchemaConfig] | None = None
+    authentication: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _unnest_needs_schemas(self) -> DestinationDetails:
+        """Unnesting writes the declared columns, so without ``record_schemas`` there is nothing to write."""
+        if self.unnest and not self.record_schemas:
+            fail(
+                type(self).__name__,
+                [(("unnest",), "unnest: true needs record_schemas (the columns of each destination_id)", True)],
+            )
+        return self
+
+
+class DestinationConfig(Strict):
+    name: str
+    alias: str | None = None
+    buffer_size: float | None = Field(
+        None,
+        ge=0,
+        description="bizon's BigQuery wrapper-level buffer size: used as config.buffer_size when that is unset",
+    )
+    config: DestinationDetails = Field(default_factory=DestinationDetails)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _config_block(cls, data: Any) -> Any:
+        """An absent ``config:`` still goes through the destination's model, which reports its required keys."""
+        if isinstance(data, dict) and data.get("config") is None:
+            data = {**data, "config": {}}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        connectors = catalog_from(info)
+        if connectors.destination_config_class(value) is None:
+            raise PydanticCustomError(
+                "config", f"unknown destination '{value}'; available: {', '.join(connectors.destination_names())}"
+            )
+        return value
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _details_for_name(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.data.get("name")
+        if name is None:  # the name itself is invalid: its error says what to fix first
+            return DestinationDetails.model_construct()
+        model = catalog_from(info).destination_config_class(name) or DestinationDetails
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump(by_alias=True, exclude_unset=True)
+        return model.model_validate(value)
+
+    @model_validator(mode="after")
+    def _defaults(self, info: ValidationInfo) -> DestinationConfig:
+        capabilities = catalog_from(info).destination_capabilities(self.name) or NO_CAPABILITIES
+        if self.alias is None:
+            self.alias = capabilities.default_alias or self.name
+        if self.buffer_size is not None:
+            if not capabilities.wrapper_buffer_size:
+                fail(
+                    "destination",
+                    [
+                        (
+                            ("buffer_size",),
+                            "only bigquery destinations take it here; use destination.config.buffer_size",
+                            self.buffer_size,
+                        )
+                    ],
+                )
+            if "buffer_size" not in self.config.model_fields_set:
+                self.config.buffer_size = self.buffer_size
+        return self
+
+    @classmethod
+    def child_model(cls, field: str, data: Any, connectors: ConnectorCatalog | None = None) -> type[BaseModel] | None:
+        if (
+            field == "config"
+            and connectors is not None
+            and isinstance(data, dict)
+            and isinstance(data.get("name"), str)
+        ):
+            try:
+                return connectors.destination_config_class(data["name"])
+            except Exception:  # noqa: BLE001 - only used to word an error message
+                return None
+        return None

@@ -1,0 +1,41 @@
+"""Config and capabilities of the ``bigquery`` destination (Parquet load jobs with deterministic ids)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bizon_fast.config.blocks import Strict
+from bizon_fast.config.capabilities import DestinationCapabilities
+from bizon_fast.config.destination import BigQueryRecordSchemaConfig, DestinationDetails, TimePartitioningType
+
+
+class BigQueryAuthentication(Strict):
+    service_account_key: str = Field("", repr=False)
+
+
+class BigQueryDetails(DestinationDetails):
+    """``bigquery`` (Parquet load jobs; bizon's GCS bucket is accepted but not needed: bytes go into the job)."""
+
+    project_id: str
+    dataset_id: str
+    dataset_location: str = "US"
+    create_dataset: bool = False
+    gcs_buffer_bucket: str | None = None
+    gcs_buffer_format: Literal["parquet", "csv"] = "parquet"
+    time_partitioning: TimePartitioningType = "DAY"
+    async_load: bool = False
+    load_files_per_job: int = Field(10, ge=1)
+    load_max_in_flight_jobs: int = Field(3, ge=1)
+    table_prefix: str = "_bizon_"
+    record_schemas: list[BigQueryRecordSchemaConfig] | None = None
+    authentication: BigQueryAuthentication | None = None
+
+
+#: the model of ``destination.config``
+CONFIG_CLASS = BigQueryDetails
+#: deterministic load-job ids per (split, seq range): a replayed job is found, not run twice
+CAPABILITIES = DestinationCapabilities(
+    effectively_once=True, wrapper_buffer_size=True, default_alias="bigquery", clustering_keys=True
+)

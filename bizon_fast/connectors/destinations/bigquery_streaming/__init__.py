@@ -1,0 +1,1 @@
+"""The ``bigquery_streaming`` destination: ``config.py`` (model and capabilities), ``destination.py`` (the class)."""

@@ -1,0 +1,1 @@
+"""The ``bigquery_streaming_v2`` destination: ``config.py`` (model and capabilities), ``destination.py`` (the class)."""

@@ -1,0 +1,1 @@
+"""The ``logger`` destination: ``config.py`` (model and capabilities), ``destination.py`` (the class)."""

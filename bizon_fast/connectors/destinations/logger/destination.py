@@ -1,0 +1,40 @@
+"""The ``logger`` destination: bizon's debugging sink, one INFO log line per record.
+
+Lines read ``[{sync_mode}] {source_data}`` like bizon's (which on Python 3.11 printed the enum, e.g.
+``[SourceSyncModes.FULL_REFRESH]``; here it is the plain mode, ``[full_refresh]``). Logging one line
+per record is inherently per-record work, so this sink is for small runs, not throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+
+from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.connectors.destinations.envelope import source_data
+from bizon_fast.connectors.destinations.logger.config import CAPABILITIES, LoggerDestinationDetails
+from bizon_fast.destination.base import Destination, DestinationContext
+
+logger = logging.getLogger("bizon_fast.destination.logger")
+
+
+class LoggerDestination(Destination):
+    name = "logger"
+    config_class = LoggerDestinationDetails
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
+        super().__init__(config, context)
+
+    def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        mode = self.context.sync_mode
+        for batch in batches:
+            if batch.num_rows:
+                for text in source_data(batch).to_pylist():
+                    logger.info("[%s] %s", mode, text)
+
+    def publish(self) -> None:
+        logger.info("logger destination: job %s done", self.context.job_id)

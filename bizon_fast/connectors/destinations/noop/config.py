@@ -1,0 +1,16 @@
+"""Config and capabilities of the ``noop`` destination (counts and discards)."""
+
+from __future__ import annotations
+
+from bizon_fast.config.capabilities import DestinationCapabilities
+from bizon_fast.config.destination import DestinationDetails
+
+
+class NoopDestinationDetails(DestinationDetails):
+    pass
+
+
+#: the model of ``destination.config``
+CONFIG_CLASS = NoopDestinationDetails
+#: discarding is trivially idempotent: a replay cannot duplicate anything
+CAPABILITIES = DestinationCapabilities(effectively_once=True)

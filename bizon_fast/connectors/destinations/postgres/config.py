@@ -1,0 +1,47 @@
+"""Config and capabilities of the ``postgres`` destination (a table, data and cursors in one transaction)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from bizon_fast.config.capabilities import DestinationCapabilities
+from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.config.errors import fail
+
+
+class PostgresDestinationDetails(DestinationDetails):
+    """A Postgres table destination: a ``dsn``, or host/port/database/schema/username/password."""
+
+    dsn: str | None = Field(None, repr=False)
+    host: str | None = None
+    port: int = Field(5432, ge=1, le=65535)
+    database: str | None = None
+    schema_name: str = Field("public", alias="schema")
+    username: str | None = None
+    password: str | None = Field(None, repr=False)
+    lock_timeout: float = Field(
+        60,
+        gt=0,
+        description="seconds a statement of the destination waits for a table lock (the full refresh's swap, "
+        "an append, the stage's DDL) before the job fails, naming the session that holds it; nothing is published",
+    )
+
+    @model_validator(mode="after")
+    def _dsn_or_host(self) -> PostgresDestinationDetails:
+        if not self.dsn:
+            missing = [k for k in ("host", "database", "username") if not getattr(self, k)]
+            if missing:
+                fail(
+                    type(self).__name__,
+                    [
+                        ((k,), "missing required key (or give a dsn: postgresql://user:pass@host/db)", None)
+                        for k in missing
+                    ],
+                )
+        return self
+
+
+#: the model of ``destination.config``
+CONFIG_CLASS = PostgresDestinationDetails
+#: a batch and the record of its (split, seq) are written in one transaction: a replay is skipped
+CAPABILITIES = DestinationCapabilities(effectively_once=True)

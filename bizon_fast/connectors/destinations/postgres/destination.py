@@ -1,0 +1,528 @@
+"""The ``postgres`` destination: binary COPY into a staging table, effectively-once, published atomically.
+
+``destination_id`` names the table (``schema.table`` allowed; else ``config.schema``). Rows go to a
+staging table ``<table>__bizon_fast_stage_<job>`` (the table part is shortened with a hash, and
+the job id cut to 16 characters, to fit PostgreSQL's 63-byte names) in the same schema:
+
+- **full_refresh**: ``publish`` swaps the staging table in, in one transaction (drop the old table,
+  rename the stage): readers see the old table or the new one, never a partial load.
+- **incremental**: ``publish`` appends the staged rows (``INSERT ... SELECT``) and drops the stage,
+  in one transaction, so a failed job adds nothing. A new target is created by the same swap.
+
+Columns: a typed batch keeps its Arrow columns (types mapped by ``pgbinary.ddl_type``), a bizon
+source-records batch becomes bizon's six envelope columns, and ``unnest`` with ``record_schemas``
+writes the declared columns with their declared types (BigQuery names such as STRING, INTEGER,
+TIMESTAMP are mapped; anything else is taken as a PostgreSQL type). An incremental run into an
+existing table stages the columns with the table's own types (types the binary encoder cannot
+write are staged as text and cast when publishing), so the target's schema decides.
+
+**Exactly-once.** Each ``write(split, first_seq, last_seq)`` is one transaction that
+
+1. inserts one row per seq of the range into ``bizon_fast_destination_cursors`` (key
+   ``destination, job, split, seq``) with ``ON CONFLICT DO NOTHING``, all tagged with a fresh
+   random ``write_id``. The unique key is the lock: a concurrent writer of the same seq waits
+   for the other transaction and then sees its outcome, so no two writes ever own one seq;
+2. if every seq was free, COPYs the rows into the stage with ``_bizon_fast_write = write_id``;
+3. if every seq already belongs to a single earlier write of exactly this range, it is a replay
+   of a durable write: nothing is done;
+4. otherwise (a replay grouped differently, e.g. ``[5,9]`` written by a consumer that died before
+   reporting, now replayed as ``[5,6]`` and ``[7,12]``), the earlier writes overlapping the range
+   are removed whole -- their staged rows (by ``_bizon_fast_write``) and their seq rows -- and the
+   range is written as in 2.
+
+Why 4 is safe: within a run a seq always carries the same rows (a producer that dies is replaced
+after its last published batch; a consumer's unreported batches are replayed from the ring), and
+every seq of a removed write is replayed: it was never reported durable, or its seqs would not be
+written again. Across runs the engine re-reads from the committed cursor, possibly cut into other
+batches, so ``prepare(committed)`` first removes every write of this job past its split's
+committed seq (and of splits the new plan does not have): the stage then holds exactly what the
+checkpoint says. A write straddling a committed seq cannot exist (the checkpoint only advances
+over whole reported writes) and is refused rather than guessed at. ``publish`` records
+``(destination, job)`` in ``bizon_fast_destination_published`` in the transaction of the swap, so
+a publish that is repeated (the supervisor died before marking the job succeeded) does nothing.
+
+Why a row per seq rather than one ``last_seq`` per split: consumers finish out of order, so a
+split's ``[10,12]`` may commit before its ``[5,9]``; a high-water mark would then skip ``[5,9]``.
+There are few rows (one per ring slot, ~4 MiB of data each) and they are deleted at publish.
+
+**Lock waits are bounded.** Every session of the destination runs with ``lock_timeout`` (the
+``destination.config.lock_timeout`` key, 60 s by default): the swap's ``DROP TABLE`` behind a
+reader's long query or an idle transaction's ``LOCK TABLE`` used to wait silently for ever (and
+every new reader of the table queued behind it). A supervisor-side transaction (bookkeeping DDL,
+``prepare``, ``publish``) still waiting after a couple of seconds logs a warning naming the session
+that holds the lock (``pg_blocking_pids``); past the timeout the transaction is rolled back -- a
+full refresh keeps the old table, nothing is published -- and the job fails with one line naming
+the table and that session. The failure is not retried (a retry would wait the timeout again), so
+the job ends within ``lock_timeout`` of the wait starting; rerunning once the lock is released
+resumes the job and publishes it.
+
+Stages of other jobs are left alone (another pipeline may be appending to the same table); a
+warning names them. A full refresh replaces the table object: indexes, constraints, grants and
+views of the old table are not carried over (a view depending on it makes the swap fail).
+Dropping ``_bizon_fast_write`` at the swap is instant, but the 8 bytes per row it held stay in the
+table until it is rewritten (VACUUM FULL, CLUSTER).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from bizon_fast.clients import postgres as pgconn
+from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.connectors.destinations.postgres.config import CAPABILITIES, PostgresDestinationDetails
+from bizon_fast.connectors.destinations.postgres.locks import (
+    LOCK_NOT_AVAILABLE,
+    Blocker,
+    LockWatch,
+    describe_blockers,
+    lock_holders,
+)
+from bizon_fast.connectors.destinations.postgres.pgbinary import SIGNATURE, TRAILER, Encoder, PgColumn, ddl_type
+from bizon_fast.destination.base import Destination, DestinationContext
+from bizon_fast.errors import StepFailed, UserError
+from bizon_fast.faults import fault_point
+from bizon_fast.source.records import is_source_records
+
+log = logging.getLogger("bizon_fast.destination.postgres")
+
+KEY = "destination.config"
+WRITE_COLUMN = "_bizon_fast_write"
+CURSORS = "bizon_fast_destination_cursors"
+PUBLISHED = "bizon_fast_destination_published"
+COPY_CHUNK = 8 << 20
+#: bizon's record_schema type names (BigQuery's) -> PostgreSQL; other names are used as they are
+DECLARED_TYPES = {
+    "STRING": "text",
+    "INTEGER": "bigint",
+    "INT64": "bigint",
+    "INT": "bigint",
+    "FLOAT": "double precision",
+    "FLOAT64": "double precision",
+    "NUMERIC": "numeric(38,9)",
+    "BIGNUMERIC": "double precision",
+    "BOOLEAN": "boolean",
+    "BOOL": "boolean",
+    "TIMESTAMP": "timestamp with time zone",
+    "DATETIME": "timestamp without time zone",
+    "DATE": "date",
+    "TIME": "time without time zone",
+    "JSON": "jsonb",
+    "RECORD": "jsonb",
+    "BYTES": "bytea",
+    "GEOGRAPHY": "text",
+}
+_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.bizon_fast_destination_cursors (
+    destination TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    split_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    write_id BIGINT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    rows BIGINT NOT NULL,
+    written_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (destination, job_id, split_id, seq)
+);
+CREATE TABLE IF NOT EXISTS {s}.bizon_fast_destination_published (
+    destination TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    sync_mode TEXT NOT NULL,
+    published_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (destination, job_id)
+);
+"""
+
+_CATALOG_COLUMNS = """
+SELECT a.attname, coalesce(nullif(t.typbasetype, 0), a.atttypid),
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+
+
+def stage_name(table: str, job_id: str) -> str:
+    """``<table>__bizon_fast_stage_<job16>``, the table part hashed down so the whole fits 63 bytes."""
+    suffix = f"__bizon_fast_stage_{job_id[:16]}"
+    room = 63 - len(suffix.encode())
+    if len(table.encode()) > room:
+        digest = hashlib.blake2b(table.encode(), digest_size=4).hexdigest()
+        table = table.encode()[: room - 9].decode(errors="ignore") + "_" + digest
+    return table + suffix
+
+
+def _ident(*parts: str) -> str:
+    return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
+
+
+class PostgresDestination(Destination):
+    name = "postgres"
+    config_class = PostgresDestinationDetails
+    capabilities = CAPABILITIES
+
+    def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
+        if not isinstance(config, PostgresDestinationDetails):
+            config = PostgresDestinationDetails.model_validate(config.model_dump(by_alias=True, exclude_unset=True))
+        super().__init__(config, context)
+        self.config: PostgresDestinationDetails = config
+        self.info = pgconn.conninfo_of(config)
+        if not config.destination_id:
+            raise UserError("destination.config.destination_id: the postgres destination needs the table name")
+        self.schema, self.table = pgconn.split_name(config.destination_id, config.schema_name)
+        self.target = _ident(self.schema, self.table)
+        self.stage_table = stage_name(self.table, context.job_id)
+        self.stage = _ident(self.schema, self.stage_table)
+        self.destination = f"{self.schema}.{self.table}"
+        self.declared = None
+        if config.unnest:
+            from bizon_fast.connectors.destinations.envelope import record_columns  # polars: only when needed
+
+            self.declared = record_columns(config.record_schemas, config.destination_id)
+        self.conn: Any = None
+        self.encoder: Encoder | None = None
+        self.stage_columns: list[str] | None = None
+
+    # ------------------------------------------------------------ connection
+
+    def _connection(self) -> Any:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = pgconn.connect(self.info, key=KEY)
+            # every statement of the session: a lock wait ends with an error instead of lasting for ever
+            timeout_ms = max(1, round(self.config.lock_timeout * 1000))
+            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{timeout_ms}ms",))
+            self.conn.commit()
+        return self.conn
+
+    def _tx(self, fn: Any, what: str, *, watch: bool = False) -> Any:
+        """``fn(cursor)`` in one transaction, retried on a new connection when the old one is lost.
+
+        ``watch``: report a lock wait while it lasts (supervisor-side transactions; a consumer's writes
+        are many and short, and their rare lock wait is still bounded and named when it times out).
+        """
+        watcher: LockWatch | None = None
+
+        def attempt() -> Any:
+            nonlocal watcher
+            conn = self._connection()
+            if watch:
+                watcher = LockWatch(self.info, KEY, conn.info.backend_pid, what, self.config.lock_timeout)
+            with watcher or contextlib.nullcontext(), conn.transaction(), conn.cursor() as cur:
+                return fn(cur)
+
+        def reconnect() -> None:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            self._connection()
+
+        where = f"destination ({pgconn.where(self.info)} {self.destination}): {what}"
+        try:
+            return pgconn.with_retries(attempt, reconnect=reconnect, what=where, conn=lambda: self.conn)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            raise self._lock_failure(what, watcher.blockers if watcher is not None else []) from None
+
+    def _lock_failure(self, what: str, seen: list[Blocker]) -> StepFailed:
+        """The one-line error of a lock wait that hit lock_timeout: the table, and the session holding it."""
+        blockers = seen or self._holders()
+        relation = blockers[0].relation if blockers else self.destination
+        who = describe_blockers(blockers) if blockers else "a session that has let go since"
+        published = "nothing was published" if what == "publishing" else "nothing of it is visible"
+        return StepFailed(
+            f"destination {self.destination}: {what}: gave up waiting for a lock on {relation} after "
+            f"{self.config.lock_timeout:g}s (destination.config.lock_timeout); it is held by {who}. "
+            f"The transaction was rolled back ({published}); run the same command once the lock is released"
+        )
+
+    def _holders(self) -> list[Blocker]:
+        """Sessions holding locks on the tables we touch, asked after the wait ended (best effort)."""
+        relations = [self.target, self.stage, _ident(self.schema, CURSORS), _ident(self.schema, PUBLISHED)]
+        return lock_holders(self.info, KEY, relations)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def _ddl(self, cur: Any) -> None:
+        """The schema and the bookkeeping tables, created only when missing (creating needs privileges)."""
+        tables = [_ident(self.schema, CURSORS), _ident(self.schema, PUBLISHED)]
+        if all(self._exists(cur, t) for t in tables):
+            return
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_destination_ddl", self.schema),))
+        if not cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(self.schema)}")
+        cur.execute(_DDL.replace("{s}", _ident(self.schema)))
+
+    def _exists(self, cur: Any, relation: str) -> bool:
+        return cur.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,)).fetchone()[0]
+
+    def _published(self, cur: Any) -> bool:
+        return bool(
+            cur.execute(
+                f"SELECT 1 FROM {_ident(self.schema, PUBLISHED)} WHERE destination=%s AND job_id=%s",
+                (self.destination, self.context.job_id),
+            ).fetchone()
+        )
+
+    # ------------------------------------------------------------ supervisor
+
+    def check_connection(self) -> None:
+        self._tx(self._ddl, "creating the destination's bookkeeping tables", watch=True)
+
+    def prepare(self, committed: dict[str, int]) -> None:
+        """Remove this job's writes past each split's committed seq (and of splits no longer planned)."""
+
+        def fn(cur: Any) -> None:
+            self._ddl(cur)
+            if self._published(cur):
+                log.info("postgres destination: job %s was already published to %s", self.context.job_id, self.target)
+                return
+            rows = cur.execute(
+                f"SELECT write_id, split_id, min(first_seq), max(last_seq) FROM {_ident(self.schema, CURSORS)}"
+                " WHERE destination=%s AND job_id=%s GROUP BY write_id, split_id",
+                (self.destination, self.context.job_id),
+            ).fetchall()
+            stale = []
+            for write_id, split_id, first, last in rows:
+                seq = committed.get(split_id)
+                if seq is not None and last <= seq:
+                    continue
+                if seq is not None and first <= seq:
+                    raise RuntimeError(
+                        f"destination {self.destination}: write {first}-{last} of split {split_id} straddles the "
+                        f"committed seq {seq}; the checkpoint and the destination disagree"
+                    )
+                stale.append(write_id)
+            if stale:
+                job = self.context.job_id
+                log.info("postgres destination: removing %d uncommitted writes of job %s", len(stale), job)
+                if self._exists(cur, self.stage):
+                    cur.execute(f"DELETE FROM {self.stage} WHERE {WRITE_COLUMN} = ANY(%s)", (stale,))
+                cur.execute(
+                    f"DELETE FROM {_ident(self.schema, CURSORS)} WHERE destination=%s AND job_id=%s"
+                    " AND write_id = ANY(%s)",
+                    (self.destination, self.context.job_id, stale),
+                )
+            if self.declared is not None and not self._exists(cur, self.stage):
+                self._create_stage(cur, [(n, self._declared_type(t)) for n, t in self.declared])
+            others = cur.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname LIKE %s AND c.relname <> %s",
+                (self.schema, self.stage_table[: -len(self.context.job_id[:16])] + "%", self.stage_table),
+            ).fetchall()
+            if others:
+                names = ", ".join(r[0] for r in others)
+                log.warning("postgres destination: staging tables of other jobs are left in place: %s", names)
+
+        self._tx(fn, "preparing the stage", watch=True)
+
+    def publish(self) -> None:
+        full = self.context.sync_mode == "full_refresh"
+        timeout = self.config.lock_timeout
+
+        def fn(cur: Any) -> None:
+            self._ddl(cur)
+            done = cur.execute(
+                f"INSERT INTO {_ident(self.schema, PUBLISHED)} (destination, job_id, sync_mode) VALUES (%s,%s,%s)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (self.destination, self.context.job_id, self.context.sync_mode),
+            ).fetchone()
+            if not done:
+                log.info("postgres destination: job %s was already published", self.context.job_id)
+                return
+            if not self._exists(cur, self.stage):
+                if full and self._exists(cur, self.target):
+                    cur.execute(f"TRUNCATE {self.target}")  # an empty source: the table is replaced by nothing
+                log.info("postgres destination: job %s staged no rows for %s", self.context.job_id, self.target)
+            elif full or not self._exists(cur, self.target):
+                cur.execute(f"ALTER TABLE {self.stage} DROP COLUMN {WRITE_COLUMN}")
+                log.info("postgres destination: swapping in %s (waits up to %gs for its lock)", self.target, timeout)
+                cur.execute(f"DROP TABLE IF EXISTS {self.target}")
+                cur.execute(f"ALTER TABLE {self.stage} RENAME TO {_ident(self.table)}")
+            else:
+                target_types = {name: sqltype for name, _, _, sqltype in self._catalog(cur, self.target)}
+                staged = [name for name, *_ in self._catalog(cur, self.stage) if name != WRITE_COLUMN]
+                names = ", ".join(_ident(n) for n in staged)
+                casts = ", ".join(f"CAST({_ident(n)} AS {target_types[n]})" for n in staged)
+                log.info("postgres destination: appending to %s (waits up to %gs for its lock)", self.target, timeout)
+                cur.execute(f"INSERT INTO {self.target} ({names}) SELECT {casts} FROM {self.stage}")
+                cur.execute(f"DROP TABLE {self.stage}")
+            cur.execute(
+                f"DELETE FROM {_ident(self.schema, CURSORS)} WHERE destination=%s AND job_id=%s",
+                (self.destination, self.context.job_id),
+            )
+            log.info("postgres destination: published %s (%s)", self.target, self.context.sync_mode)
+            fault_point("postgres.publish")  # swapped or appended, the transaction not committed
+
+        self._tx(fn, "publishing", watch=True)
+
+    # ------------------------------------------------------------ stage
+
+    def _catalog(self, cur: Any, relation: str) -> list[tuple[str, int, int, str]]:
+        return cur.execute(_CATALOG_COLUMNS, (relation,)).fetchall()
+
+    @staticmethod
+    def _declared_type(kind: str) -> str:
+        return DECLARED_TYPES.get(kind.upper(), kind) if kind else "text"
+
+    def _create_stage(self, cur: Any, columns: list[tuple[str, str]]) -> None:
+        defs = ", ".join(f"{_ident(name)} {kind}" for name, kind in columns)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {self.stage} ({defs}, {WRITE_COLUMN} bigint NOT NULL)")
+
+    def _stage_types(self, cur: Any, schema: pa.Schema) -> list[tuple[str, str]]:
+        """Stage columns for a batch schema: the target's types when appending to it, else from Arrow."""
+        if self.declared is not None:
+            return [(n, self._declared_type(t)) for n, t in self.declared]
+        mapped = [(f.name, ddl_type(f.type)) for f in schema]
+        if self.context.sync_mode == "full_refresh" or not self._exists(cur, self.target):
+            return mapped
+        existing = {name: (oid, typmod, sqltype) for name, oid, typmod, sqltype in self._catalog(cur, self.target)}
+        missing = [n for n, _ in mapped if n not in existing]
+        if missing:
+            raise UserError(
+                f"destination: columns {missing} are not in the existing table {self.destination}; add them "
+                "(ALTER TABLE ... ADD COLUMN) or write a full refresh"
+            )
+        types = []
+        for name, _ in mapped:
+            oid, typmod, sqltype = existing[name]
+            elem = self._element(cur, oid)
+            types.append((name, sqltype if PgColumn(name, oid, typmod, elem).supported else "text"))
+        return types
+
+    def _element(self, cur: Any, oid: int) -> int:
+        row = cur.execute("SELECT typelem, typcategory FROM pg_type WHERE oid=%s", (oid,)).fetchone()
+        return row[0] if row and row[1] == "A" else 0
+
+    def _ensure_stage(self, schema: pa.Schema) -> None:
+        """Create the stage from the first batch (under a lock: consumers race), then learn its columns."""
+        if self.encoder is not None:
+            return
+
+        def fn(cur: Any) -> list[PgColumn]:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_stage", self.stage),))
+            if not self._exists(cur, self.stage):
+                self._create_stage(cur, self._stage_types(cur, schema))
+            columns = []
+            for name, oid, typmod, _ in self._catalog(cur, self.stage):
+                if name != WRITE_COLUMN:
+                    columns.append(PgColumn(name, oid, typmod, self._element(cur, oid)))
+            return columns
+
+        columns = self._tx(fn, "creating the stage")
+        self.stage_columns = [c.name for c in columns]
+        self.encoder = Encoder(columns)
+
+    # ------------------------------------------------------------ consumer
+
+    def _rows(
+        self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
+    ) -> list[pa.RecordBatch]:
+        """The batches as the stage's columns: typed as they are, enveloped, or unnested."""
+        from bizon_fast.connectors.destinations.envelope import row_origins
+
+        loaded_at = datetime.now(UTC)
+        out = []
+        for seq, offset, batch in row_origins(batches, first_seq, last_seq):
+            if self.declared is None and not is_source_records(batch.schema):
+                out.append(batch.replace_schema_metadata(None))  # typed columns go as they are
+                continue
+            from bizon_fast.connectors.destinations.envelope import envelope, unnest  # polars: only when needed
+
+            if self.declared is not None:
+                frame = unnest(batch, self.declared, enforce_types=True)
+            else:
+                job = self.context.job_id
+                frame = envelope(batch, job_id=job, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset)
+            out += frame.to_arrow().combine_chunks().to_batches()
+        return out
+
+    def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        rows = self._rows(split_id, first_seq, last_seq, batches)
+        if rows:
+            self._ensure_stage(rows[0].schema)
+        cursors = _ident(self.schema, CURSORS)
+        key = (self.destination, self.context.job_id, split_id)
+        total = sum(b.num_rows for b in rows)
+        count = last_seq - first_seq + 1
+
+        def claim(cur: Any, write_id: int) -> int:
+            return len(
+                cur.execute(
+                    f"INSERT INTO {cursors} (destination, job_id, split_id, seq, write_id, first_seq, last_seq, rows)"
+                    " SELECT %s, %s, %s, s, %s, %s, %s, %s FROM generate_series(%s::int8, %s::int8) s ORDER BY s"
+                    " ON CONFLICT DO NOTHING RETURNING seq",
+                    (*key, write_id, first_seq, last_seq, total, first_seq, last_seq),
+                ).fetchall()
+            )
+
+        def fn(cur: Any) -> None:
+            write_id = secrets.randbits(63)
+            claimed = claim(cur, write_id)
+            if claimed < count:
+                earlier = cur.execute(
+                    f"SELECT DISTINCT write_id, first_seq, last_seq FROM {cursors} WHERE destination=%s AND job_id=%s"
+                    " AND split_id=%s AND seq BETWEEN %s AND %s AND write_id <> %s",
+                    (*key, first_seq, last_seq, write_id),
+                ).fetchall()
+                if claimed == 0 and len(earlier) == 1 and earlier[0][1:] == (first_seq, last_seq):
+                    log.info(
+                        "postgres destination: %s seq %d-%d is already written: skipped", split_id, first_seq, last_seq
+                    )
+                    return
+                ids = [w for w, _, _ in earlier]
+                log.info(
+                    "postgres destination: %s seq %d-%d overlaps earlier writes %s; replacing them",
+                    split_id,
+                    first_seq,
+                    last_seq,
+                    [(f, last) for _, f, last in earlier],
+                )
+                if self._exists(cur, self.stage):
+                    cur.execute(f"DELETE FROM {self.stage} WHERE {WRITE_COLUMN} = ANY(%s)", (ids,))
+                cur.execute(
+                    f"DELETE FROM {cursors} WHERE destination=%s AND job_id=%s AND split_id=%s AND write_id = ANY(%s)",
+                    (*key, ids),
+                )
+                claimed += claim(cur, write_id)
+                if claimed < count:
+                    raise RuntimeError(f"seq {first_seq}-{last_seq} of {split_id} is being written concurrently")
+            if rows:
+                self._copy(cur, rows, write_id)
+            fault_point("postgres.mid_write")  # rows and seqs claimed in the open transaction, not committed
+
+        self._tx(fn, f"writing {split_id} seq {first_seq}-{last_seq}")
+
+    def _copy(self, cur: Any, batches: list[pa.RecordBatch], write_id: int) -> None:
+        assert self.encoder is not None and self.stage_columns is not None
+        names = self.stage_columns
+        columns = ", ".join(_ident(n) for n in [*names, WRITE_COLUMN])
+        with cur.copy(f"COPY {self.stage} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(SIGNATURE)
+            for batch in batches:
+                if batch.schema.names != names:
+                    batch = self._align(batch, names)
+                body = memoryview(self.encoder.encode(batch, write_id))
+                for start in range(0, len(body), COPY_CHUNK):
+                    copy.write(body[start : start + COPY_CHUNK])
+            copy.write(TRAILER)
+
+    def _align(self, batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+        """The batch's columns in stage order; a column the stage lacks is an error, a missing one NULL."""
+        extra = [n for n in batch.schema.names if n not in names]
+        if extra:
+            raise UserError(f"destination: columns {extra} are not in the staged columns of {self.destination}")
+        arrays = [batch.column(n) if n in batch.schema.names else pa.nulls(batch.num_rows, pa.null()) for n in names]
+        return pa.RecordBatch.from_arrays(arrays, names=names)
