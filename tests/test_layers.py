@@ -1,8 +1,8 @@
 """The import layering of pyproject's ``[tool.importlinter]`` holds: CI runs pytest, so this enforces it.
 
-The engine once had circles (worker <-> broker_worker <-> streaming, supervisor <-> distributed; config <-> connectors) hidden
-in function-level imports; the contracts forbid them coming back, and keep connectors, checkpoint
-backends and transports from reaching into the engine.
+The engine once had circles (worker <-> broker_worker <-> streaming, supervisor <-> distributed) hidden in
+function-level imports, and config <-> connectors was one too; the contracts forbid them coming back, keep the
+package's layers one way, and keep connectors, checkpoint backends and transports from reaching into the engine.
 """
 
 from __future__ import annotations
