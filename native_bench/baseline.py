@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 
 # The destination's own choice of dictionary columns: the same settings, not a copy that could drift.
 from bizon_fast.connectors.destinations.file.destination import dictionary_columns
-from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
-from bizon_fast.connectors.sources.synthetic.src.source import SyntheticGenerator
+from bizon_fast.connectors.sources.synthetic.config import SyntheticSourceConfig
+from bizon_fast.connectors.sources.synthetic.source import SyntheticGenerator
 
 MiB = 1 << 20
 

@@ -40,8 +40,8 @@ def available() -> str | None:
 
 
 def _batches(rows: int) -> list:
-    from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
-    from bizon_fast.connectors.sources.synthetic.src.source import SyntheticSource
+    from bizon_fast.connectors.sources.synthetic.config import SyntheticSourceConfig
+    from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
 
     source = SyntheticSource(SyntheticSourceConfig(name="synthetic", stream="events", rows=rows, splits=1))
     return [b.batch for split in source.splits() for b in source.read(split, None)]

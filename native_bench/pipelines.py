@@ -164,7 +164,7 @@ def run_python(
 
 @functools.cache
 def _row_bytes(payload_bytes: int) -> float:
-    from bizon_fast.connectors.sources.synthetic.src.source import SyntheticGenerator
+    from bizon_fast.connectors.sources.synthetic.source import SyntheticGenerator
 
     rows = 65_536
     return SyntheticGenerator(0, payload_bytes).batch(0, rows).nbytes / rows

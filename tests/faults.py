@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.json as pj
 
-from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA as SYNTHETIC_SCHEMA
+from bizon_fast.connectors.sources.synthetic.source import SCHEMA as SYNTHETIC_SCHEMA
 from native_bench.services import workers_of
 
 
@@ -66,7 +66,7 @@ def check_json_ids(path: Path, rows: int) -> None:
 
 def expected_synthetic(rows: int, seed: int = 0, payload_bytes: int = 32) -> pa.Table:
     """What the synthetic source yields for ids ``0..rows-1``: its values are a pure function of (seed, id)."""
-    from bizon_fast.connectors.sources.synthetic.src.source import SyntheticGenerator
+    from bizon_fast.connectors.sources.synthetic.source import SyntheticGenerator
 
     gen = SyntheticGenerator(seed, payload_bytes)
     step = 1_000_000

@@ -38,8 +38,8 @@ PAYLOAD = 32
 PAUSING_SOURCE = """
 import time
 
-from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
-from bizon_fast.connectors.sources.synthetic.src.source import SyntheticSource
+from bizon_fast.connectors.sources.synthetic.config import SyntheticSourceConfig
+from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
 
 
 class PausingConfig(SyntheticSourceConfig):

@@ -66,9 +66,9 @@ def test_connector_configs_import_light() -> None:
     """Every connector's config.py imports without pyarrow, Google, psycopg or Kafka libraries."""
     modules = [f"{registry.DESTINATIONS_PACKAGE}.{name}.config" for name in DESTINATIONS]
     modules += [
-        f"bizon_fast.connectors.sources.{name}.src.config"
+        f"bizon_fast.connectors.sources.{name}.config"
         for name in SOURCES
-        if (CONNECTORS / "sources" / name / "src" / "config.py").is_file()
+        if (CONNECTORS / "sources" / name / "config.py").is_file()
     ]
     code = (
         "import sys, importlib\n"

@@ -22,8 +22,8 @@ from bizon_fast.connectors.destinations.logger.config import LoggerDestinationDe
 from bizon_fast.connectors.destinations.logger.destination import LoggerDestination
 from bizon_fast.connectors.destinations.noop.config import NoopDestinationDetails
 from bizon_fast.connectors.destinations.noop.destination import NoopDestination
-from bizon_fast.connectors.sources.dummy.src.source import DummySource
-from bizon_fast.connectors.sources.synthetic.src.source import SyntheticSource
+from bizon_fast.connectors.sources.dummy.source import DummySource
+from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.errors import UserError
 from bizon_fast.source.base import Split

@@ -30,7 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA
+from bizon_fast.connectors.sources.synthetic.source import SCHEMA
 from native_bench.services import start_run
 from tests.faults import (
     assert_synthetic_exact,

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from bizon_fast.connectors.sources.kafka.src import decode  # noqa: E402
+from bizon_fast.connectors.sources.kafka import decode  # noqa: E402
 from tests.conftest import REPO
 
 TOPIC_CFG = "{name: %s, destination_id: %s}"
@@ -363,7 +363,7 @@ def test_bad_kafka_configs_name_the_key(tmp_path: Path, source: str, message: st
 
 def test_example_config_validates() -> None:
     from bizon_fast.connectors.pipeline import load_config
-    from bizon_fast.connectors.sources.kafka.src.config import KafkaSourceConfig
+    from bizon_fast.connectors.sources.kafka.config import KafkaSourceConfig
 
     cfg = load_config(str(REPO / "configs" / "kafka_to_parquet.yml"))
     assert isinstance(cfg.source, KafkaSourceConfig)
@@ -470,8 +470,8 @@ class _Msg:
 
 
 def _source(**extra: object):
-    from bizon_fast.connectors.sources.kafka.src.config import KafkaSourceConfig
-    from bizon_fast.connectors.sources.kafka.src.source import KafkaSource
+    from bizon_fast.connectors.sources.kafka.config import KafkaSourceConfig
+    from bizon_fast.connectors.sources.kafka.source import KafkaSource
 
     config = {"name": "kafka", "stream": "topic", "bootstrap_servers": "unused:9092", "consumer_config": {}}
     config["topics"] = [{"name": "orders", "destination_id": "orders_table"}]

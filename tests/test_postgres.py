@@ -24,7 +24,7 @@ from bizon_fast.connectors.destinations.postgres.config import PostgresDestinati
 from bizon_fast.connectors.destinations.postgres.destination import PostgresDestination, stage_name
 from bizon_fast.connectors.destinations.postgres.pgbinary import Encoder, PgColumn, ddl_type
 from bizon_fast.connectors.registry import destination_class, source_class
-from bizon_fast.connectors.sources.postgres.src.source import PostgresSource
+from bizon_fast.connectors.sources.postgres.source import PostgresSource
 from bizon_fast.cursor import Cursor
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.errors import UserError

@@ -11,8 +11,8 @@ import pytest
 
 from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.registry import source_class
-from bizon_fast.connectors.sources.dummy.src.source import DummySource
-from bizon_fast.connectors.sources.synthetic.src.source import (
+from bizon_fast.connectors.sources.dummy.source import DummySource
+from bizon_fast.connectors.sources.synthetic.source import (
     CATEGORIES,
     SCHEMA,
     TS_BASE_US,

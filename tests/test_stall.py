@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from bizon_fast.config.source import SourceConfig
-from bizon_fast.connectors.sources.synthetic.src.source import SCHEMA, SyntheticSource
+from bizon_fast.connectors.sources.synthetic.source import SCHEMA, SyntheticSource
 from native_bench.services import start_run, workers_of
 from tests.conftest import REPO
 from tests.faults import check_parquet_ids

@@ -1,7 +1,7 @@
 """Source discovery by bizon's rules, for native sources and bizon-style ``AbstractSource`` classes alike.
 
-bizon parses every ``.py`` file of a connector's ``src/`` folder (or the custom-source file) with
-``ast``, takes every class whose base is a plain name as a candidate, imports the module and keeps the
+bizon parses every ``.py`` file of a connector's ``src/`` folder (here: the connector's own folder) or the
+custom-source file with ``ast``, takes every class whose base is a plain name as a candidate, imports the module and keeps the
 concrete candidates that are sources and have streams; the first one serving the stream wins. A
 bizon-style class is wrapped by :func:`~bizon_fast.source.bizon_adapter.adapter_for` so the engine
 only ever sees the native :class:`~bizon_fast.source.base.Source` contract.
@@ -86,18 +86,18 @@ def load_custom_file(path: str) -> ModuleType:
 def _source_dir(name: str) -> Path:
     import bizon_fast.connectors.sources as pkg
 
-    return Path(pkg.__path__[0]) / name / "src"
+    return Path(pkg.__path__[0]) / name
 
 
 def builtin_source_names() -> list[str]:
     import bizon_fast.connectors.sources as pkg
 
     root = Path(pkg.__path__[0])
-    return sorted(p.name for p in root.iterdir() if (p / "src").is_dir() and not p.name.startswith(("_", ".")))
+    return sorted(p.name for p in root.iterdir() if (p / "config.py").is_file() and not p.name.startswith(("_", ".")))
 
 
 def builtin_source_classes(name: str) -> list[type[Source]]:
-    """Every source class of built-in connector ``name``: all ``src/**/*.py`` files, bizon's way.
+    """Every source class of built-in connector ``name``: all ``**/*.py`` files of its folder, bizon's way.
 
     Files without a candidate class are not imported. An ImportError (a missing optional library)
     propagates: ``source list`` reports the connector as not available, a run fails with it.
@@ -108,7 +108,7 @@ def builtin_source_classes(name: str) -> list[type[Source]]:
         if not candidate_class_names(path):
             continue
         dotted = ".".join(path.relative_to(src).with_suffix("").parts)
-        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.src.{dotted}")
+        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.{dotted}")
         classes += [cls for cls in source_classes_in(module, path) if cls not in classes]
     return classes
 

@@ -1,7 +1,7 @@
 """Find connectors by name: their config models and capabilities cheaply, their classes lazily.
 
-A connector is a folder. Sources live under ``connectors/sources/<name>/src/`` (bizon's layout; a
-custom source file is loaded from its path). Destinations are the folders of
+A connector is a folder. Sources are the folders of ``connectors/sources/`` (``config.py``,
+``source.py``, ``example.yml``; a custom source file is loaded from its path). Destinations are the folders of
 ``connectors/destinations/``: each folder's ``config.py`` declares ``CONFIG_CLASS`` (the model of
 ``destination.config``) and ``CAPABILITIES``, light modules that config validation reads without
 importing the implementation; its ``destination.py`` holds the class, imported only to run.
@@ -53,7 +53,7 @@ _REGISTRY_ERROR = re.compile(r"^source\.(\w+): (.*)$", re.DOTALL)
 
 
 def source_names() -> list[str]:
-    """Built-in connectors: the folders of ``connectors/sources`` that have a ``src`` folder."""
+    """Built-in connectors: the folders of ``connectors/sources`` that have a ``config.py``."""
     return builtin_source_names()
 
 
@@ -74,7 +74,7 @@ def source_config_class(name: str, stream: str, source_file_path: str | None = N
     """The model of ``source:`` for a source and stream; raise SourceLookupError naming the offending key.
 
     A built-in whose code cannot be imported (an optional library is missing) is validated with
-    the model its folder's ``src/config.py`` declares (``CONFIG_CLASS``, for ``STREAMS``), else with
+    the model its folder's ``config.py`` declares (``CONFIG_CLASS``, for ``STREAMS``), else with
     bizon's common keys, so ``config check`` works without the extra; running it fails clearly.
     """
     if not source_file_path and name not in source_names():
@@ -103,9 +103,9 @@ def source_config_class(name: str, stream: str, source_file_path: str | None = N
 
 
 def _declared_source_config(name: str, stream: str) -> type[SourceConfig]:
-    """The model a source folder's ``src/config.py`` declares, for when its code cannot be imported."""
+    """The model a source folder's ``config.py`` declares, for when its code cannot be imported."""
     try:
-        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.src.config")
+        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.config")
     except ImportError:
         return BizonSourceConfig
     streams = getattr(module, "STREAMS", None)

@@ -27,7 +27,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from bizon_fast.config.source import SourceConfig
-from bizon_fast.connectors.sources.synthetic.src.config import SyntheticSourceConfig
+from bizon_fast.connectors.sources.synthetic.config import SyntheticSourceConfig
 from bizon_fast.errors import ConfigError
 from bizon_fast.source.base import Source, SourceBatch, Split
 

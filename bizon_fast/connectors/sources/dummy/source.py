@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bizon_fast.config.source import SourceConfig
-from bizon_fast.connectors.sources.dummy.src.config import DummySourceConfig
+from bizon_fast.connectors.sources.dummy.config import DummySourceConfig
 from bizon_fast.errors import ConfigError
 from bizon_fast.source.base import Source, SourceBatch, Split
 from bizon_fast.source.records import records_to_batch

@@ -52,9 +52,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaErro
 from pydantic import ValidationError
 
 from bizon_fast.config.source import SourceConfig
-from bizon_fast.connectors.sources.kafka.src import decode
-from bizon_fast.connectors.sources.kafka.src.config import STREAMS, KafkaSourceConfig
-from bizon_fast.connectors.sources.kafka.src.decode import MessageDecodeError
+from bizon_fast.connectors.sources.kafka import decode
+from bizon_fast.connectors.sources.kafka.config import STREAMS, KafkaSourceConfig
+from bizon_fast.connectors.sources.kafka.decode import MessageDecodeError
 from bizon_fast.errors import ConfigError, UserError
 from bizon_fast.source.base import Source, SourceBatch, Split
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA

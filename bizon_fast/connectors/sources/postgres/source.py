@@ -41,8 +41,8 @@ from pydantic import ValidationError
 
 from bizon_fast.clients import postgres as pgconn
 from bizon_fast.config.source import SourceConfig
-from bizon_fast.connectors.sources.postgres.src.chunks import INTEGER_OIDS, ChunkPlan, Column, quote
-from bizon_fast.connectors.sources.postgres.src.config import PostgresSourceConfig
+from bizon_fast.connectors.sources.postgres.chunks import INTEGER_OIDS, ChunkPlan, Column, quote
+from bizon_fast.connectors.sources.postgres.config import PostgresSourceConfig
 from bizon_fast.errors import ConfigError, UserError
 from bizon_fast.source.base import Source, SourceBatch, Split
 
