@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from bizon_fast.config.blocks import Strict, as_mapping
-from bizon_fast.config.errors import fail
+from bizon_fast.config.errors import require_dsn_or
 
 if TYPE_CHECKING:
     from bizon_fast.config.catalog import ConnectorCatalog
@@ -35,16 +35,7 @@ class PostgresBackendDetails(BackendDetails):
 
     @model_validator(mode="after")
     def _dsn_or_host(self) -> PostgresBackendDetails:
-        if not self.dsn:
-            missing = [k for k in ("host", "username") if not getattr(self, k)]
-            if missing:
-                fail(
-                    type(self).__name__,
-                    [
-                        ((k,), "missing required key (or give a dsn: postgresql://user:pass@host/db)", None)
-                        for k in missing
-                    ],
-                )
+        require_dsn_or(self, ("host", "username"))
         return self
 
 

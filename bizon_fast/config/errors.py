@@ -43,6 +43,18 @@ def fail(title: str, errors: list[tuple[Loc, str, Any]], carried: ValidationErro
     raise ValidationError.from_exception_data(title, details)
 
 
+def require_dsn_or(model: Any, keys: tuple[str, ...]) -> None:
+    """A Postgres connection block (backend or destination) needs a ``dsn`` or every key of ``keys``."""
+    if model.dsn:
+        return
+    missing = [k for k in keys if not getattr(model, k)]
+    if missing:
+        fail(
+            type(model).__name__,
+            [((k,), "missing required key (or give a dsn: postgresql://user:pass@host/db)", None) for k in missing],
+        )
+
+
 def _plain_msg(err: Any) -> str:
     """Pydantic's message, with the "Value error, " prefix that ValueError-based validators get removed."""
     msg = err["msg"]

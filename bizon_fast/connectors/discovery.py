@@ -1,9 +1,9 @@
 """Source discovery by bizon's rules, for native sources and bizon-style ``AbstractSource`` classes alike.
 
 bizon parses every ``.py`` file of a connector's ``src/`` folder (here: the connector's own folder) or the
-custom-source file with ``ast``, takes every class whose base is a plain name as a candidate, imports the module and keeps the
-concrete candidates that are sources and have streams; the first one serving the stream wins. A
-bizon-style class is wrapped by :func:`~bizon_fast.source.bizon_adapter.adapter_for` so the engine
+custom-source file with ``ast``, takes every class whose base is a plain name as a candidate, imports the
+module and keeps the concrete candidates that are sources and have streams; the first one serving the stream
+wins. A bizon-style class is wrapped by :func:`~bizon_fast.source.bizon_adapter.adapter_for` so the engine
 only ever sees the native :class:`~bizon_fast.source.base.Source` contract.
 """
 

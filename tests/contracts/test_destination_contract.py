@@ -119,16 +119,21 @@ def test_replays_never_duplicate_and_publishing_twice_is_harmless(target: Target
     assert_holds(target, ids(s0 + s1))
 
 
-def test_prepare_drops_writes_past_the_committed_seq(target: Target) -> None:
-    """A run dies with writes past the committed cursors (s0 4..5, all of s1); the rerun's ``prepare`` drops
-    them, so what it publishes is exactly the committed batches (the rerun then rewrites the rest)."""
-    s0, s1 = batches(0, 6), batches(1, 2)
+def crash_past_the_committed_seq(target: Target, s0: list, s1: list) -> None:
+    """A run that wrote s0 0..5 and s1 0..1 and died with only s0 0..3 committed."""
     crashed = Job(target, "job-1")
     crashed.prepare({})
     crashed.write("s0", 0, 3, s0[0:4])
     crashed.write("s0", 4, 5, s0[4:6])
     crashed.write("s1", 0, 1, s1)
     crashed.close()
+
+
+def test_prepare_drops_writes_past_the_committed_seq(target: Target) -> None:
+    """A run dies with writes past the committed cursors (s0 4..5, all of s1); the rerun's ``prepare`` drops
+    them, so what it publishes is exactly the committed batches (the rerun then rewrites the rest)."""
+    s0, s1 = batches(0, 6), batches(1, 2)
+    crash_past_the_committed_seq(target, s0, s1)
     resumed = Job(target, "job-1")
     resumed.prepare({"s0": 3})
     resumed.publish()
@@ -142,12 +147,7 @@ def test_prepare_drops_writes_past_the_committed_seq(target: Target) -> None:
 def test_prepare_then_replay_publishes_each_row_once(target: Target) -> None:
     """The usual resume: ``prepare(committed)``, then the uncommitted batches written again, regrouped."""
     s0, s1 = batches(0, 8), batches(1, 2)
-    crashed = Job(target, "job-1")
-    crashed.prepare({})
-    crashed.write("s0", 0, 3, s0[0:4])
-    crashed.write("s0", 4, 5, s0[4:6])
-    crashed.write("s1", 0, 1, s1)
-    crashed.close()
+    crash_past_the_committed_seq(target, s0, s1)
     resumed = Job(target, "job-1")
     resumed.prepare({"s0": 3})
     resumed.write("s0", 4, 7, s0[4:8])

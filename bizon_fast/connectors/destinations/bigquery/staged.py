@@ -138,10 +138,14 @@ class StagedBigQueryDestination(Destination):
         raise UserError(f"{KEY}.destination_id: '{name}' is not table, dataset.table or project.dataset.table")
 
     def partition_field(self, columns: list[str]) -> str | None:
-        return "_bizon_loaded_at" if "_bizon_loaded_at" in columns else None
+        """The streaming destinations name the field (``time_partitioning: {type, field}``); ``bigquery``
+        takes a bare window and partitions on ``_bizon_loaded_at`` (bizon's keys for each)."""
+        field = getattr(self.config.time_partitioning, "field", "_bizon_loaded_at")  # type: ignore[attr-defined]
+        return field if field in columns else None
 
     def partition_type(self) -> str:
-        return str(self.config.time_partitioning)  # type: ignore[attr-defined]
+        window = self.config.time_partitioning  # type: ignore[attr-defined]
+        return str(getattr(window, "type", window))
 
     # ------------------------------------------------------------ client
 

@@ -47,13 +47,6 @@ class BigQueryStreamingDestination(StagedBigQueryDestination):
         self._target: Any = None
         self.requests = 0
 
-    def partition_field(self, columns: list[str]) -> str | None:
-        field = self.config.time_partitioning.field
-        return field if field in columns else None
-
-    def partition_type(self) -> str:
-        return self.config.time_partitioning.type
-
     # no stage: prepare/publish are the base Destination's (nothing to do)
     prepare = Destination.prepare
     publish = Destination.publish

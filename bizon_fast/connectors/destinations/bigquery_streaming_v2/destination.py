@@ -115,13 +115,6 @@ class BigQueryStreamingV2Destination(StagedBigQueryDestination):
         self._pending_lock = threading.Lock()
         self.requests = 0
 
-    def partition_field(self, columns: list[str]) -> str | None:
-        field = self.config.time_partitioning.field
-        return field if field in columns else None
-
-    def partition_type(self) -> str:
-        return self.config.time_partitioning.type
-
     @property
     def writer(self) -> Any:
         if self._writer is None:

@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import DestinationDetails
-from bizon_fast.config.errors import fail
+from bizon_fast.config.errors import require_dsn_or
 
 
 class PostgresDestinationDetails(DestinationDetails):
@@ -28,16 +28,7 @@ class PostgresDestinationDetails(DestinationDetails):
 
     @model_validator(mode="after")
     def _dsn_or_host(self) -> PostgresDestinationDetails:
-        if not self.dsn:
-            missing = [k for k in ("host", "database", "username") if not getattr(self, k)]
-            if missing:
-                fail(
-                    type(self).__name__,
-                    [
-                        ((k,), "missing required key (or give a dsn: postgresql://user:pass@host/db)", None)
-                        for k in missing
-                    ],
-                )
+        require_dsn_or(self, ("host", "database", "username"))
         return self
 
 
