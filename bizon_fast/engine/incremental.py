@@ -27,7 +27,7 @@ from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.cursor import Cursor
 from bizon_fast.errors import ConfigError, StepFailed
 from bizon_fast.source.base import Source
-from bizon_fast.source.incremental import IncrementalRun, Watermark, fold, later
+from bizon_fast.source.incremental import IncrementalRun, Watermark, fold, later, merge_states
 
 log = logging.getLogger("bizon_fast.incremental")
 
@@ -157,7 +157,7 @@ def finish(backend: CheckpointBackend, cfg: PipelineConfig, plan: Plan, job: Job
     previous = None if plan.run.reset else load_watermark(backend, cfg)
     stored = StoredWatermark(
         max=later(previous.max if previous else None, seen.max if seen else None),
-        state=seen.state if seen is not None and seen.state is not None else (previous.state if previous else None),
+        state=merge_states(previous.state if previous else None, seen.state if seen is not None else None),
         last_run=job.created_at,
         cursor_field=cfg.source.cursor_field,
     )
