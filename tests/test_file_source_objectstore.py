@@ -322,3 +322,182 @@ def test_gcs_bad_credentials_are_one_line(credentials: str, message: str) -> Non
 def test_gcs_anonymous_with_credentials_is_refused() -> None:
     with pytest.raises(UserError, match=r"^source\.anonymous: anonymous access takes no credentials$"):
         open_filesystem("gs://bucket/x/*.csv", options(credentials="{}", anonymous=True))
+
+
+# ---------------------------------------------------------------- whole jobs through the command line
+
+
+def events(lo: int, hi: int) -> pa.Table:
+    """Rows ``[lo, hi)`` with a column of each kind the readers type (ints, floats, strings, timestamps, nulls)."""
+    ids = list(range(lo, hi))
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "amount": pa.array([i * 0.25 for i in ids], pa.float64()),
+            "name": pa.array([f"name-{i}" if i % 7 else None for i in ids], pa.string()),
+            "ts": pa.array([1_700_000_000_000_000 + i for i in ids], pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def upload_parquet(bucket: Bucket, key: str, data: pa.Table, row_group_size: int = 1000) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(data, sink, row_group_size=row_group_size)
+    bucket.put(key, sink.getvalue().to_pybytes())
+
+
+def upload_csv(bucket: Bucket, key: str, data: pa.Table, gz: bool = False) -> None:
+    import gzip
+
+    import pyarrow.csv as pacsv
+
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(data, sink)
+    raw = sink.getvalue().to_pybytes()
+    bucket.put(key, gzip.compress(raw) if gz else raw)
+
+
+def upload_ndjson(bucket: Bucket, key: str, data: pa.Table) -> None:
+    lines = [
+        json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()})
+        for row in data.to_pylist()
+    ]
+    bucket.put(key, ("\n".join(lines) + "\n").encode())
+
+
+def write_pipeline(folder, name: str, source: dict) -> str:
+    import yaml
+
+    config = {
+        "name": name,
+        "source": {"name": "file", "stream": "events", **source},
+        "destination": {"name": "file", "config": {"destination_id": f"out/{name}", "format": "parquet"}},
+    }
+    (folder / "pipeline.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return "pipeline.yml"
+
+
+def s3_source(bucket: Bucket, path: str, **extra: Any) -> dict:
+    """The object store keys of ``source:``, the secret (and the key id) as env:// references."""
+    return {
+        "path": bucket.url(path),
+        "endpoint_override": bucket.endpoint,
+        "region": S3_REGION,
+        "access_key_id": "env://BF_TEST_S3_KEY_ID",
+        "secret_access_key": "env://BF_TEST_S3_SECRET",
+        **extra,
+    }
+
+
+S3_ENV = {"BF_TEST_S3_KEY_ID": S3_ACCESS_KEY, "BF_TEST_S3_SECRET": S3_SECRET_KEY}
+
+
+def output(folder, name: str) -> pa.Table:
+    import pyarrow.dataset as ds
+
+    files = sorted(str(p) for p in (folder / "out" / name).rglob("*.parquet") if not p.name.startswith((".", "_")))
+    assert files, f"no Parquet output under out/{name}"
+    return ds.dataset(files, format="parquet").to_table().sort_by("id")
+
+
+def committed_splits(folder) -> list[str]:
+    """The splits the run committed (sqlite checkpoint in the run folder): one per file part it read."""
+    import sqlite3
+
+    with sqlite3.connect(folder / "bizon.sqlite3") as conn:
+        return sorted(r[0] for r in conn.execute("SELECT split_id FROM bizon_fast_cursors WHERE done = 1"))
+
+
+def assert_exact(got: pa.Table, expected: pa.Table, columns: list[str] | None = None) -> None:
+    columns = columns or expected.column_names
+    assert got.num_rows == expected.num_rows
+    for name in columns:
+        assert got.column(name).to_pylist() == expected.column(name).to_pylist(), name
+
+
+def test_cli_s3_parquet_glob_with_two_workers_is_exact(s3_bucket: Bucket, cli, tmp_path) -> None:
+    parts = [events(0, 2500), events(2500, 6000), events(6000, 6001)]
+    for i, part in enumerate(parts):
+        upload_parquet(s3_bucket, f"exports/2024/part-{i}.parquet", part)
+    upload_parquet(s3_bucket, "exports/2024/_tmp/ignored.parquet", events(10_000, 10_010))
+    upload_parquet(s3_bucket, "elsewhere/ignored.parquet", events(20_000, 20_010))
+    # split_size_mb tiny: the 4-row-group files are read by row-group runs, across both workers
+    config = write_pipeline(tmp_path, "s3_parquet", s3_source(s3_bucket, "exports/*/*.parquet", split_size_mb=0.01))
+    result = cli("run", config, "--workers", "2", "--quiet", env=S3_ENV)
+    assert result.returncode == 0, result.stderr
+    assert_exact(output(tmp_path, "s3_parquet"), pa.concat_tables(parts))
+    assert len(committed_splits(tmp_path)) == 3 + 4 + 1  # one split per row group (1000 rows each)
+
+
+def test_cli_s3_csv_plain_and_gz_are_exact(s3_bucket: Bucket, cli, tmp_path) -> None:
+    csv_parts = [events(0, 3000), events(3000, 5000)]
+    upload_csv(s3_bucket, "csv/a.csv", csv_parts[0])
+    upload_csv(s3_bucket, "csv/b.csv.gz", csv_parts[1], gz=True)
+    config = write_pipeline(
+        tmp_path, "s3_csv", s3_source(s3_bucket, "csv/*", format="csv", split_size_mb=0.02, csv={"null_values": [""]})
+    )
+    result = cli("run", config, "--workers", "2", "--quiet", env=S3_ENV)
+    assert result.returncode == 0, result.stderr
+    assert_exact(output(tmp_path, "s3_csv"), pa.concat_tables(csv_parts))  # nulls, floats and timestamps included
+    splits = committed_splits(tmp_path)
+    assert sum("/csv/a.csv" in s for s in splits) > 1  # the plain file read in byte ranges
+    assert sum("/csv/b.csv.gz" in s for s in splits) == 1  # the compressed one as one stream
+
+
+def test_cli_s3_ndjson_is_exact(s3_bucket: Bucket, cli, tmp_path) -> None:
+    nd = events(0, 4000).drop_columns(["ts"])
+    upload_ndjson(s3_bucket, "nd/events.ndjson", nd)
+    config = write_pipeline(tmp_path, "s3_ndjson", s3_source(s3_bucket, "nd/*.ndjson", split_size_mb=0.02))
+    result = cli("run", config, "--workers", "2", "--quiet", env=S3_ENV)
+    assert result.returncode == 0, result.stderr
+    assert_exact(output(tmp_path, "s3_ndjson"), nd)
+    assert len(committed_splits(tmp_path)) > 1  # byte ranges of the one file
+
+
+def test_cli_s3_incremental_loads_only_new_files(s3_bucket: Bucket, cli, tmp_path) -> None:
+    upload_parquet(s3_bucket, "inc/day-1.parquet", events(0, 1000))
+    config = write_pipeline(tmp_path, "s3_inc", s3_source(s3_bucket, "inc/*.parquet", sync_mode="incremental"))
+    first = cli("run", config, "--quiet", env=S3_ENV)
+    assert first.returncode == 0, first.stderr
+    assert_exact(output(tmp_path, "s3_inc"), events(0, 1000))
+    upload_parquet(s3_bucket, "inc/day-2.parquet", events(1000, 1500))
+    second = cli("run", config, "--quiet", env=S3_ENV)
+    assert second.returncode == 0, second.stderr
+    assert_exact(output(tmp_path, "s3_inc"), events(0, 1500))  # day-1 not read again: each id once
+
+
+def test_cli_s3_errors_are_one_line(s3_bucket: Bucket, cli, tmp_path) -> None:
+    from native_bench.services import free_port
+
+    upload_parquet(s3_bucket, "exports/a.parquet", events(0, 10))
+    config = write_pipeline(tmp_path, "s3_nomatch", s3_source(s3_bucket, "exports/*.csv"))
+    result = cli("run", config, "--quiet", env=S3_ENV)
+    assert result.returncode == 2
+    assert f"source.path: no files match 's3://{s3_bucket.name}/exports/*.csv'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    source = {**s3_source(s3_bucket, "exports/*.parquet"), "endpoint_override": f"http://127.0.0.1:{free_port()}"}
+    config = write_pipeline(tmp_path, "s3_down", source)
+    result = cli("run", config, "--quiet", env=S3_ENV)
+    assert result.returncode == 2
+    assert "source.path: cannot reach s3 endpoint http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    result = cli("run", write_pipeline(tmp_path, "s3_nosecret", s3_source(s3_bucket, "exports/*.parquet")), "--quiet")
+    assert result.returncode == 2 and "BF_TEST_S3_KEY_ID" in result.stderr  # the env:// reference is resolved
+
+
+def test_cli_gcs_parquet_glob_is_exact(gcs_bucket: Bucket, cli, tmp_path) -> None:
+    parts = [events(0, 3000), events(3000, 4000)]
+    for i, part in enumerate(parts):
+        upload_parquet(gcs_bucket, f"exports/part-{i}.parquet", part)
+    source = {
+        "path": gcs_bucket.url("exports/*.parquet"),
+        "endpoint_override": gcs_bucket.endpoint,
+        "anonymous": True,
+        "split_size_mb": 0.01,
+    }
+    config = write_pipeline(tmp_path, "gcs_parquet", source)
+    result = cli("run", config, "--workers", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert_exact(output(tmp_path, "gcs_parquet"), pa.concat_tables(parts))

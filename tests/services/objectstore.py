@@ -61,7 +61,8 @@ class Bucket:
         return f"{self.name}/{key}"
 
     def put(self, key: str, data: bytes) -> None:
-        with self.fs.open_output_stream(self.path(key)) as out:
+        """Store ``data`` as is (pyarrow would otherwise compress a ``.gz`` key's bytes once more)."""
+        with self.fs.open_output_stream(self.path(key), compression=None) as out:
             out.write(data)
 
     def put_file(self, key: str, local: Path) -> None:
