@@ -187,7 +187,12 @@ def test_local_paths_file_uris_and_relative_paths(tmp_path, monkeypatch: pytest.
     for name in ("in/b.csv", "in/a.csv", "in/sub/c.csv", "in/_SUCCESS"):
         (tmp_path / name).write_text("id\n1\n")
     monkeypatch.chdir(tmp_path)
-    for path in ("in/*.csv", f"{tmp_path}/in/*.csv", f"file://{tmp_path}/in/*.csv"):
+    for path in (
+        "in/*.csv",
+        f"{tmp_path}/in/*.csv",
+        f"file://{tmp_path}/in/*.csv",
+        f"file://localhost{tmp_path}/in/*.csv",
+    ):
         fs, inner = open_filesystem(path, None)
         assert isinstance(fs, pafs.LocalFileSystem) and inner == f"{tmp_path}/in/*.csv"
         found = expand(fs, inner)
@@ -197,6 +202,8 @@ def test_local_paths_file_uris_and_relative_paths(tmp_path, monkeypatch: pytest.
     assert [f.path.removeprefix(f"{tmp_path}/") for f in expand(fs, inner)] == ["in/a.csv", "in/b.csv", "in/sub/c.csv"]
     with pytest.raises(UserError, match=r"^source\.path: no files match '.*/in/\*\.parquet'$"):
         expand(fs, f"{tmp_path}/in/*.parquet")
+    fs, inner = open_filesystem(f"file://{tmp_path}/in/?.csv", None)  # a glob's ? is no URI query
+    assert [f.path for f in expand(fs, inner)] == [f"{tmp_path}/in/a.csv", f"{tmp_path}/in/b.csv"]
 
 
 def test_unsupported_scheme_and_missing_bucket_are_refused() -> None:

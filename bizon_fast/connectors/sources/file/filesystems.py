@@ -19,7 +19,7 @@ import json
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
 
@@ -77,11 +77,12 @@ def open_filesystem(path: str, options: Any = None) -> tuple[pafs.FileSystem, st
 
 def local_path(path: str) -> str:
     """An absolute local path from a plain path (relative to the working folder, ``~`` expanded) or a file:// URI."""
-    if path.startswith("file://"):
-        parts = urlsplit(path)
-        if parts.netloc not in ("", "localhost"):
+    if path.startswith("file://"):  # not urlsplit: a glob's ``?`` would be taken for a query
+        rest = path[len("file://") :]
+        rest = rest[len("localhost") :] if rest.startswith("localhost/") else rest
+        if not rest.startswith("/"):
             raise UserError(f"{PATH_KEY}: file:// URIs name no host ({path!r}); use file:///absolute/path")
-        path = unquote(parts.path)
+        path = rest
     return str(Path(path).expanduser().absolute())
 
 
