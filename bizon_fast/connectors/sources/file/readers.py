@@ -14,6 +14,7 @@ counted. CSV rows with a wrong number of fields are found by pyarrow's ``invalid
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,32 @@ class TextFormat:
         yield table, offset + len(buf)
 
 
+def parseable(buf: pa.Buffer, parse: Callable[[pa.Buffer], Any]) -> pa.Buffer:
+    """The lines of ``buf`` that ``parse`` accepts together, earliest first (bad lines, and lines whose types
+    contradict earlier ones, dropped by bisection), for inferring types from a sample: such a line is the
+    reader's to report with its offset, not planning's."""
+    kept = b""
+
+    def fits(piece: bytes) -> bool:
+        try:
+            parse(pa.py_buffer(kept + piece))
+            return True
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return False
+
+    pending = [buf]
+    while pending:
+        piece = pending.pop()
+        data = piece.to_pybytes()
+        if fits(data):
+            kept += data
+            continue
+        halves = lines.split_lines(piece)
+        if halves is not None:
+            pending.extend(reversed(halves))  # the earlier half first
+    return pa.py_buffer(kept)
+
+
 def _text(buf: pa.Buffer) -> str:
     return buf.to_pybytes()[:240].decode(errors="replace").rstrip("\r\n")
 
@@ -177,6 +204,7 @@ def _reason(exc: BaseException) -> str:
     text = one_line(exc)
     for prefix in ("CSV parse error: ", "JSON parse error: "):
         text = text.replace(prefix, "")
+    text = re.sub(r"\.? in row 0$", "", text)  # the row of a one-line chunk: the offset says where
     if "unexpected field" in text.lower():
         text += " (a field the schema, inferred from the files' first lines, lacks: declare it in source.column_types)"
     return text

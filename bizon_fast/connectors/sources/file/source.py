@@ -43,6 +43,7 @@ from bizon_fast.connectors.sources.file.readers import (
     BadLines,
     TextFormat,
     one_line,
+    parseable,
     read_csv_whole,
     read_parquet,
     read_text,
@@ -166,14 +167,14 @@ class FileSource(Source):
                 convert: dict[str, Any] = {"column_types": self.overrides}
                 if csv.null_values is not None:
                     convert.update(null_values=csv.null_values, strings_can_be_null=True)
-                table = pcsv.read_csv(
-                    pa.py_buffer(lines.sample(data, complete)),
-                    read_options=read,
-                    parse_options=parse,
-                    convert_options=pcsv.ConvertOptions(**convert),
-                )
+                options = pcsv.ConvertOptions(**convert)
+
+                def read_csv(buf: pa.Buffer) -> pa.Table:
+                    return pcsv.read_csv(buf, read_options=read, parse_options=parse, convert_options=options)
+
+                table = read_csv(parseable(pa.py_buffer(lines.sample(data, complete)), read_csv))
             else:
-                table = pjson.read_json(pa.py_buffer(lines.sample(data, complete)))
+                table = pjson.read_json(parseable(pa.py_buffer(lines.sample(data, complete)), _read_json))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise UserError(
                 f"source: {entry.uri}: cannot infer the columns from its first lines: {one_line(exc)}"
@@ -302,6 +303,10 @@ class FileSource(Source):
                 f"source: {p['uri']}: the file changed since the job was planned ({p['size']} -> {size} bytes)"
             )
         return f
+
+
+def _read_json(buf: pa.Buffer) -> None:
+    pjson.read_json(pa.BufferReader(buf), read_options=pjson.ReadOptions(block_size=max(len(buf) + 1, 1 << 16)))
 
 
 def _part_id(part: dict[str, Any]) -> str:
