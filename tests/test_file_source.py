@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from bizon_fast.errors import UserError
 from native_bench.services import start_run
 from tests.faults import committed_rows, fault_line, job_rows, run_log
 from tests.services.postgres import PG_DSN
@@ -371,3 +372,54 @@ def test_config_errors_name_the_key(tmp_path: Path, cli) -> None:
         result = cli("run", pipeline(tmp_path, source), "--quiet")
         assert result.returncode != 0
         assert key in result.stderr, (source, result.stderr)
+
+
+def test_quoted_line_breaks_escapes_and_resuming_inside_such_a_file(tmp_path: Path, cli) -> None:
+    """``newlines_in_values``: no line break is a safe cut, so the file is one split read by one stream, and a
+    resume re-reads it and drops the rows already delivered."""
+    from bizon_fast.connectors.sources.file.config import FileSourceConfig
+    from bizon_fast.connectors.sources.file.source import FileSource
+
+    data = tmp_path / "data"
+    data.mkdir()
+    n = 3_000
+    text = "id,note\n" + "".join(f'{i},"line {i}\nsays \\"hi\\""\n' for i in range(n))
+    (data / "notes.csv").write_text(text)
+    csv = "{newlines_in_values: true, escape_char: '\\', double_quote: false}"
+    source = f'path: "{data}", csv: {csv}, split_size_mb: 0.01, chunk_mb: 0.01'
+    result = cli("run", pipeline(tmp_path, source), "--quiet")
+    assert result.returncode == 0, result.stderr
+    got = ds.dataset(tmp_path / "out" / "events", format="parquet").to_table().sort_by("id")
+    assert got["id"].to_pylist() == list(range(n))
+    assert got["note"].to_pylist() == [f'line {i}\nsays "hi"' for i in range(n)]
+    assert len(splits_of(tmp_path)) == 1
+
+    config = FileSourceConfig.model_validate(
+        {
+            "name": "file",
+            "stream": "s",
+            "path": str(data),
+            "chunk_mb": 0.01,
+            "csv": {"newlines_in_values": True, "escape_char": "\\", "double_quote": False},
+        }
+    )
+    [split] = FileSource(config).splits()
+    whole = list(FileSource(config).read(split, None))
+    assert len(whole) > 2
+    k = len(whole) // 2
+    rest = [i for b, _ in FileSource(config).read(split, whole[k].position) for i in b.column("id").to_pylist()]
+    assert rest == [i for b, _ in whole[k + 1 :] for i in b.column("id").to_pylist()]
+
+
+def test_a_file_that_changed_since_planning_fails_the_job(tmp_path: Path) -> None:
+    from bizon_fast.connectors.sources.file.config import FileSourceConfig
+    from bizon_fast.connectors.sources.file.source import FileSource
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_ndjson(rows(0, 100), data / "a.ndjson")
+    config = FileSourceConfig.model_validate({"name": "file", "stream": "s", "path": str(data)})
+    [split] = FileSource(config).splits()
+    write_ndjson(rows(0, 200), data / "a.ndjson")  # a writer still appending
+    with pytest.raises(UserError, match=r"a.ndjson: the file changed since the job was planned \(\d+ -> \d+ bytes\)"):
+        list(FileSource(config).read(split, None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bizon_fast.config.source import SourceConfig
 
@@ -27,19 +27,23 @@ class CsvOptions(BaseModel):
         False, description="quoted values may hold line breaks: files are then read whole (not cut in byte ranges)"
     )
 
-    @model_validator(mode="after")
-    def _one_char(self) -> CsvOptions:
-        for key in ("quote_char", "escape_char"):
-            value = getattr(self, key)
-            if value is not False and len(value) != 1:
-                raise ValueError(f"{key} must be one character (or false)")
+    @field_validator("quote_char", "escape_char")
+    @classmethod
+    def _one_char(cls, value: str | bool) -> str | bool:
+        if value is not False and (not isinstance(value, str) or len(value) != 1):
+            raise ValueError("must be one character (or false)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _ascii_compatible(cls, value: str) -> str:
         try:
-            ascii_compatible = "\n,".encode(self.encoding) == b"\n,"
+            ascii_compatible = "\n,".encode(value) == b"\n,"
         except LookupError:
-            raise ValueError(f"unknown encoding {self.encoding!r}") from None
+            raise ValueError(f"unknown encoding {value!r}") from None
         if not ascii_compatible:
-            raise ValueError(f"encoding {self.encoding!r} is not ASCII-compatible (lines are cut at byte 0x0a)")
-        return self
+            raise ValueError(f"encoding {value!r} is not ASCII-compatible (lines are cut at byte 0x0a)")
+        return value
 
 
 class FileSourceConfig(SourceConfig):

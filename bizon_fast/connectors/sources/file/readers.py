@@ -238,12 +238,12 @@ def read_text(
 
 
 def read_csv_whole(
-    stream: pa.NativeFile, fmt: TextFormat, uri: str, position: Any
+    stream: pa.NativeFile, fmt: TextFormat, uri: str, position: Any, chunk_bytes: int
 ) -> Iterator[tuple[pa.RecordBatch, list[int]]]:
     """A CSV whose quoted values may hold line breaks: no line break is a safe cut, so the file is read in one
     pass by pyarrow's streaming reader; the position is ``[0, rows read]`` and a resume re-reads and drops them."""
     skip = 0 if position is None else int(position[1])
-    options = pcsv.ReadOptions(skip_rows=fmt.header_rows, **fmt.read_options)
+    options = pcsv.ReadOptions(skip_rows=fmt.header_rows, block_size=chunk_bytes, **fmt.read_options)
     done = 0
     try:
         reader = pcsv.open_csv(

@@ -259,7 +259,7 @@ class FileSource(Source):
         if p["format"] == "csv" and self.config.csv.newlines_in_values:
             self._check_size(p)
             with self._stream(p) as stream:
-                for batch, at in read_csv_whole(stream, fmt, uri, position):
+                for batch, at in read_csv_whole(stream, fmt, uri, position, chunk):
                     yield SourceBatch(with_next_state(batch, state or None), at)
         elif p["compression"] is None:
             with self._open(p) as f:
