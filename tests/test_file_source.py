@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import signal
 import sqlite3
 import time
@@ -24,7 +25,7 @@ import pytest
 
 from bizon_fast.errors import UserError
 from native_bench.services import start_run
-from tests.faults import committed_rows, fault_line, job_rows, run_log
+from tests.faults import committed_rows, fault_line, job_rows, kill_workers_randomly, run_log
 from tests.services.postgres import PG_DSN
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64()), ("flag", pa.bool_())])
@@ -68,19 +69,21 @@ def expected(*parts: pa.Table) -> pa.Table:
     return pa.concat_tables([p.select(SCHEMA.names).cast(SCHEMA) for p in full]).sort_by("id")
 
 
-def folder(tmp_path: Path) -> tuple[Path, pa.Table]:
+def folder(tmp_path: Path, scale: int = 1) -> tuple[Path, pa.Table]:
     """A folder of every kind: Parquet with several row groups, CSV plain and gzip, NDJSON, and a hidden file."""
     data = tmp_path / "data"
     (data / "day=2").mkdir(parents=True)
-    big = rows(0, 60_000)
+    sizes = [n * scale for n in (60_000, 5_000, 40_000, 20_000, 15_000)]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    big = rows(starts[0], sizes[0])
     pq.write_table(big, data / "a.parquet", row_group_size=4_000)
-    small = rows(60_000, 5_000)
+    small = rows(starts[1], sizes[1])
     pq.write_table(small, data / "day=2" / "b.parquet", row_group_size=1_000)
-    plain = rows(65_000, 40_000, flag=False)
+    plain = rows(starts[2], sizes[2], flag=False)
     write_csv(plain, data / "c.csv")
-    zipped = rows(105_000, 20_000, flag=False)
+    zipped = rows(starts[3], sizes[3], flag=False)
     write_csv(zipped, data / "day=2" / "d.csv.gz")
-    lines = rows(125_000, 15_000)
+    lines = rows(starts[4], sizes[4])
     write_ndjson(lines, data / "e.ndjson")
     (data / "_SUCCESS").write_text("")
     return data, expected(big, small, plain, zipped, lines)
@@ -233,7 +236,7 @@ def test_a_worker_killed_mid_file_resumes_exactly(tmp_path: Path, monkeypatch, p
 def test_the_supervisor_killed_mid_backfill_resumes_inside_the_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    table = rows(0, 300_000)
+    table = rows(0, 600_000)
     pq.write_table(table, data / "big.parquet", row_group_size=10_000)
     engine = "engine: {queue: {config: {batch_size_mb: 0.2}}, runner: {config: {producers: 1, consumers: 1}}}\n"
     config = pipeline(tmp_path, f'path: "{data}", split_size_mb: 1, chunk_mb: 0.05', engine=engine)
@@ -252,6 +255,19 @@ def test_the_supervisor_killed_mid_backfill_resumes_inside_the_file(tmp_path: Pa
     assert_exact(output(tmp_path), expected(table))
     [(_, status, attempt, _)] = job_rows(tmp_path)
     assert (status, attempt) == ("succeeded", 2)
+
+
+@pytest.mark.slow
+def test_workers_killed_at_random_during_a_backfill_of_every_format(tmp_path: Path) -> None:
+    data, want = folder(tmp_path, scale=12)
+    engine = "engine: {queue: {config: {batch_size_mb: 0.1}}, runner: {config: {max_restarts: 20}}}\n"
+    config = pipeline(tmp_path, f'path: "{data}", split_size_mb: 1, chunk_mb: 0.05', engine=engine)
+    proc = start_run(tmp_path, config, "--workers", "2")
+    killed = kill_workers_randomly(proc, 3, random.Random(17))
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert killed, "no worker was killed: the run ended first"
+    assert_exact(output(tmp_path), want)
 
 
 # ---------------------------------------------------------------- incremental

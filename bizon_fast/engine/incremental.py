@@ -9,7 +9,8 @@ past data it did not deliver.
 
 What the stored watermark holds (msgpack, in the backend's watermark store): ``max`` of
 ``cursor_field`` over every committed batch of the job (at least the previous max), the source
-``state`` a bizon >= 0.6 source returned as ``next_state``, and ``last_run``, the job's start time.
+``state`` a bizon >= 0.6 source returned as ``next_state`` (states merge key by key over the job's batches and
+with the previous run's: the file source keeps one key per file loaded), and ``last_run``, the job's start time.
 """
 
 from __future__ import annotations
