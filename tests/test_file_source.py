@@ -439,3 +439,37 @@ def test_a_file_that_changed_since_planning_fails_the_job(tmp_path: Path) -> Non
     write_ndjson(rows(0, 200), data / "a.ndjson")  # a writer still appending
     with pytest.raises(UserError, match=r"a.ndjson: the file changed since the job was planned \(\d+ -> \d+ bytes\)"):
         list(FileSource(config).read(split, None))
+
+
+@pytest.mark.parametrize(("split_mb", "gz"), [(0.003, False), (0.05, False), (0.3, False), (0.003, True)])
+def test_byte_ranges_own_each_line_once_whatever_the_cut_points(tmp_path: Path, split_mb: float, gz: bool) -> None:
+    """Lines longer than a chunk and than the line-start probe, cut points inside them, a last line without
+    a line break: every line is read by exactly one range, resumable after any of its batches."""
+    import msgspec
+
+    from bizon_fast.connectors.sources.file.config import FileSourceConfig
+    from bizon_fast.connectors.sources.file.source import FileSource
+
+    data = tmp_path / "data"
+    data.mkdir()
+    sizes = [5, 200_000, 3, 70_000, 1, 9_000, 150_000] * 3
+    text = "\n".join(json.dumps({"id": i, "pad": "x" * n}) for i, n in enumerate(sizes))  # no final line break
+    if gz:  # one split, read as a stream
+        (data / "a.ndjson.gz").write_bytes(gzip.compress(text.encode()))
+    else:
+        (data / "a.ndjson").write_text(text)
+    config = FileSourceConfig.model_validate(
+        {"name": "file", "stream": "s", "path": str(data), "split_size_mb": split_mb, "chunk_mb": 0.01}
+    )
+    splits = FileSource(config).splits()
+    seen: list[int] = []
+    for split in splits:
+        whole = list(FileSource(config).read(split, None))
+        ids = [i for b, _ in whole for i in b.column("id").to_pylist()]
+        seen += ids
+        for k in range(len(whole)):
+            position = msgspec.msgpack.decode(msgspec.msgpack.encode(whole[k].position))
+            rest = [i for b, _ in FileSource(config).read(split, position) for i in b.column("id").to_pylist()]
+            assert rest == [i for b, _ in whole[k + 1 :] for i in b.column("id").to_pylist()]
+    assert sorted(seen) == list(range(len(sizes)))
+    assert len(splits) == (1 if gz else -(-len(text) // int(split_mb * (1 << 20))))

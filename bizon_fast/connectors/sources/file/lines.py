@@ -66,7 +66,7 @@ def ranged_chunks(
             if cut >= 0:
                 buf = buf.slice(0, cut + 1)
                 break
-            want *= 2  # a line longer than a chunk: read more of it
+            want = min(want * 2, end - pos)  # a line longer than a chunk: read more of it
         if not len(buf):
             return
         yield buf, pos
