@@ -452,7 +452,7 @@ def test_byte_ranges_own_each_line_once_whatever_the_cut_points(tmp_path: Path, 
 
     data = tmp_path / "data"
     data.mkdir()
-    sizes = [5, 200_000, 3, 70_000, 1, 9_000, 150_000] * 3
+    sizes = [5, 200_000, 3, 70_000, 1, 9_000, 150_000] * 3 + [1_500_000, 2]  # one line over a JSON block
     text = "\n".join(json.dumps({"id": i, "pad": "x" * n}) for i, n in enumerate(sizes))  # no final line break
     if gz:  # one split, read as a stream
         (data / "a.ndjson.gz").write_bytes(gzip.compress(text.encode()))
