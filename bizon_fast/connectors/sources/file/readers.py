@@ -101,9 +101,6 @@ class BadLines:
             log.warning("source: %s: skipped %d bad lines (on_bad_rows: skip)", self.uri, self.count)
 
 
-Parse = Callable[[pa.Buffer, int], pa.Table]
-
-
 class TextFormat:
     """Parses chunks of one CSV or NDJSON file into tables of the stream's schema."""
 
