@@ -473,3 +473,31 @@ def test_byte_ranges_own_each_line_once_whatever_the_cut_points(tmp_path: Path, 
             assert rest == [i for b, _ in whole[k + 1 :] for i in b.column("id").to_pylist()]
     assert sorted(seen) == list(range(len(sizes)))
     assert len(splits) == (1 if gz else -(-len(text) // int(split_mb * (1 << 20))))
+
+
+def test_schemas_unify_across_files_and_a_conflict_names_both_files(tmp_path: Path, cli) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(
+        pa.table({"id": pa.array([1, 2], pa.int32()), "amount": pa.array([10, 20], pa.int64())}), data / "a.parquet"
+    )
+    write_ndjson(pa.table({"id": [3], "amount": [2.5], "note": ["n"]}), data / "b.ndjson")
+    pq.write_table(pa.table({"id": pa.array([4], pa.int64()), "extra": [True]}), data / "c.parquet")
+    result = cli("run", pipeline(tmp_path, f'path: "{data}"'), "--quiet")
+    assert result.returncode == 0, result.stderr
+    got = ds.dataset(tmp_path / "out" / "events", format="parquet").to_table().sort_by("id")
+    assert got.schema.names == ["id", "amount", "note", "extra"]
+    assert [got.schema.field(n).type for n in got.schema.names] == [pa.int64(), pa.float64(), pa.string(), pa.bool_()]
+    assert got.to_pylist() == [
+        {"id": 1, "amount": 10.0, "note": None, "extra": None},
+        {"id": 2, "amount": 20.0, "note": None, "extra": None},
+        {"id": 3, "amount": 2.5, "note": "n", "extra": None},
+        {"id": 4, "amount": None, "note": None, "extra": True},
+    ]
+    write_ndjson(pa.table({"id": ["five"]}), data / "d.ndjson")
+    result = cli("run", pipeline(tmp_path, f'path: "{data}"'), "--quiet")
+    assert result.returncode != 0
+    line = one_error_line(result.stderr)
+    assert (
+        f"column 'id' is int64 in the files before ({data / 'a.parquet'}...) but string in {data / 'd.ndjson'}" in line
+    )

@@ -66,7 +66,11 @@ def unify(schemas: Iterable[tuple[str, pa.Schema]], overrides: dict[str, pa.Data
                 clash = next(
                     (f.name for f in schema if f.name in merged.names and merged.field(f.name).type != f.type), None
                 )
-                where = f"column {clash!r} is {merged.field(clash).type} in {first.get(clash)} but " if clash else ""
+                where = (
+                    f"column {clash!r} is {merged.field(clash).type} in the files before ({first.get(clash)}...) but "
+                    if clash
+                    else ""
+                )
                 detail = f"{schema.field(clash).type} in {uri}" if clash else f"{uri}: {exc}"
                 raise UserError(
                     f"source.path: the files' schemas do not unify: {where}{detail}; set source.column_types"
