@@ -233,6 +233,19 @@ def test_gcs_glob_and_read_through_the_emulator(gcs_bucket: Bucket) -> None:
         expand(fs, gcs_bucket.path("exports/*.ndjson"))
 
 
+def test_gcs_unreachable_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from native_bench.services import free_port
+
+    monkeypatch.setattr(filesystems, "GCS_RETRY_LIMIT", datetime.timedelta(seconds=1))  # not 15 s of retries here
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    fs, inner = open_filesystem("gs://bucket/x/*.csv", options(endpoint_override=endpoint, anonymous=True))
+    with pytest.raises(UserError) as err:
+        expand(fs, inner)
+    text = str(err.value)
+    assert text.startswith(f"source.path: cannot reach gcs endpoint {endpoint}: ") and "\n" not in text
+    assert "error_info" not in text  # google-cloud-cpp's appendix repeats the message
+
+
 @pytest.fixture
 def token_server() -> Iterator[tuple[str, list[dict]]]:
     """An OAuth token endpoint on loopback standing in for Google's: it hands out a token for any signed JWT."""

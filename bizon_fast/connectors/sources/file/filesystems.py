@@ -30,8 +30,9 @@ PATH_KEY = "source.path"
 OPTIONS_KEY = "source"
 
 GLOB_CHARS = frozenset("*?[")
-#: how long GCS retries transient errors before a read fails (google-cloud-cpp's default is 15 minutes)
-GCS_RETRY_LIMIT = datetime.timedelta(seconds=60)
+#: how long GCS retries transient errors before a call fails (google-cloud-cpp's default is 15 minutes, which
+#: keeps a run with a wrong endpoint silent that long; a read that still fails is retried by the engine's worker)
+GCS_RETRY_LIMIT = datetime.timedelta(seconds=15)
 #: an explicit GCS key is turned into an access token; a filesystem is rebuilt this long before the token expires
 TOKEN_MARGIN = datetime.timedelta(minutes=10)
 GCS_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
@@ -301,7 +302,9 @@ def _match(parts: list[str], pattern: list[str]) -> bool:
 
 
 def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The message on one line, without google-cloud-cpp's ``error_info={...}`` appendix (it repeats the message)."""
+    text = " ".join(str(exc).split()).split(" error_info={", 1)[0]
+    return text or type(exc).__name__
 
 
 def _where(kwargs: dict[str, Any]) -> str:
@@ -315,7 +318,15 @@ def _unreachable(fs: pafs.FileSystem, display: str, exc: BaseException) -> str:
     kind = fs.type_name
     if kind in ("s3", "gcs"):
         endpoint = _endpoint(fs)
-        network = ("NETWORK_CONNECTION", "Couldn't connect", "curlCode", "Could not resolve", "Connection refused")
+        network = (
+            "NETWORK_CONNECTION",
+            "curlCode",
+            "CURL error",
+            "Couldn't connect",
+            "Could not connect",
+            "Could not resolve",
+            "Connection refused",
+        )
         if any(marker in reason for marker in network):
             return f"{PATH_KEY}: cannot reach {kind} endpoint {endpoint}: {reason}"
         return f"{PATH_KEY}: cannot list {display!r} ({kind} endpoint {endpoint}): {reason}"
