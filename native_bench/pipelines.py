@@ -123,8 +123,12 @@ def run_bizon_fast(
     scratch: Path,
     extra_args: tuple[str, ...] = (),
     timeout: float = TIMEOUT_S,
+    expected_rows: int | None = None,
 ) -> RunStats:
-    """``bizon-fast run pipeline.yml --workers N --quiet`` in a fresh folder; its tree measured."""
+    """``bizon-fast run pipeline.yml --workers N --quiet`` in a fresh folder; its tree measured.
+
+    The run must write ``expected_rows`` rows (default: the source's ``rows``, for generated sources).
+    """
 
     def body(folder: Path) -> RunStats:
         (folder / "out").mkdir()
@@ -133,9 +137,8 @@ def run_bizon_fast(
         cmd = [*_cli(), "run", "pipeline.yml", "--workers", str(workers), "--quiet", *extra_args]
         return measure(cmd, cwd=folder, env=env, timeout=timeout)
 
-    return in_fresh_dir(
-        scratch, body, int(config["source"]["rows"]), lambda folder: verify.pipeline_output(folder, config)
-    )
+    expected = int(config["source"]["rows"]) if expected_rows is None else expected_rows
+    return in_fresh_dir(scratch, body, expected, lambda folder: verify.pipeline_output(folder, config))
 
 
 def run_python(

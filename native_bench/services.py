@@ -1,5 +1,6 @@
 """The processes the benchmarks (and the tests, which import them from here) start: a Tansu Kafka broker,
-the BigQuery emulator, and ``bizon-fast run`` itself.
+the BigQuery emulator, object store emulators (moto's S3 server, gcp-storage-emulator) and ``bizon-fast run``
+itself.
 
 Why here: the benchmarks need the same launchers as the tests, and the suite must run without the
 ``tests`` package; the tests import them from here, never the other way round. A launcher that cannot
@@ -215,6 +216,81 @@ class Emulator:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+
+
+# ---------------------------------------------------------------- S3 (moto's server mode)
+
+#: moto's server accepts any key pair; these are what the tests and benchmarks hand to clients
+S3_ACCESS_KEY = "testing"
+S3_SECRET_KEY = "testing"
+S3_REGION = "us-east-1"
+
+
+@contextlib.contextmanager
+def moto_s3(log_path: Path) -> Iterator[str]:
+    """moto's S3 server (the real S3 REST protocol) on a free loopback port; yields ``http://127.0.0.1:PORT``.
+
+    Its own process, not moto's in-process mocks: clients reach it over HTTP exactly as they reach S3
+    (pyarrow's S3FileSystem, the AWS C++ SDK inside it, boto3), and a bizon-fast run in a subprocess
+    sees the same buckets. State lives in memory and dies with the process.
+    """
+    try:
+        import moto.server  # noqa: F401 - only to say what is missing before starting a process
+    except ImportError:
+        raise ServiceUnavailable(
+            "S3: moto's server is not installed: pip install -e '.[test]' (moto[server])"
+        ) from None
+    port = free_port()
+    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceUnavailable(f"S3: moto's server did not start (exit {proc.poll()}); see {log_path}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
+                break
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+# ---------------------------------------------------------------- GCS (gcp-storage-emulator)
+
+
+@contextlib.contextmanager
+def gcs_emulator(log_path: Path) -> Iterator[str]:
+    """gcp-storage-emulator (GCS's JSON API, uploads and ranged media downloads) on a free loopback port, in
+    memory; yields ``http://127.0.0.1:PORT``. pyarrow's GcsFileSystem reaches it with ``endpoint_override``
+    and anonymous credentials, through the same google-cloud-cpp client it uses against GCS."""
+    exe = Path(sys.executable).parent / "gcp-storage-emulator"
+    if not exe.is_file():
+        raise ServiceUnavailable("GCS: gcp-storage-emulator is not installed: pip install -e '.[test]'")
+    port = free_port()
+    cmd = [str(exe), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"GCS: gcp-storage-emulator did not start (exit {proc.poll()}); see {log_path}"
+                )
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{endpoint}/storage/v1/b?project=test", timeout=1).read()
+                break
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.kill()
+        proc.wait(5)
 
 
 # ---------------------------------------------------------------- bizon-fast runs

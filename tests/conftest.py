@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.services.kafka",
     "tests.services.rabbitmq",
     "tests.services.bigquery",
+    "tests.services.objectstore",
 ]
 
 

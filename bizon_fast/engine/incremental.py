@@ -9,7 +9,8 @@ past data it did not deliver.
 
 What the stored watermark holds (msgpack, in the backend's watermark store): ``max`` of
 ``cursor_field`` over every committed batch of the job (at least the previous max), the source
-``state`` a bizon >= 0.6 source returned as ``next_state``, and ``last_run``, the job's start time.
+``state`` a bizon >= 0.6 source returned as ``next_state`` (states merge key by key over the job's batches and
+with the previous run's: the file source keeps one key per file loaded), and ``last_run``, the job's start time.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.cursor import Cursor
 from bizon_fast.errors import ConfigError, StepFailed
 from bizon_fast.source.base import Source
-from bizon_fast.source.incremental import IncrementalRun, Watermark, fold, later
+from bizon_fast.source.incremental import IncrementalRun, Watermark, fold, later, merge_states
 
 log = logging.getLogger("bizon_fast.incremental")
 
@@ -157,7 +158,7 @@ def finish(backend: CheckpointBackend, cfg: PipelineConfig, plan: Plan, job: Job
     previous = None if plan.run.reset else load_watermark(backend, cfg)
     stored = StoredWatermark(
         max=later(previous.max if previous else None, seen.max if seen else None),
-        state=seen.state if seen is not None and seen.state is not None else (previous.state if previous else None),
+        state=merge_states(previous.state if previous else None, seen.state if seen is not None else None),
         last_run=job.created_at,
         cursor_field=cfg.source.cursor_field,
     )

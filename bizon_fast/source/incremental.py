@@ -82,13 +82,24 @@ def later(a: Any, b: Any) -> Any:
     return a if str(a) >= str(b) else b
 
 
-def fold(current: Watermark | None, new: Watermark | None) -> Watermark | None:
-    """``current`` advanced by the next batch's ``new`` (batches in seq order: the later state wins)."""
+def merge_states(current: dict[str, Any] | None, new: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Two states merged key by key, ``new``'s value winning: a bizon source's ``next_state`` (the same keys
+    every page) is replaced as before, and a source whose batches each report their own keys (the file
+    source: one key per file loaded) accumulates them over the job's splits."""
     if new is None:
         return current
     if current is None:
         return new
-    return Watermark(max=later(current.max, new.max), state=new.state if new.state is not None else current.state)
+    return {**current, **new}
+
+
+def fold(current: Watermark | None, new: Watermark | None) -> Watermark | None:
+    """``current`` advanced by the next batch's ``new`` (batches in seq order: the later state's keys win)."""
+    if new is None:
+        return current
+    if current is None:
+        return new
+    return Watermark(max=later(current.max, new.max), state=merge_states(current.state, new.state))
 
 
 def _has_path(text: str, parts: list[str]) -> bool:

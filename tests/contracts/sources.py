@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bizon_fast.connectors.registry import source_class
@@ -35,6 +36,31 @@ def build(config: dict[str, Any]) -> Source:
 
 def synthetic(rows: int = 5_000) -> SourceCase:
     config = {"name": "synthetic", "stream": "events", "rows": rows, "splits": 4, "batch_rows": 300}
+    return SourceCase(config, "id", [str(i) for i in range(rows)])
+
+
+def file(folder: Path, rows: int = 6_000) -> SourceCase:
+    """A folder of a Parquet file (row groups), a CSV (byte ranges) and a gzip NDJSON file (one stream), each
+    read as several batches; with no rows, a header-only CSV and an empty NDJSON file."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    third = rows // 3
+    parts = [range(0, third), range(third, 2 * third), range(2 * third, rows)]
+    tables = [pa.table({"id": list(r), "v": [f"v{i}" for i in r]}) for r in parts]
+    if rows:
+        pq.write_table(tables[0], folder / "a.parquet", row_group_size=max(1, third // 8))
+        pcsv.write_csv(tables[1], folder / "b.csv")
+        lines = "".join(json.dumps(r) + "\n" for r in tables[2].to_pylist())
+        (folder / "c.ndjson.gz").write_bytes(gzip.compress(lines.encode()))
+    else:
+        (folder / "b.csv").write_text('"id","v"\n')
+        (folder / "c.ndjson").write_text("")
+    config = {"name": "file", "stream": "rows", "path": str(folder), "split_size_mb": 0.02, "chunk_mb": 0.005}
     return SourceCase(config, "id", [str(i) for i in range(rows)])
 
 

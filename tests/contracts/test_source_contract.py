@@ -16,19 +16,27 @@ import pyarrow as pa
 import pytest
 
 from bizon_fast.source.base import SourceBatch, Split
-from tests.contracts.sources import SourceCase, build, dummy, kafka, postgres, synthetic
+from tests.contracts.sources import SourceCase, build, dummy, file, kafka, postgres, synthetic
 
 SERVICE = pytest.mark.service  # marked here: the fixtures ask for their service only once they know the case
 
 
 @pytest.fixture(
-    params=["synthetic", "dummy", pytest.param("postgres", marks=SERVICE), pytest.param("kafka", marks=SERVICE)]
+    params=[
+        "synthetic",
+        "dummy",
+        "file",
+        pytest.param("postgres", marks=SERVICE),
+        pytest.param("kafka", marks=SERVICE),
+    ]
 )
 def case(request: pytest.FixtureRequest) -> SourceCase:
     return make_case(request, request.param, empty=False)
 
 
-@pytest.fixture(params=["synthetic", pytest.param("postgres", marks=SERVICE), pytest.param("kafka", marks=SERVICE)])
+@pytest.fixture(
+    params=["synthetic", "file", pytest.param("postgres", marks=SERVICE), pytest.param("kafka", marks=SERVICE)]
+)
 def empty_case(request: pytest.FixtureRequest) -> SourceCase:
     """The sources that can be empty (the dummy API always has its five records)."""
     return make_case(request, request.param, empty=True)
@@ -39,6 +47,8 @@ def make_case(request: pytest.FixtureRequest, name: str, empty: bool) -> SourceC
         return synthetic(0 if empty else 5_000)
     if name == "dummy":
         return dummy()
+    if name == "file":
+        return file(request.getfixturevalue("tmp_path") / "files", 0 if empty else 6_000)
     if name == "postgres":
         admin, schema = request.getfixturevalue("pg_admin"), request.getfixturevalue("pg_schema")
         return postgres(admin, schema, 0 if empty else 3_000)

@@ -1,4 +1,5 @@
-"""The real services the tests run against, one module each: Postgres, Kafka (Tansu), RabbitMQ, BigQuery (emulator).
+"""The real services the tests run against, one module each: Postgres, Kafka (Tansu), RabbitMQ, BigQuery (emulator),
+object stores (S3 and GCS emulators).
 
 Each module gives fixtures that start or find its service (``conftest.py`` registers them all) and the helpers
 that talk to it. A missing service is ``need_service``: a skip here, a failure in CI
@@ -19,7 +20,9 @@ import pytest
 REQUIRE_SERVICES = os.environ.get("BIZON_FAST_REQUIRE_SERVICES") == "1"
 
 #: the fixtures that need a running service: a test using any of them is marked ``service``
-SERVICE_FIXTURES = frozenset({"pg_admin", "pg_schema", "kafka_bootstrap", "rabbitmq", "bq_emulator", "bq_dataset"})
+SERVICE_FIXTURES = frozenset(
+    {"pg_admin", "pg_schema", "kafka_bootstrap", "rabbitmq", "bq_emulator", "bq_dataset", "s3_endpoint", "gcs_endpoint"}
+)
 
 
 def need_service(reason: str) -> None:
