@@ -242,16 +242,23 @@ def moto_s3(log_path: Path) -> Iterator[str]:
         ) from None
     port = free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _http_service(cmd, log_path, f"http://127.0.0.1:{port}", "/moto-api/", "S3: moto's server") as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def _http_service(cmd: list[str], log_path: Path, endpoint: str, probe: str, what: str) -> Iterator[str]:
+    """Start ``cmd`` (its output to ``log_path``), wait up to 30 s until ``endpoint + probe`` answers, yield
+    ``endpoint``; the process is killed on the way out. ServiceUnavailable if it exits or never answers."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceUnavailable(f"S3: moto's server did not start (exit {proc.poll()}); see {log_path}")
+                raise ServiceUnavailable(f"{what} did not start (exit {proc.poll()}); see {log_path}")
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).read()
+                urllib.request.urlopen(f"{endpoint}{probe}", timeout=1).read()
                 break
             time.sleep(0.1)
         yield endpoint
@@ -273,24 +280,9 @@ def gcs_emulator(log_path: Path) -> Iterator[str]:
         raise ServiceUnavailable("GCS: gcp-storage-emulator is not installed: pip install -e '.[test]'")
     port = free_port()
     cmd = [str(exe), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"GCS: gcp-storage-emulator did not start (exit {proc.poll()}); see {log_path}"
-                )
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{endpoint}/storage/v1/b?project=test", timeout=1).read()
-                break
-            time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.kill()
-        proc.wait(5)
+    with _http_service(cmd, log_path, endpoint, "/storage/v1/b?project=test", "GCS: gcp-storage-emulator") as url:
+        yield url
 
 
 # ---------------------------------------------------------------- bizon-fast runs

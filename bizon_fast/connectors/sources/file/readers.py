@@ -36,6 +36,16 @@ JSON_BLOCK = 1 << 20
 LOGGED_BAD_LINES = 5
 
 
+def past_skip(batch: pa.RecordBatch, skip: int) -> tuple[pa.RecordBatch | None, int]:
+    """What is left of ``batch`` once ``skip`` rows a resumed cursor already covers are dropped (None when the
+    whole batch was covered), and how many rows are still to skip after it."""
+    if not skip:
+        return batch, 0
+    if batch.num_rows <= skip:
+        return None, skip - batch.num_rows
+    return batch.slice(skip), 0
+
+
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -62,12 +72,9 @@ def read_parquet(
         try:
             for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[index]):
                 done += batch.num_rows
-                if skip:
-                    if batch.num_rows <= skip:
-                        skip -= batch.num_rows
-                        continue
-                    batch = batch.slice(skip)
-                    skip = 0
+                batch, skip = past_skip(batch, skip)
+                if batch is None:
+                    continue
                 at = [index + 1, 0] if done >= rg.num_rows else [index, done]
                 yield conform(batch, schema, uri), at
         except (pa.ArrowException, OSError) as exc:
@@ -227,12 +234,9 @@ def read_text(
                 done = 0
                 for i, batch in enumerate(batches):
                     done += batch.num_rows
-                    if skip:
-                        if batch.num_rows <= skip:
-                            skip -= batch.num_rows
-                            continue
-                        batch = batch.slice(skip)
-                        skip = 0
+                    batch, skip = past_skip(batch, skip)
+                    if batch is None:
+                        continue
                     at = [end, 0] if i == len(batches) - 1 else [offset, done]
                     yield conform(batch, fmt.schema, uri), at
                 skip = 0
@@ -263,12 +267,9 @@ def read_csv_whole(
                     f"row {row.number}: expected {row.expected_columns} fields, got {row.actual_columns}",
                 )
             fmt.invalid.clear()
-            if skip:
-                if batch.num_rows <= skip:
-                    skip -= batch.num_rows
-                    continue
-                batch = batch.slice(skip)
-                skip = 0
+            batch, skip = past_skip(batch, skip)
+            if batch is None:
+                continue
             yield conform(batch, fmt.schema, uri), [0, done]
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise UserError(f"source: {uri}: after row {done}: {_reason(exc)}") from None
