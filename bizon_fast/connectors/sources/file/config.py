@@ -56,7 +56,7 @@ class FileSourceConfig(SourceConfig):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="local path, file://, s3:// or gs:// URI; *, ?, [..] and ** globs")
-    format: Format = Field("auto", description="auto: by extension (.parquet, .csv, .tsv, .json/.jsonl/.ndjson)")
+    format: Format = Field("auto", description="auto: by extension (.parquet/.pq, .csv, .json/.jsonl/.ndjson)")
     csv: CsvOptions = Field(default_factory=CsvOptions)
     column_types: dict[str, str] = Field(
         default_factory=dict,
