@@ -192,4 +192,4 @@ class RingInlet:
         self.consumer.chan.send(m.Written(split_id, first, last, refs, rows, nbytes))
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the supervisor owns the ring and re-delivers what this consumer held."""

@@ -228,7 +228,7 @@ class RingOutlet:
         self.producer.chan.send(m.Filled(slot, nbytes, split.id, seq, batch.position, batch.rows, batch.watermark))
 
     def end(self, split: Split, last_seq: int, epoch: int) -> None:
-        pass
+        """Nothing to mark: the producer's ``SplitDone`` over the pipe is the ring's end of a split."""
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the supervisor owns the ring and takes back this producer's grants."""

@@ -25,7 +25,7 @@ import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from bizon_fast.connectors.sources.file import lines
-from bizon_fast.connectors.sources.file.schemas import conform
+from bizon_fast.connectors.sources.file.schemas import ARROW_DATA_ERRORS, conform
 from bizon_fast.errors import UserError
 
 log = logging.getLogger("bizon_fast.source.file")
@@ -164,7 +164,7 @@ class TextFormat:
         self.invalid.clear()
         try:
             table = self.parse(buf, offset)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        except ARROW_DATA_ERRORS as exc:
             halves = lines.split_lines(buf)
             if halves is None:  # one line: the culprit
                 self.bad.found(offset, _text(buf), _reason(exc))
@@ -192,7 +192,7 @@ def parseable(buf: pa.Buffer, parse: Callable[[pa.Buffer], Any]) -> pa.Buffer:
         try:
             parse(pa.py_buffer(kept + piece))
             return True
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except ARROW_DATA_ERRORS:
             return False
 
     pending = [buf]
@@ -271,7 +271,7 @@ def read_csv_whole(
             if batch is None:
                 continue
             yield conform(batch, fmt.schema, uri), [0, done]
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except ARROW_DATA_ERRORS as exc:
         raise UserError(f"source: {uri}: after row {done}: {_reason(exc)}") from None
     except OSError as exc:
         raise UserError(f"source: {uri}: cannot read: {one_line(exc)}") from None

@@ -16,6 +16,9 @@ import pyarrow as pa
 
 from bizon_fast.errors import ConfigError, UserError
 
+#: what pyarrow raises when data does not fit a type or cannot be parsed (as opposed to an I/O failure)
+ARROW_DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
 _DECIMAL = re.compile(r"^decimal(128|256)?\(\s*(\d+)\s*,\s*(-?\d+)\s*\)$")
 _TIMESTAMP = re.compile(r"^timestamp\[\s*(s|ms|us|ns)\s*(?:,\s*tz\s*=\s*(.+?)\s*)?\]$")
 
@@ -62,7 +65,7 @@ def unify(schemas: Iterable[tuple[str, pa.Schema]], overrides: dict[str, pa.Data
         else:
             try:
                 merged = pa.unify_schemas([merged, schema], promote_options="permissive")
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            except ARROW_DATA_ERRORS as exc:
                 clash = next(
                     (f.name for f in schema if f.name in merged.names and merged.field(f.name).type != f.type), None
                 )
@@ -101,7 +104,7 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, uri: str) -> pa.RecordBatc
         if column.type != field.type:
             try:
                 column = column.cast(field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            except ARROW_DATA_ERRORS as exc:
                 raise UserError(f"source: {uri}: column {field.name!r} cannot be read as {field.type}: {exc}") from None
         arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -175,7 +175,7 @@ class FileSource(Source):
                 table = read_csv(parseable(pa.py_buffer(lines.sample(data, complete)), read_csv))
             else:
                 table = pjson.read_json(parseable(pa.py_buffer(lines.sample(data, complete)), _read_json))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        except schemas.ARROW_DATA_ERRORS as exc:
             raise UserError(
                 f"source: {entry.uri}: cannot infer the columns from its first lines: {one_line(exc)}"
             ) from None
