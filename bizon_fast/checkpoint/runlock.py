@@ -26,6 +26,7 @@ import re
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -148,3 +149,25 @@ class FileRunLock:
                 os.ftruncate(fd, 0)  # no stale details for the next refused run to print
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@contextlib.contextmanager
+def serialized(directory: Path, name: str = "open.lock") -> Iterator[None]:
+    """Hold a blocking exclusive ``flock`` on ``directory/name`` for the body.
+
+    Why: two runs started in the same instant both set up a new sqlite file (WAL switch, schema);
+    sqlite answers one of them "database is locked" at once, without its busy wait, instead of
+    letting it wait its turn. Taking turns here lets both get through to the run lock, which then
+    refuses the second one by name -- the refusal an operator can act on.
+    """
+    private_dir(directory)
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UserError(f"engine.backend: cannot open the lock file {path}: {exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the holder only sets up a schema: a short wait
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock

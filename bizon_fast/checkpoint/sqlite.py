@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
-from bizon_fast.checkpoint.runlock import FileRunLock, user_lock_dir
+from bizon_fast.checkpoint.runlock import FileRunLock, serialized, user_lock_dir
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import UserError
 
@@ -93,15 +93,18 @@ class SqliteBackend(CheckpointBackend):
 
     def open(self) -> None:
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if self.path == ":memory:":
+                self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self.conn.executescript(SCHEMA)
+                return
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            with serialized(self.lock_dir()):  # runs started together take turns setting the file up
                 # private from the first byte (cursors, errors); sqlite gives -wal and -shm the file's mode
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            self.conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-            if self.path != ":memory:":
+                self.conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(SCHEMA)
+                self.conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
         except OSError as exc:

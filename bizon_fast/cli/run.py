@@ -1,0 +1,119 @@
+"""``bizon-fast run``: load the pipeline, run it under the supervisor, print the summary.
+
+User errors print one line and exit 2; a failed job exits 1 and names its log.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bizon_fast.cli.logs import LOG_DIR_ENV, log_file_for, record_failure, setup_logging
+from bizon_fast.cli.output import fail, internal_error, print_summary
+from bizon_fast.errors import BizonFastError, UserError
+
+
+class Runner(StrEnum):
+    thread = "thread"
+    process = "process"
+    stream = "stream"
+
+
+class LogLevel(StrEnum):
+    TRACE = "TRACE"
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class Role(StrEnum):
+    all = "all"
+    producer = "producer"
+    consumer = "consumer"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class ProgressMode(StrEnum):
+    bar = "bar"
+    splits = "splits"
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="pipeline YAML file", show_default=False)],
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="producers and consumers each [default: the YAML's, else 2]"),
+    ] = None,
+    custom_source: Annotated[Path | None, typer.Option(help="python file with a custom source")] = None,
+    runner: Annotated[
+        Runner | None, typer.Option(help="how workers run (overrides the YAML's engine.runner.type)")
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None, typer.Option(help="overrides the YAML's engine.runner.log_level [default: INFO]")
+    ] = None,
+    env_file: Annotated[Path | None, typer.Option(help="load environment variables from this file")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="reset an incremental stream")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display or summary")] = False,
+    role: Annotated[
+        Role | None,
+        typer.Option(help="the half of a Kafka/RabbitMQ pipeline this machine runs [default: all]"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check the config, plan the splits and print them; move no data")
+    ] = False,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="the log file's format; json: one object per line (also on stderr with --quiet)")
+    ] = LogFormat.text,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics during the run"),
+    ] = None,
+    progress: Annotated[
+        ProgressMode, typer.Option(help="bar: one bar for the job; splits: also one line per split")
+    ] = ProgressMode.bar,
+) -> None:
+    """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
+    log_file: str | None = None
+    try:
+        from bizon_fast.engine.handles import start_fork_server
+
+        start_fork_server()  # its imports overlap config loading and planning
+
+        from bizon_fast.connectors.pipeline import load_config
+        from bizon_fast.engine.launch import make_supervisor
+        from bizon_fast.engine.progress import make_progress
+
+        cfg = load_config(
+            config,
+            workers=workers,
+            runner=runner.value if runner else None,
+            custom_source=str(custom_source) if custom_source else None,
+            env_file=str(env_file) if env_file else None,
+            log_level=log_level.value if log_level else None,
+            reset=reset,
+            role=role.value if role else None,
+        )
+        try:
+            log_file = log_file_for(cfg.name)
+        except OSError as exc:
+            raise UserError(f"{LOG_DIR_ENV}: cannot create the run's log file: {exc}") from None
+        setup_logging(cfg.engine.runner.log_level, log_file)
+        summary = make_supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()
+    except BizonFastError as exc:
+        log_file = record_failure(log_file, config.stem, exc, with_traceback=False)
+        raise fail(exc, log_file) from None
+    except Exception as exc:  # a bug: one line on the console, the traceback in the log
+        log_file = record_failure(log_file, config.stem, exc, with_traceback=True)
+        raise internal_error(exc, log_file) from None
+    if not quiet:
+        print_summary(summary)
+    typer.echo("Pipeline finished successfully.")
