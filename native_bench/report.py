@@ -7,11 +7,13 @@ pastes it from the latest full run rather than copying cells by hand from the lo
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from native_bench import machine as machine_info
+from native_bench.plots import DOCS_DIR
 from native_bench.result import BenchResult, Target, fmt, table
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -36,7 +38,10 @@ HOW_TO_RUN = """\
 
 Results go to `native_bench/results/<timestamp>/` (or `--out`): `results.md` (tables, machine),
 `results.json` (everything, machine-readable), `performance.md` (the headline table for the top README)
-and PNG plots. The first run creates `native_bench/.venvs/{bizon,dlt}` (about a minute each; never timed);
+and one PNG chart per workload (medians on a linear axis, whiskers from the slowest to the fastest round,
+the machine, date, rows, mode and commit in the subtitle; `python -m native_bench.plots results.json`
+redraws them). `--update-readme` copies a full run's charts to `docs/bench/`, committed and shown below
+and in the top README. The first run creates `native_bench/.venvs/{bizon,dlt}` (about a minute each; never timed);
 without PyPI those comparisons are skipped with a note. Every comparison runs its contenders interleaved
 in the same invocation and reports medians (3 rounds; 1 with `--quick`), because the machine is shared."""
 
@@ -106,8 +111,20 @@ def results_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
     return "\n".join(parts)
 
 
-def performance_markdown(meta: dict[str, Any], results: list[BenchResult]) -> str:
-    """The headline numbers, for the top-level README."""
+def charts_markdown(results: list[BenchResult], prefix: str, folder: Path | None = None) -> str:
+    """Image links to the charts of ``results``, ``prefix`` being their folder relative to the document.
+
+    With ``folder`` (where the links point), a chart that is not there is left out: a link never dangles.
+    """
+    names = [name for r in results for name in r.plots if folder is None or (folder / name).exists()]
+    return "\n\n".join(f"![{Path(name).stem}]({prefix}{name})" for name in names)
+
+
+def performance_markdown(
+    meta: dict[str, Any], results: list[BenchResult], pictures: str | None = None, folder: Path | None = None
+) -> str:
+    """The headline numbers, for the top-level README; with ``pictures`` (the charts' folder relative to the
+    document), the charts of the benchmarks that have targets too (every chart is in native_bench/README.md)."""
     m = meta["machine"]
     lines = [
         "## Performance",
@@ -122,6 +139,15 @@ def performance_markdown(meta: dict[str, Any], results: list[BenchResult]) -> st
     headline = _headline(results)
     if headline:
         lines += ["", headline]
+    charts = charts_markdown([r for r in results if r.targets], pictures, folder) if pictures is not None else ""
+    if charts:
+        lines += [
+            "",
+            "Medians on linear axes, whiskers from the slowest to the fastest round; the grey bar is the reference "
+            "each ratio is to (every chart: `native_bench/README.md`).",
+            "",
+            charts,
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -145,13 +171,21 @@ def _headline(results: list[BenchResult]) -> str:
     return table(["pipeline", "rows/s", "MB/s (Arrow)", "peak RSS MB (tree)"], cells) if cells else ""
 
 
-def readme_section(meta: dict[str, Any], results: list[BenchResult], descriptions: dict[str, str]) -> str:
+def readme_section(
+    meta: dict[str, Any], results: list[BenchResult], descriptions: dict[str, str], pictures: str | None = None
+) -> str:
+    """native_bench/README.md's generated section; ``pictures``: the charts' folder relative to it, to show them."""
     parts = [BEGIN, "", "## How to run", "", HOW_TO_RUN, "", "## What each benchmark measures", ""]
     parts += [f"- **{name}**: {text}" for name, text in descriptions.items()]
     parts += ["", "## Latest numbers", "", performance_markdown(meta, results).replace("## Performance\n\n", "")]
     for r in results:
+        charts = charts_markdown([r], pictures) if pictures is not None else ""
+        if r.markdown or charts:
+            parts += [f"### {r.title}", ""]
         if r.markdown:
-            parts += [f"### {r.title}", "", r.markdown, ""]
+            parts += [r.markdown, ""]
+        if charts:
+            parts += [charts, ""]
     parts.append(END)
     return "\n".join(parts)
 
@@ -207,10 +241,17 @@ def _recovery_line(result: BenchResult) -> str | None:
     )
 
 
-def doc_blocks(meta: dict[str, Any], results: list[BenchResult]) -> dict[str, str]:
-    """Every generated figure, by marker name; only those the run measured (``--only`` leaves the rest as is)."""
+def doc_blocks(
+    meta: dict[str, Any], results: list[BenchResult], pictures: str | None = None, folder: Path | None = None
+) -> dict[str, str]:
+    """Every generated figure, by marker name; only those the run measured (``--only`` leaves the rest as is).
+
+    ``pictures``: the charts' folder relative to the document (``folder``: where that is), for the
+    performance block's image links.
+    """
     by = {r.name: r for r in results if not r.error and not r.skipped}
-    blocks = {"performance": "\n" + performance_markdown(meta, results).replace("## Performance\n\n", "")}
+    performance = performance_markdown(meta, results, pictures, folder)
+    blocks = {"performance": "\n" + performance.replace("## Performance\n\n", "")}
     if "alternatives" in by and _alternatives_json(by["alternatives"]):
         m = meta["machine"]
         blocks["bizon-speed"] = (
@@ -246,10 +287,11 @@ def update_documents(meta: dict[str, Any], results: list[BenchResult], section: 
     native_bench/README.md also gets its whole generated section (``section``). A document without a
     marker is left as is and named in the lines: the figures it quotes are then not the run's.
     """
-    blocks = doc_blocks(meta, results)
     lines = []
     for relative in DOCUMENTS:
         path = root / relative
+        # the charts ``plots.publish`` copied to docs/bench, linked relative to each document
+        blocks = doc_blocks(meta, results, os.path.relpath(root / DOCS_DIR, path.parent) + "/", root / DOCS_DIR)
         if relative == "native_bench/README.md":
             update_readme(section, path)
         if not path.exists():
@@ -268,4 +310,4 @@ def write_all(out: Path, meta: dict[str, Any], results: list[BenchResult]) -> No
     data = {**meta, "benchmarks": {r.name: r.to_dict() for r in results}}
     (out / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out / "results.md").write_text(results_markdown(meta, results))
-    (out / "performance.md").write_text(performance_markdown(meta, results))
+    (out / "performance.md").write_text(performance_markdown(meta, results, "", out))

@@ -66,6 +66,10 @@ def summarize(runs: list[RunStats], rows: int, nbytes: float | None = None) -> d
         "output_mb": _mb(out_bytes),
         "output_files": median(r.extra.get("output_files") for r in ok),
         "processes": max((r.peak_procs for r in ok), default=None),
+        # every successful round, in run order: the charts draw min-max whiskers around the medians above
+        "rows_per_s_rounds": [r.rows_written / r.wall_s for r in ok if r.wall_s],
+        "wall_s_rounds": [r.wall_s for r in ok],
+        "peak_rss_mb_rounds": [r.peak_rss / MB for r in ok if r.peak_rss],
     }
     if len(ok) < len(runs):
         summary["failure"] = next(r.failure() for r in runs if not r.ok)

@@ -102,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     meta["machine"]["load_average_end"] = machine.load_average()
-    meta["plots_note"] = plots.render(results, out)
+    meta["plots_note"] = plots.render(results, out, meta)
     meta["seconds"] = time.perf_counter() - start
     report.write_all(out, meta, results)
-    if args.update_readme:
+    if args.update_readme:  # --quick only with --docs-root (_parse): quick charts never replace the committed ones
+        root = args.docs_root or report.REPO
+        copied = plots.publish(results, out, root / plots.DOCS_DIR)
+        print(f"native_bench: --update-readme: {len(copied)} charts copied to {root / plots.DOCS_DIR}")
         descriptions = {m.NAME: description(m) for m in modules}
-        section = report.readme_section(meta, results, descriptions)
-        for line in report.update_documents(meta, results, section, args.docs_root or report.REPO):
+        section = report.readme_section(meta, results, descriptions, "../" + plots.DOCS_DIR.as_posix() + "/")
+        for line in report.update_documents(meta, results, section, root):
             print(f"native_bench: --update-readme: {line}")
     print(report.targets_table(results))
     if meta["plots_note"]:

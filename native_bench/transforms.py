@@ -80,8 +80,8 @@ def _typed(batches: list[pa.RecordBatch]) -> list[pa.RecordBatch]:
     ]
 
 
-def _time(apply, batches: list[pa.RecordBatch]) -> tuple[float, float, list[pa.RecordBatch]]:  # noqa: ANN001
-    """Median wall and CPU seconds (all threads: polars runs on a pool) over ``ROUNDS``, and the last output."""
+def _time(apply, batches: list[pa.RecordBatch]) -> tuple[list[float], list[float], list[pa.RecordBatch]]:  # noqa: ANN001
+    """Wall and CPU seconds (all threads: polars runs on a pool) of each of ``ROUNDS``, and the last output."""
     walls, cpus = [], []
     out: list[pa.RecordBatch] = []
     for _ in range(ROUNDS):
@@ -89,12 +89,15 @@ def _time(apply, batches: list[pa.RecordBatch]) -> tuple[float, float, list[pa.R
         out = [b for batch in batches for b in apply([batch])]
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus), out
+    return walls, cpus, out
 
 
-def _row(name: str, rows: int, seconds: float, cpu: float | None) -> dict:
+def _row(name: str, rows: int, walls: list[float], cpus: list[float]) -> dict:
+    """Medians of the rounds; ``seconds_rounds`` keeps each round's wall time (the plot's whiskers)."""
+    seconds, cpu = statistics.median(walls), statistics.median(cpus)
     row = {"transform": name, "rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
     row["rows_per_cpu_s"] = rows / cpu if cpu else None
+    row["seconds_rounds"] = walls
     return row
 
 
@@ -115,7 +118,7 @@ def _bizon_row(rows: int) -> dict | None:
     if done.returncode != 0:
         return {"transform": "bizon python (reference)", "rows": rows, "error": done.stderr.strip()[-300:]}
     walls, cpus = json.loads(done.stdout.strip().splitlines()[-1])
-    return _row("bizon python (reference)", rows, statistics.median(walls), statistics.median(cpus))
+    return _row("bizon python (reference)", rows, walls, cpus)
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -130,16 +133,16 @@ def run(quick: bool = False) -> list[dict]:
     for name, spec in TRANSFORMS.items():
         apply = build_transforms([spec])
         assert apply is not None
-        seconds, cpu, out = _time(apply, batches)
+        walls, cpus, out = _time(apply, batches)
         outputs[name] = [text for b in out for text in b.column("data").to_pylist()[:3]]
-        results.append(_row(f"{name} (source records)", rows, seconds, cpu))
+        results.append(_row(f"{name} (source records)", rows, walls, cpus))
     if len({tuple(v) for v in outputs.values()}) != 1:
         raise AssertionError(f"the transforms disagree: {outputs}")
     typed = _typed(batches)
     for name in ("sql", "polars"):
         apply = build_transforms([TRANSFORMS[name]])
-        seconds, cpu, _ = _time(apply, typed)
-        results.append(_row(f"{name} (typed columns)", rows, seconds, cpu))
+        walls, cpus, _ = _time(apply, typed)
+        results.append(_row(f"{name} (typed columns)", rows, walls, cpus))
     bizon = _bizon_row(rows)
     if bizon is not None:
         results.append(bizon)

@@ -281,6 +281,8 @@ def run(quick: bool = False) -> list[dict]:
                     "gbps": batch.nbytes * n_batches / elapsed / 1e9,
                     "batches_per_s": n_batches / elapsed,
                     "cpu_us_per_batch": cpu / n_batches * 1e6,
+                    "bytes_moved": batch.nbytes * n_batches,
+                    "gbps_rounds": [batch.nbytes * n_batches / wall / 1e9 for wall, _ in rounds],  # the plot's whiskers
                 }
             )
     return results

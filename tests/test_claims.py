@@ -332,7 +332,10 @@ engine: {queue: {config: {batch_size_mb: 0.5}}, runner: {config: {max_workers: 1
     assert len(seen) >= 2, f"expected progress lines every 5 s of a 12 s run, got {seen}"
     gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:], strict=False)]
     assert all(4.5 <= gap <= 7.5 for gap in gaps), gaps
-    line = re.compile(r"progress: [\d,]+/240,000 rows, [\d.]+ ?k?rows/s, [\d.]+ ?[kMG]?B/s( eta [\d,]+s)?")
+    line = re.compile(
+        r"progress: progress read [\d,]+/240,000 rows \(\d+%\), written [\d,]+, ([\d.]+ ?k?|-) ?rows/s, "
+        r"([\d.]+ ?[kMG]?|-) ?B/s(, eta [\d,]+s)?"
+    )
     assert all(line.fullmatch(text) for _, text in seen), seen
 
 

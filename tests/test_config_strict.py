@@ -203,9 +203,11 @@ def test_sqlite_wal_and_shm_files_inherit_the_private_mode(tmp_path: Path) -> No
         assert backend.conn is not None
         backend.conn.execute("CREATE TABLE t (x)")
         backend.conn.execute("INSERT INTO t VALUES (1)")
-        files = sorted(p.name for p in (tmp_path / "ck").iterdir())
+        files = sorted(p.name for p in (tmp_path / "ck").iterdir() if p.is_file())
         assert {"db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"} <= set(files), files
         assert {name: _mode(tmp_path / "ck" / name) for name in files} == dict.fromkeys(files, 0o600)
+        locks = tmp_path / "ck" / "db.sqlite3.locks"  # the run locks' folder: private too
+        assert _mode(locks) == 0o700 and all(_mode(p) == 0o600 for p in locks.iterdir())
     finally:
         backend.close()
 

@@ -17,6 +17,7 @@ from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.destinations.envelope import ENVELOPE_COLUMNS, bizon_ids
 from bizon_fast.connectors.destinations.file.config import FileDestinationDetails
 from bizon_fast.connectors.destinations.file.destination import FileDestination, parse_part, part_name
+from bizon_fast.connectors.destinations.file.file_io import file_label
 from bizon_fast.connectors.destinations.jsontext import iso_timestamps
 from bizon_fast.connectors.destinations.logger.config import LoggerDestinationDetails
 from bizon_fast.connectors.destinations.logger.destination import LoggerDestination
@@ -217,8 +218,13 @@ def test_file_needs_destination_id(tmp_path: Path) -> None:
 
 def test_part_names_round_trip() -> None:
     name = part_name("ids-0/1-x", 3, 12, "ndjson")
-    assert name == "part-ids-0%2F1-x-0000000003-0000000012.ndjson"
-    assert parse_part(name, "ndjson") == ("ids-0/1-x", 3, 12)
+    # readable and file-system safe: the unsafe "/" becomes "_", a hash of the id keeps the name its own
+    assert name == f"part-ids-0_1-x.{file_label('ids-0/1-x')[-12:]}-0000000003-0000000012.ndjson"
+    assert parse_part(name, "ndjson") == (file_label("ids-0/1-x"), 3, 12)
+    assert file_label("ids-0/1-x") != file_label("ids-0_1-x") == "ids-0_1-x"  # a plain id is its own label
+    assert part_name("key000:0:125000", 0, 0, "parquet").startswith("part-key000_0_125000.")
+    # a part staged by an older version (percent-encoded id) is recognised as the same split's
+    assert parse_part("part-ids-0%2F1-x-0000000003-0000000012.ndjson", "ndjson") == (file_label("ids-0/1-x"), 3, 12)
     assert parse_part(".tmp-" + name, "ndjson") is None
     assert parse_part(name, "parquet") is None
 

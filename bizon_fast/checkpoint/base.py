@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -39,20 +40,46 @@ class JobRecord(msgspec.Struct, kw_only=True):
     total_rows: int | None = None
     error: str | None = None
     attempt: int = 1
+    #: worker restarts over all the job's attempts, written with each final status (0 from its creation
+    #: until then, so a run killed outright leaves its earlier count; None: the job predates the column)
+    restarts: int | None = None
+    #: when the latest attempt started (None: the job predates the column); ``created_at`` is the first's
+    started_at: datetime | None = None
+    #: rows committed for the job, all attempts (the sum of its splits' cursors): filled by ``list_jobs``
+    #: only, since the run itself keeps the number in its commit log. Not ``total_rows``: that is the
+    #: source's planned row count, stored when the job is created (it drives the progress bar)
+    committed_rows: int | None = None
 
 
 #: the column order of the jobs table that ``job_from_row`` reads, shared by the SQL backends
 JOB_COLUMNS = (
     "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
-    " attempt"
+    " attempt, restarts, started_at"
 )
+#: columns added to the jobs table after its first release: ``open`` adds them to an older table, and a
+#: reader that must not alter anything (``open_for_reading``) reads NULL where a table still lacks them
+ADDED_JOB_COLUMNS = ("restarts", "started_at")
+
+
+def job_select(present: Collection[str], alias: str = "") -> str:
+    """``JOB_COLUMNS`` as a select list for a jobs table that may predate ``ADDED_JOB_COLUMNS``.
+
+    ``present``: the table's column names; a missing added column reads as NULL. ``alias``: the table's
+    alias in the query (``j``), prefixed to every column.
+    """
+    prefix = f"{alias}." if alias else ""
+    names = [c.strip() for c in JOB_COLUMNS.split(",")]
+    return ", ".join(f"NULL AS {c}" if c in ADDED_JOB_COLUMNS and c not in present else f"{prefix}{c}" for c in names)
+
+
+def _as_time(value: datetime | str | None) -> datetime | None:
+    """A stored time as a datetime: sqlite keeps ISO text, the other backends return datetimes."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def job_from_row(row: tuple) -> JobRecord:
-    """A jobs-table row (in ``JOB_COLUMNS`` order) as a JobRecord; sqlite stores the times as ISO text."""
-    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt) = row
-    if isinstance(created, str):
-        created, updated = datetime.fromisoformat(created), datetime.fromisoformat(updated)
+    """A jobs-table row (in ``JOB_COLUMNS`` order, then optionally the committed rows) as a JobRecord."""
+    (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt, restarts, started) = row[:14]
     return JobRecord(
         id=id_,
         name=name,
@@ -61,12 +88,22 @@ def job_from_row(row: tuple) -> JobRecord:
         sync_mode=mode,
         status=status,
         fingerprint=fp,
-        created_at=created,
-        updated_at=updated,
+        created_at=_as_time(created),
+        updated_at=_as_time(updated),
         total_rows=total,
         error=error,
         attempt=attempt,
+        restarts=restarts,
+        started_at=_as_time(started),
+        committed_rows=int(row[14]) if len(row) > 14 and row[14] is not None else None,
     )
+
+
+class CommittedCursor(msgspec.Struct, kw_only=True):
+    """A split's committed cursor as ``bizon-fast jobs show`` lists it: the cursor and when it was committed."""
+
+    cursor: Cursor
+    updated_at: datetime
 
 
 class RunHolder(msgspec.Struct, kw_only=True):
@@ -133,6 +170,23 @@ class CheckpointBackend(ABC):
     def close(self) -> None:
         """Disconnect; also releases the run lock taken by ``hold_run``."""
 
+    def location(self) -> str:
+        """Where the jobs and cursors live, as ``bizon-fast check`` names it (never a password)."""
+        return type(self).__name__
+
+    def exists(self) -> bool:
+        """Whether anything may be stored yet: a dry run asks before ``open`` so that it creates nothing."""
+        return True
+
+    def check(self) -> str:
+        """``bizon-fast check``: open and close the backend -- without ``hold_run``, so a live run of the
+        pipeline is not disturbed -- and say where it is; raises what ``open`` raises."""
+        self.open()
+        try:
+            return self.location()
+        finally:
+            self.close()
+
     def hold_run(self, name: str, source_name: str, stream_name: str, *, shared: bool = False) -> None:
         """Claim the pipeline for this process until ``close`` (or its death): one live run per pipeline.
 
@@ -158,7 +212,32 @@ class CheckpointBackend(ABC):
     ) -> JobRecord: ...
 
     @abstractmethod
-    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None: ...
+    def set_job_status(
+        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+    ) -> None:
+        """Record the job's status (and error); ``restarts``: the worker restarts of all its attempts so far,
+        written with a final status (None leaves the recorded count as it is)."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    @abstractmethod
+    def open_for_reading(self) -> bool:
+        """Connect to read the job history (``bizon-fast jobs``); False when the backend holds no jobs table.
+
+        Unlike ``open`` it creates nothing (no file, schema, table or column: a pipeline that never ran
+        leaves no trace for having been looked at) and it takes no run lock, so it answers while a run
+        writes and never delays one. ``close`` disconnects.
+        """
+
+    @abstractmethod
+    def list_jobs(self, name: str | None, limit: int) -> list[JobRecord]:
+        """The newest ``limit`` jobs of pipeline ``name`` (of every pipeline when None), newest first, each
+        with its ``committed_rows``. Works after ``open`` or ``open_for_reading``."""
+
+    @abstractmethod
+    def job_cursors(self, job_id: str) -> list[CommittedCursor]:
+        """The committed cursor of each split of the job, by split id, with the time of its last commit."""
 
     @abstractmethod
     def start_attempt(self, job_id: str) -> JobRecord:

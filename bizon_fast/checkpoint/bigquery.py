@@ -38,12 +38,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bizon_fast.checkpoint.base import (
+    ADDED_JOB_COLUMNS,
     JOB_COLUMNS,
     CheckpointBackend,
+    CommittedCursor,
     JobRecord,
     JobStatus,
     RunHolder,
     job_from_row,
+    job_select,
     run_refused,
     this_holder,
 )
@@ -75,6 +78,8 @@ _TABLES = {
         ("total_rows", "INT64"),
         ("error", "STRING"),
         ("attempt", "INT64"),
+        ("restarts", "INT64"),
+        ("started_at", "TIMESTAMP"),
     ],
     "bizon_fast_cursors": [
         ("job_id", "STRING"),
@@ -139,6 +144,8 @@ class BigQueryBackend(CheckpointBackend):
         self.client: Any = None
         self._last_version = 0
         self.lease: RunLease | None = None
+        #: the jobs table's columns, as jobs are selected (all of them once ``open`` added the missing ones)
+        self.job_columns: set[str] = set(ADDED_JOB_COLUMNS)
 
     def _t(self, name: str) -> str:
         return f"`{self.project}.{self.dataset}.{name}`"
@@ -148,6 +155,9 @@ class BigQueryBackend(CheckpointBackend):
         return self._last_version
 
     # ------------------------------------------------------------ plumbing
+
+    def location(self) -> str:
+        return f"dataset {self.project}.{self.dataset}"
 
     def open(self) -> None:
         from google.api_core import exceptions as gexc
@@ -164,11 +174,35 @@ class BigQueryBackend(CheckpointBackend):
             for name, columns in _TABLES.items():
                 schema = [bigquery.SchemaField(c, t) for c, t in columns]
                 table = bigquery.Table(f"{dataset}.{name}", schema=schema)
-                self.client.create_table(table, exists_ok=True, retry=bqclient.retry())
+                table = self.client.create_table(table, exists_ok=True, retry=bqclient.retry())
+                missing = [f for f in schema if f.name not in {g.name for g in table.schema}]
+                for f in missing:  # a table created by an older bizon-fast: add the new (nullable) columns
+                    self._q(f"ALTER TABLE {self._t(name)} ADD COLUMN IF NOT EXISTS {f.name} {f.field_type}")
         except gexc.NotFound:
             raise UserError(f"{KEY}.schema: BigQuery dataset {dataset} does not exist; create it first") from None
         except gexc.GoogleAPIError as exc:
             raise UserError(f"{KEY}: cannot use BigQuery dataset {dataset}: {exc}") from None
+
+    def open_for_reading(self) -> bool:
+        """Reads the dataset without creating a table or column, and claims no run lease."""
+        from google.api_core import exceptions as gexc
+
+        from bizon_fast.clients import bigquery as bqclient
+
+        self.client = bqclient.bigquery_client(
+            self.project, self.config.service_account_key, key_path=f"{KEY}.service_account_key"
+        )
+        try:
+            for name in ("bizon_fast_jobs", "bizon_fast_cursors"):
+                self.client.get_table(f"{self.project}.{self.dataset}.{name}", retry=bqclient.retry())
+            # the columns as a query sees them (a table's metadata can lag an ALTER TABLE in some emulators)
+            columns = self.client.query(f"SELECT * FROM {self._t('bizon_fast_jobs')} LIMIT 0", retry=bqclient.retry())
+            self.job_columns = {f.name for f in columns.result(retry=bqclient.retry()).schema}
+        except gexc.NotFound:  # no dataset or no tables: nothing ever ran here
+            return False
+        except gexc.GoogleAPIError as exc:
+            raise UserError(f"{KEY}: cannot read BigQuery dataset {self.project}.{self.dataset}: {exc}") from None
+        return True
 
     def close(self) -> None:
         self._release_lease()
@@ -324,7 +358,8 @@ class BigQueryBackend(CheckpointBackend):
     # ------------------------------------------------------------ jobs
 
     def _job(self, where: str, **params: Any) -> JobRecord | None:
-        rows = self._q(f"SELECT {JOB_COLUMNS} FROM {self._t('bizon_fast_jobs')} WHERE {where}", **params)
+        select = job_select(self.job_columns)
+        rows = self._q(f"SELECT {select} FROM {self._t('bizon_fast_jobs')} WHERE {where}", **params)
         return job_from_row(rows[0]) if rows else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
@@ -357,7 +392,7 @@ class BigQueryBackend(CheckpointBackend):
         total = "CAST(NULL AS INT64)" if total_rows is None else "@total"
         self._q(
             f"INSERT INTO {self._t('bizon_fast_jobs')} ({JOB_COLUMNS})"
-            f" VALUES (@id, @n, @s, @t, @m, 'running', @fp, @now, @now, {total}, CAST(NULL AS STRING), 1)",
+            f" VALUES (@id, @n, @s, @t, @m, 'running', @fp, @now, @now, {total}, CAST(NULL AS STRING), 1, 0, @now)",
             id=job_id,
             n=name,
             s=source_name,
@@ -371,15 +406,20 @@ class BigQueryBackend(CheckpointBackend):
         assert job is not None
         return job
 
-    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
+    def set_job_status(
+        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+    ) -> None:
         self._check_lease()
         err = "CAST(NULL AS STRING)" if error is None else "@err"
+        count = "" if restarts is None else ", restarts = @r"
         self._q(
-            f"UPDATE {self._t('bizon_fast_jobs')} SET status = @st, error = {err}, updated_at = @now WHERE id = @id",
+            f"UPDATE {self._t('bizon_fast_jobs')} SET status = @st, error = {err}, updated_at = @now{count}"
+            " WHERE id = @id",
             st=str(status),
             now=datetime.now(UTC),
             id=job_id,
             **({} if error is None else {"err": error}),
+            **({} if restarts is None else {"r": restarts}),
         )
         if status != JobStatus.RUNNING:
             self._compact(job_id)
@@ -388,13 +428,40 @@ class BigQueryBackend(CheckpointBackend):
         self._check_lease()
         self._q(
             f"UPDATE {self._t('bizon_fast_jobs')} SET status = 'running', error = CAST(NULL AS STRING),"
-            " attempt = attempt + 1, updated_at = @now WHERE id = @id",
+            " attempt = attempt + 1, updated_at = @now, started_at = @now WHERE id = @id",
             now=datetime.now(UTC),
             id=job_id,
         )
         job = self.get_job(job_id)
         assert job is not None
         return job
+
+    def list_jobs(self, name: str | None, limit: int) -> list[JobRecord]:
+        """Two queries: the jobs, then the committed rows of each (the newest cursor version of each split)."""
+        where = "" if name is None else "WHERE name = @n"
+        jobs = self._q(
+            f"SELECT {job_select(self.job_columns)} FROM {self._t('bizon_fast_jobs')} {where}"
+            f" ORDER BY created_at DESC, id LIMIT {int(limit)}",
+            **({} if name is None else {"n": name}),
+        )
+        if not jobs:
+            return []
+        rows = self._q(
+            f"SELECT job_id, SUM(rows) FROM (SELECT job_id, rows FROM {self._t('bizon_fast_cursors')}"
+            " WHERE job_id IN UNNEST(@ids)"
+            " QUALIFY ROW_NUMBER() OVER (PARTITION BY job_id, split_id ORDER BY version DESC) = 1) GROUP BY job_id",
+            ids=[r[0] for r in jobs],
+        )
+        committed = dict(rows)
+        return [job_from_row((*r, committed.get(r[0]))) for r in jobs]
+
+    def job_cursors(self, job_id: str) -> list[CommittedCursor]:
+        rows = self._q(
+            f"SELECT split_id, cursor, updated_at FROM {self._t('bizon_fast_cursors')} WHERE job_id = @j"
+            " QUALIFY ROW_NUMBER() OVER (PARTITION BY split_id ORDER BY version DESC) = 1 ORDER BY split_id",
+            j=job_id,
+        )
+        return [CommittedCursor(cursor=decode_cursor(base64.b64decode(r[1])), updated_at=r[2]) for r in rows]
 
     # ------------------------------------------------------------ cursors
 

@@ -35,12 +35,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from bizon_fast.checkpoint.base import (
+    ADDED_JOB_COLUMNS,
     JOB_COLUMNS,
     CheckpointBackend,
+    CommittedCursor,
     JobRecord,
     JobStatus,
     RunHolder,
     job_from_row,
+    job_select,
     run_refused,
 )
 from bizon_fast.clients import postgres as pgconn
@@ -71,8 +74,13 @@ CREATE TABLE IF NOT EXISTS {s}.bizon_fast_jobs (
     updated_at TIMESTAMPTZ NOT NULL,
     total_rows BIGINT,
     error TEXT,
-    attempt INTEGER NOT NULL DEFAULT 1
+    attempt INTEGER NOT NULL DEFAULT 1,
+    restarts INTEGER,
+    started_at TIMESTAMPTZ
 );
+-- a jobs table created before these columns existed gets them here (NULL in its old rows)
+ALTER TABLE {s}.bizon_fast_jobs ADD COLUMN IF NOT EXISTS restarts INTEGER,
+    ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
 CREATE INDEX IF NOT EXISTS bizon_fast_jobs_pipeline ON {s}.bizon_fast_jobs (name, source_name, stream_name, status);
 CREATE UNIQUE INDEX IF NOT EXISTS bizon_fast_jobs_one_running ON {s}.bizon_fast_jobs (name, source_name, stream_name)
     WHERE status = 'running';
@@ -111,8 +119,13 @@ class PostgresBackend(CheckpointBackend):
         self.application_name = f"bizon-fast pid={os.getpid()} id={uuid.uuid4().hex[:6]} host={socket.gethostname()}"
         #: distributed roles share a job: each supervisor holds its lock shared, a plain run exclusively
         self.shared_job_lock = False
+        #: the jobs table's columns, as jobs are selected (all of them once ``open`` added the missing ones)
+        self.job_columns: set[str] = set(ADDED_JOB_COLUMNS)
 
     # ------------------------------------------------------------ connection
+
+    def location(self) -> str:
+        return f"{pgconn.where(self.info)} schema {self.schema}"
 
     def open(self) -> None:
         from psycopg import sql
@@ -126,7 +139,7 @@ class PostgresBackend(CheckpointBackend):
                 "SELECT count(to_regclass(format('%%I.%%I', %s::text, t))) FROM unnest(%s::text[]) t",
                 (self.schema, ["bizon_fast_jobs", "bizon_fast_cursors", "bizon_fast_watermarks"]),
             ).fetchone()[0]
-            if present == 3:
+            if present == 3 and set(ADDED_JOB_COLUMNS) <= self._job_column_names(cur):
                 return
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_checkpoint_ddl"),))
             if not cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
@@ -134,6 +147,40 @@ class PostgresBackend(CheckpointBackend):
             cur.execute(sql.SQL(_DDL).format(s=self.s))
 
         self.transaction(create, "creating the checkpoint tables")
+
+    def _job_column_names(self, cur: Any) -> set[str]:
+        """The columns of the jobs table in our schema; empty when it does not exist."""
+        rows = cur.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(format('%%I.%%I', %s::text,"
+            " 'bizon_fast_jobs')) AND attnum > 0 AND NOT attisdropped",
+            (self.schema,),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def open_for_reading(self) -> bool:
+        """A read-only session that creates nothing and takes no advisory lock: it answers during a run.
+
+        Its plain SELECTs take only the share locks every reader takes, which no run's write waits for.
+        """
+        from psycopg import sql
+
+        name = f"bizon-fast jobs pid={os.getpid()} host={socket.gethostname()}"
+        self.conn = pgconn.connect(self.info, key=KEY, application_name=name)
+        self.conn.read_only = True
+        self.s = sql.Identifier(self.schema)
+
+        def look(cur: Any) -> set[str] | None:
+            present = cur.execute(
+                "SELECT count(to_regclass(format('%%I.%%I', %s::text, t))) FROM unnest(%s::text[]) t",
+                (self.schema, ["bizon_fast_jobs", "bizon_fast_cursors"]),
+            ).fetchone()[0]
+            return self._job_column_names(cur) if present == 2 else None
+
+        columns = self.transaction(look, "looking for the checkpoint tables")
+        if columns is None:
+            return False
+        self.job_columns = columns
+        return True
 
     def close(self) -> None:
         if self.conn is not None:
@@ -377,7 +424,8 @@ class PostgresBackend(CheckpointBackend):
 
     def _one_job(self, where: str, params: tuple) -> JobRecord | None:
         def fn(cur: Any) -> JobRecord | None:
-            row = cur.execute(self.query(f"SELECT {JOB_COLUMNS} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
+            select = job_select(self.job_columns)
+            row = cur.execute(self.query(f"SELECT {select} FROM {{s}}.bizon_fast_jobs {where}"), params).fetchone()
             return job_from_row(row) if row else None
 
         return self.transaction(fn, "reading a job")
@@ -410,7 +458,7 @@ class PostgresBackend(CheckpointBackend):
             cur.execute(
                 self.query(
                     f"INSERT INTO {{s}}.bizon_fast_jobs ({JOB_COLUMNS})"
-                    " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1) ON CONFLICT DO NOTHING"
+                    " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1,0,now()) ON CONFLICT DO NOTHING"
                 ),
                 (job_id, name, source_name, stream_name, sync_mode, fingerprint, total_rows),
             )
@@ -421,11 +469,16 @@ class PostgresBackend(CheckpointBackend):
             raise UserError(f"{KEY}: pipeline '{name}' was started by another bizon-fast process at the same time")
         return job
 
-    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
+    def set_job_status(
+        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+    ) -> None:
         self.transaction(
             lambda cur: cur.execute(
-                self.query("UPDATE {s}.bizon_fast_jobs SET status=%s, error=%s, updated_at=now() WHERE id=%s"),
-                (str(status), error, job_id),
+                self.query(
+                    "UPDATE {s}.bizon_fast_jobs SET status=%s, error=%s, updated_at=now(),"
+                    " restarts=COALESCE(%s::integer, restarts) WHERE id=%s"
+                ),
+                (str(status), error, restarts, job_id),
             ),
             "updating a job",
         )
@@ -443,8 +496,8 @@ class PostgresBackend(CheckpointBackend):
             self._supersede_dead_running(cur, *row, keep=job_id)
             cur.execute(
                 self.query(
-                    "UPDATE {s}.bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=now()"
-                    " WHERE id=%s"
+                    "UPDATE {s}.bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=now(),"
+                    " started_at=now() WHERE id=%s"
                 ),
                 (job_id,),
             )
@@ -458,6 +511,27 @@ class PostgresBackend(CheckpointBackend):
         job = self.get_job(job_id)
         assert job is not None
         return job
+
+    def list_jobs(self, name: str | None, limit: int) -> list[JobRecord]:
+        def fn(cur: Any) -> list[tuple]:
+            query = self.query(
+                f"SELECT {job_select(self.job_columns, 'j')}, (SELECT SUM(c.rows) FROM {{s}}.bizon_fast_cursors c"
+                " WHERE c.job_id = j.id) FROM {s}.bizon_fast_jobs j WHERE %s::text IS NULL OR j.name = %s"
+                " ORDER BY j.created_at DESC, j.id LIMIT %s"
+            )
+            return cur.execute(query, (name, name, limit)).fetchall()
+
+        return [job_from_row(r) for r in self.transaction(fn, "listing jobs")]
+
+    def job_cursors(self, job_id: str) -> list[CommittedCursor]:
+        def fn(cur: Any) -> list[tuple]:
+            query = self.query(
+                "SELECT cursor, updated_at FROM {s}.bizon_fast_cursors WHERE job_id=%s ORDER BY split_id"
+            )
+            return cur.execute(query, (job_id,)).fetchall()
+
+        rows = self.transaction(fn, "reading the job's cursors")
+        return [CommittedCursor(cursor=decode_cursor(bytes(r[0])), updated_at=r[1]) for r in rows]
 
     # ------------------------------------------------------------ cursors and watermarks
 

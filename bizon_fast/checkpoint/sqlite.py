@@ -17,7 +17,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bizon_fast.checkpoint.base import JOB_COLUMNS, CheckpointBackend, JobRecord, JobStatus, job_from_row
+from bizon_fast.checkpoint.base import (
+    ADDED_JOB_COLUMNS,
+    JOB_COLUMNS,
+    CheckpointBackend,
+    CommittedCursor,
+    JobRecord,
+    JobStatus,
+    job_from_row,
+    job_select,
+)
 from bizon_fast.checkpoint.runlock import FileRunLock, serialized, user_lock_dir
 from bizon_fast.cursor import Cursor, decode_cursor, encode_cursor
 from bizon_fast.errors import UserError
@@ -35,7 +44,9 @@ CREATE TABLE IF NOT EXISTS bizon_fast_jobs (
     updated_at TEXT NOT NULL,
     total_rows INTEGER,
     error TEXT,
-    attempt INTEGER NOT NULL DEFAULT 1
+    attempt INTEGER NOT NULL DEFAULT 1,
+    restarts INTEGER,
+    started_at TEXT
 );
 CREATE INDEX IF NOT EXISTS bizon_fast_jobs_pipeline ON bizon_fast_jobs (name, source_name, stream_name, status);
 CREATE TABLE IF NOT EXISTS bizon_fast_cursors (
@@ -58,6 +69,8 @@ CREATE TABLE IF NOT EXISTS bizon_fast_watermarks (
     PRIMARY KEY (name, source_name, stream_name)
 );
 """
+#: the types of ``ADDED_JOB_COLUMNS``, for ``ALTER TABLE`` on a database created before them
+ADDED_COLUMN_TYPES = {"restarts": "INTEGER", "started_at": "TEXT"}
 
 
 def _now() -> str:
@@ -73,6 +86,14 @@ class SqliteBackend(CheckpointBackend):
             self.path = database if database.endswith((".sqlite3", ".db", ".sqlite")) else f"{database}.sqlite3"
         self.conn: sqlite3.Connection | None = None
         self.run_lock: FileRunLock | None = None
+        #: the jobs table's columns, as ``list_jobs`` selects them (all of them once ``open`` migrated it)
+        self.job_columns: set[str] = set(ADDED_JOB_COLUMNS)
+
+    def location(self) -> str:
+        return "in memory (kept for the run only)" if self.path == ":memory:" else str(Path(self.path).absolute())
+
+    def exists(self) -> bool:
+        return self.path != ":memory:" and Path(self.path).exists()
 
     def lock_dir(self) -> Path:
         """Where the run locks of this database live: ``<database file>.locks``, or the user's temp dir."""
@@ -105,10 +126,44 @@ class SqliteBackend(CheckpointBackend):
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
+                self._add_missing_columns()  # still serialized: two runs never add a column twice
         except sqlite3.Error as exc:
             raise self._fail(exc) from None
         except OSError as exc:
             raise UserError(f"engine.backend: cannot create sqlite database {self.path}: {exc}") from None
+
+    def _present_job_columns(self) -> set[str]:
+        assert self.conn is not None
+        return {row[1] for row in self.conn.execute("PRAGMA table_info(bizon_fast_jobs)")}
+
+    def _add_missing_columns(self) -> None:
+        """A database written by an older bizon-fast lacks ``ADDED_JOB_COLUMNS``: add them (NULL in old rows)."""
+        assert self.conn is not None
+        present = self._present_job_columns()
+        for column in ADDED_JOB_COLUMNS:
+            if column not in present:
+                self.conn.execute(f"ALTER TABLE bizon_fast_jobs ADD COLUMN {column} {ADDED_COLUMN_TYPES[column]}")
+
+    def open_for_reading(self) -> bool:
+        """Read-only (``mode=ro``): no file, table or column is created, and the run lock is not touched.
+
+        WAL lets this reader see the last committed state while a run writes, without blocking it.
+        """
+        if self.path == ":memory:" or not Path(self.path).is_file():
+            return False
+        try:
+            uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None, check_same_thread=False)
+            tables = self.conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'"
+                " AND name IN ('bizon_fast_jobs', 'bizon_fast_cursors')"
+            ).fetchone()[0]
+            if tables < 2:
+                return False
+            self.job_columns = self._present_job_columns()
+        except sqlite3.Error as exc:
+            raise self._fail(exc) from None
+        return True
 
     def close(self) -> None:
         if self.conn is not None:
@@ -142,7 +197,7 @@ class SqliteBackend(CheckpointBackend):
         return job_from_row(row) if row else None
 
     def get_job(self, job_id: str) -> JobRecord | None:
-        row = self._exec(f"SELECT {JOB_COLUMNS} FROM bizon_fast_jobs WHERE id=?", (job_id,)).fetchone()
+        row = self._exec(f"SELECT {job_select(self.job_columns)} FROM bizon_fast_jobs WHERE id=?", (job_id,)).fetchone()
         return job_from_row(row) if row else None
 
     def create_job(
@@ -151,28 +206,47 @@ class SqliteBackend(CheckpointBackend):
         job_id = uuid.uuid4().hex
         now = _now()
         self._exec(
-            f"INSERT INTO bizon_fast_jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO bizon_fast_jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (job_id, name, source_name, stream_name, sync_mode, JobStatus.RUNNING, fingerprint, now, now, total_rows)
-            + (None, 1),
+            + (None, 1, 0, now),
         )
         job = self.get_job(job_id)
         assert job is not None
         return job
 
-    def set_job_status(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
+    def set_job_status(
+        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+    ) -> None:
         self._exec(
-            "UPDATE bizon_fast_jobs SET status=?, error=?, updated_at=? WHERE id=?",
-            (str(status), error, _now(), job_id),
+            "UPDATE bizon_fast_jobs SET status=?, error=?, updated_at=?, restarts=COALESCE(?, restarts) WHERE id=?",
+            (str(status), error, _now(), restarts, job_id),
         )
 
     def start_attempt(self, job_id: str) -> JobRecord:
+        now = _now()
         self._exec(
-            "UPDATE bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=? WHERE id=?",
-            (_now(), job_id),
+            "UPDATE bizon_fast_jobs SET status='running', error=NULL, attempt=attempt+1, updated_at=?, started_at=?"
+            " WHERE id=?",
+            (now, now, job_id),
         )
         job = self.get_job(job_id)
         assert job is not None
         return job
+
+    def list_jobs(self, name: str | None, limit: int) -> list[JobRecord]:
+        rows = self._exec(
+            f"SELECT {job_select(self.job_columns, 'j')}, (SELECT SUM(c.rows) FROM bizon_fast_cursors c"
+            " WHERE c.job_id = j.id) FROM bizon_fast_jobs j WHERE ? IS NULL OR j.name = ?"
+            " ORDER BY j.created_at DESC, j.id LIMIT ?",
+            (name, name, limit),
+        ).fetchall()
+        return [job_from_row(r) for r in rows]
+
+    def job_cursors(self, job_id: str) -> list[CommittedCursor]:
+        rows = self._exec(
+            "SELECT cursor, updated_at FROM bizon_fast_cursors WHERE job_id=? ORDER BY split_id", (job_id,)
+        ).fetchall()
+        return [CommittedCursor(cursor=decode_cursor(r[0]), updated_at=datetime.fromisoformat(r[1])) for r in rows]
 
     def load_cursors(self, job_id: str) -> dict[str, Cursor]:
         rows = self._exec("SELECT cursor FROM bizon_fast_cursors WHERE job_id=?", (job_id,)).fetchall()

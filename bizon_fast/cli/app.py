@@ -2,29 +2,57 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
-from bizon_fast.cli import compat
+from bizon_fast.cli import compat, jobs
+from bizon_fast.cli.check import check
 from bizon_fast.cli.logs import record_failure
 from bizon_fast.cli.output import internal_error
 from bizon_fast.cli.run import run
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
+app = typer.Typer(no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bizon-fast {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed distribution's version: what a bug report needs, read from the package metadata."""
+    try:
+        return metadata.version("bizon-fast")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 @app.callback()
-def _group() -> None:
-    """bizon-fast: fast, crash-safe extract and load, compatible with bizon pipelines."""
+def _group(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """bizon-fast: fast, crash-safe extract and load, compatible with bizon pipelines.
+
+    Shell completion: `bizon-fast --install-completion` (bash, zsh, fish, PowerShell).
+    """
 
 
 app.command()(run)
+app.command()(check)
 compat.register(app)  # bizon's source / stream / secrets command groups
+app.add_typer(jobs.app, name="jobs")  # past runs: `jobs [FILE]`, `jobs show JOB_ID`
 
 
 def main() -> None:
     """The console entry point; an exception no command handled is still one line, its traceback in a log."""
     try:
-        app()
+        app(prog_name="bizon-fast")  # the same name in help and completion, however it was started
     except Exception as exc:  # noqa: BLE001 - the last resort: `run` handles its own
         log_file = record_failure(None, "bizon-fast", exc, with_traceback=True)
         raise SystemExit(internal_error(exc, log_file).exit_code) from None

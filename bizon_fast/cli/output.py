@@ -41,9 +41,16 @@ def internal_error(exc: Exception, log_file: str | None) -> typer.Exit:
 
 
 def print_summary(summary) -> None:  # noqa: ANN001 - RunSummary
+    """The run's table: what moved, how fast, where it went (``output``) and where its log is (``log``).
+
+    Paths and table names are printed whole, never cropped to the terminal: they are copied from here.
+    """
     table = Table(title="bizon-fast run", show_header=False)
+    table.add_column(overflow="fold")
+    table.add_column(overflow="fold")
     table.add_row("job", summary.job_id + (" (resumed)" if summary.resumed else ""))
     table.add_row("status", summary.status)
+    table.add_row("output", summary.output or "-")
     table.add_row("delivery", summary.delivery)
     table.add_row("rows written", f"{summary.rows:,}")
     if summary.total_rows != summary.rows:
@@ -58,4 +65,5 @@ def print_summary(summary) -> None:  # noqa: ANN001 - RunSummary
     if recoveries:
         median = recoveries[len(recoveries) // 2]
         table.add_row("worker recovery", f"median {median:.2f} s, max {recoveries[-1]:.2f} s")
+    table.add_row("log", summary.log_file or "-")
     out_console.print(table)

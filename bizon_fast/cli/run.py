@@ -51,21 +51,31 @@ def run(
     config: Annotated[Path, typer.Argument(help="pipeline YAML file", show_default=False)],
     workers: Annotated[
         int | None,
-        typer.Option("--workers", "-w", min=1, help="producers and consumers each [default: the YAML's, else 2]"),
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="producers and consumers each (overrides engine.runner.config.max_workers)",
+            show_default="the YAML's, else the CPU count",
+        ),
     ] = None,
     custom_source: Annotated[Path | None, typer.Option(help="python file with a custom source")] = None,
     runner: Annotated[
-        Runner | None, typer.Option(help="how workers run (overrides the YAML's engine.runner.type)")
+        Runner | None,
+        typer.Option(
+            help="how workers run (overrides the YAML's engine.runner.type)", show_default="the YAML's, else process"
+        ),
     ] = None,
     log_level: Annotated[
-        LogLevel | None, typer.Option(help="overrides the YAML's engine.runner.log_level [default: INFO]")
+        LogLevel | None,
+        typer.Option(help="overrides the YAML's engine.runner.log_level", show_default="the YAML's, else INFO"),
     ] = None,
     env_file: Annotated[Path | None, typer.Option(help="load environment variables from this file")] = None,
     reset: Annotated[bool, typer.Option("--reset", help="reset an incremental stream")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display or summary")] = False,
     role: Annotated[
         Role | None,
-        typer.Option(help="the half of a Kafka/RabbitMQ pipeline this machine runs [default: all]"),
+        typer.Option(help="the half of a Kafka/RabbitMQ pipeline this machine runs", show_default="all"),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="check the config, plan the splits and print them; move no data")
@@ -83,10 +93,13 @@ def run(
 ) -> None:
     """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
     log_file: str | None = None
+    pipeline = config.stem  # the pipeline's name, once its config is read: in every JSON log line
+    json_stderr = log_format == LogFormat.json and quiet  # the log's lines on stderr too, and nothing else
     try:
         from bizon_fast.engine.handles import start_fork_server
 
-        start_fork_server()  # its imports overlap config loading and planning
+        if not dry_run:  # a dry run starts no worker
+            start_fork_server()  # its imports overlap config loading and planning
 
         from bizon_fast.connectors.pipeline import load_config
         from bizon_fast.engine.launch import make_supervisor
@@ -101,18 +114,45 @@ def run(
             log_level=log_level.value if log_level else None,
             reset=reset,
             role=role.value if role else None,
+            metrics_port=metrics_port,
         )
+        if dry_run:  # plan and print; no lock, no job, nothing moved or written
+            from bizon_fast.cli.check import dry_run as print_dry_run
+
+            print_dry_run(cfg)
+            return
+        pipeline = cfg.name
         try:
             log_file = log_file_for(cfg.name)
         except OSError as exc:
             raise UserError(f"{LOG_DIR_ENV}: cannot create the run's log file: {exc}") from None
-        setup_logging(cfg.engine.runner.log_level, log_file)
-        summary = make_supervisor(cfg, progress=make_progress(quiet), log_file=log_file).run()
+        setup_logging(
+            cfg.engine.runner.log_level,
+            log_file,
+            log_format=log_format.value,
+            pipeline=pipeline,
+            json_stderr=json_stderr,
+        )
+        shown = make_progress(quiet, cfg.name, splits=progress == ProgressMode.splits)
+        summary = make_supervisor(
+            cfg, progress=shown, log_file=log_file, log_format=log_format.value, log_to_stderr=json_stderr
+        ).run()
     except BizonFastError as exc:
-        log_file = record_failure(log_file, config.stem, exc, with_traceback=False)
+        # a user error is one line by design; a failed job's worker traceback is in the log already
+        log_file = record_failure(
+            log_file, config.stem, exc, log_format=log_format.value, pipeline=pipeline, to_stderr=json_stderr
+        )
         raise fail(exc, log_file) from None
     except Exception as exc:  # a bug: one line on the console, the traceback in the log
-        log_file = record_failure(log_file, config.stem, exc, with_traceback=True)
+        log_file = record_failure(
+            log_file,
+            config.stem,
+            exc,
+            with_traceback=True,
+            log_format=log_format.value,
+            pipeline=pipeline,
+            to_stderr=json_stderr,
+        )
         raise internal_error(exc, log_file) from None
     if not quiet:
         print_summary(summary)

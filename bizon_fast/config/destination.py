@@ -84,6 +84,15 @@ class DestinationDetails(Strict):
     record_schemas: list[RecordSchemaConfig] | None = None
     authentication: dict[str, Any] | None = None
 
+    def describe_output(self, source_name: str, stream: str) -> str:
+        """Where the rows go, for the run's summary: a path or a table, never a credential.
+
+        Each destination's config says it, so the summary needs no connector-specific code; those that
+        derive a default target name it from ``source_name`` and ``stream``. This default names the
+        ``destination_id``, which is what most destinations write to.
+        """
+        return self.destination_id or f"{source_name}.{stream} (no destination_id)"
+
     @model_validator(mode="after")
     def _unnest_needs_schemas(self) -> DestinationDetails:
         """Unnesting writes the declared columns, so without ``record_schemas`` there is nothing to write."""

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from bizon_fast.config.blocks import Strict, as_mapping
 from bizon_fast.config.errors import require_dsn_or
+from bizon_fast.config.paths import LOCAL_PATH
 
 if TYPE_CHECKING:
     from bizon_fast.config.catalog import ConnectorCatalog
 
 
 class BackendDetails(Strict):
-    """``engine.backend.config`` for sqlite. ``schema_name`` is also accepted (bizon's README used it)."""
+    """``engine.backend.config`` for sqlite. ``schema_name`` is also accepted (bizon's README used it).
 
-    database: str = "bizon"
+    ``database`` is the sqlite file (``{database}.sqlite3``), relative to the pipeline file's folder.
+    """
+
+    database: Annotated[str, LOCAL_PATH] = "bizon"
     schema_name: str = Field("NOT_USED_IN_SQLITE", alias="schema")
     syncCursorInDBEvery: int = Field(10, ge=1)  # noqa: N815 - bizon's key
     echoEngine: bool = False  # noqa: N815 - bizon's key
 
 
+class InMemoryBackendDetails(BackendDetails):
+    """``sqlite_in_memory``: bizon's keys, accepted; there is no file, so ``database`` is only a name."""
+
+    database: str = "bizon"
+
+
 class PostgresBackendDetails(BackendDetails):
     """Postgres checkpoint backend: bizon's host/port/username/password, or a ``dsn`` instead."""
 
+    database: str = "bizon"  # a database name here, not a file
     schema_name: str = Field("public", alias="schema")
     host: str | None = None
     port: int = Field(5432, ge=1, le=65535)
@@ -47,12 +58,12 @@ class BigQueryBackendDetails(BackendDetails):
 
     database: str
     schema_name: str = Field(alias="schema")
-    service_account_key: str = Field("", repr=False)
+    service_account_key: Annotated[str, LOCAL_PATH] = Field("", repr=False)
 
 
 BACKEND_DETAILS: dict[str, type[BackendDetails]] = {
     "sqlite": BackendDetails,
-    "sqlite_in_memory": BackendDetails,
+    "sqlite_in_memory": InMemoryBackendDetails,
     "postgres": PostgresBackendDetails,
     "bigquery": BigQueryBackendDetails,
 }
@@ -265,12 +276,31 @@ class RunnerConfig(Strict):
         return as_mapping(value)
 
 
+class PrometheusConfig(Strict):
+    """``engine.monitoring.prometheus``: serve the run's metrics at ``http://host:port/metrics`` while it runs."""
+
+    port: int = Field(ge=0, le=65535, description="0: any free port (the URL is logged); --metrics-port overrides")
+    host: str = Field("127.0.0.1", min_length=1, description="the address to listen on; 0.0.0.0: every interface")
+
+
+class MonitoringConfig(Strict):
+    """``engine.monitoring``: the engine's own metrics (bizon's top-level ``monitoring:`` is Datadog, separate)."""
+
+    prometheus: PrometheusConfig | None = None
+
+    @field_validator("prometheus", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return as_mapping(value)  # ``prometheus:`` left empty asks for metrics: its missing port is the error
+
+
 class EngineConfig(Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
-    @field_validator("backend", "queue", "runner", mode="before")
+    @field_validator("backend", "queue", "runner", "monitoring", mode="before")
     @classmethod
     def _empty(cls, value: Any) -> Any:
         return as_mapping(value)

@@ -29,6 +29,7 @@ from bizon_fast.config.messages import (
     line_of,
     located,
 )
+from bizon_fast.config.paths import pipeline_folder, resolve_paths, resolve_source_file
 from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.config.secrets import LEGACY_ENV_PREFIX, SecretResolutionError, resolve_references
 from bizon_fast.config.transforms import compile_polars, compile_python, sql_syntax_error
@@ -84,18 +85,22 @@ def load_config(
     log_level: str | None = None,
     reset: bool = False,
     role: str | None = None,
+    metrics_port: int | None = None,
 ) -> PipelineConfig:
     """Read, resolve and validate the pipeline at ``path`` against the ``connectors`` this install has.
 
     ``reset`` (``--reset``) sets ``source.reset`` before validation, so its rules apply to it too.
 
     ``workers`` sets ``engine.runner.config.max_workers``, ``runner`` ``engine.runner.type``,
-    ``log_level`` ``engine.runner.log_level``, ``role`` ``engine.runner.config.role`` and
-    ``custom_source`` ``source.source_file_path`` --
+    ``log_level`` ``engine.runner.log_level``, ``role`` ``engine.runner.config.role``,
+    ``metrics_port`` ``engine.monitoring.prometheus.port`` and ``custom_source`` ``source.source_file_path`` --
     each only when given, so the YAML's own values otherwise stand (bizon's ``--runner`` default
     silently replaced the YAML's). Raises ConfigError for every user mistake.
+
+    Relative paths in the file are relative to the file's folder (:mod:`bizon_fast.config.paths`);
+    ``custom_source``, given on the command line, is relative to the working directory.
     """
-    overrides = _check_overrides(workers, runner, log_level, role)
+    overrides = _check_overrides(workers, runner, log_level, role, metrics_port)
     load_env_file(env_file)
     origin = str(path)
     text = _read_text(Path(path))
@@ -106,12 +111,14 @@ def load_config(
     except SecretResolutionError as exc:
         raise ConfigError(located(origin, positions, exc.path, exc.reason)) from None
     if custom_source is not None:
-        overrides.append((("source", "source_file_path"), str(custom_source)))
+        overrides.append((("source", "source_file_path"), os.path.abspath(custom_source)))
     if reset:
         overrides.append((("source", "reset"), True))
     for parts, value in overrides:
         _set_in(raw, parts, value)
-    return parse_config(raw, origin, connectors=connectors, positions=positions, original=original)
+    return parse_config(
+        raw, origin, connectors=connectors, positions=positions, original=original, base_dir=pipeline_folder(path)
+    )
 
 
 def parse_config(
@@ -121,6 +128,7 @@ def parse_config(
     connectors: ConnectorCatalog,
     positions: Positions | None = None,
     original: dict[str, Any] | None = None,
+    base_dir: str | Path | None = None,
 ) -> PipelineConfig:
     """Validate an already resolved config dict; ``positions`` and ``original`` improve the messages.
 
@@ -129,8 +137,14 @@ def parse_config(
 
     Beyond the models, every integer must fit in int64 and every transform must compile (see
     :func:`_integer_problems` and :func:`_transform_problems`), so neither fails the run later.
+
+    ``base_dir`` is the folder relative paths are resolved against (the YAML file's); None leaves
+    them as written, relative to the working directory.
     """
     positions = positions or {}
+    base = Path(os.path.abspath(base_dir)) if base_dir is not None else None
+    if base is not None:
+        raw = resolve_source_file(raw, base)
     try:
         cfg = PipelineConfig.model_validate(raw, context={CONTEXT_KEY: connectors})
     except ValidationError as exc:
@@ -146,6 +160,8 @@ def parse_config(
     if problems:
         problems.sort(key=lambda entry: entry[0])
         raise ConfigError("\n".join(text for _, text in problems[:MAX_REPORTED_ERRORS]))
+    if base is not None:
+        resolve_paths(cfg, base)
     return cfg
 
 
@@ -208,7 +224,11 @@ ROLES = ("all", "producer", "consumer")
 
 
 def _check_overrides(
-    workers: int | None, runner: str | None, log_level: str | None, role: str | None = None
+    workers: int | None,
+    runner: str | None,
+    log_level: str | None,
+    role: str | None = None,
+    metrics_port: int | None = None,
 ) -> list[tuple[tuple[str, ...], Any]]:
     """Validate the command-line values up front: their errors must name the option, not a YAML line."""
     overrides: list[tuple[tuple[str, ...], Any]] = []
@@ -229,6 +249,10 @@ def _check_overrides(
         if role not in ROLES:
             raise ConfigError(f"--role: expected one of {', '.join(ROLES)}, got {role!r}")
         overrides.append((("engine", "runner", "config", "role"), role))
+    if metrics_port is not None:
+        if isinstance(metrics_port, bool) or not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port: expected an integer from 0 to 65535, got {metrics_port!r}")
+        overrides.append((("engine", "monitoring", "prometheus", "port"), metrics_port))
     return overrides
 
 

@@ -47,6 +47,16 @@ class Destination(ABC):
     def check_connection(self) -> None:
         """Raise UserError with a clear message when the destination cannot be written (run by the supervisor)."""
 
+    def check(self) -> str:
+        """``bizon-fast check``: probe, writing nothing, that a run could write here; return what was reached.
+
+        Unlike ``check_connection`` (the run's, which may create the schema, a folder or a dataset), a probe
+        leaves no trace: it reads catalogs and privileges, or writes a temporary file it removes. Raise
+        (a UserError, ideally) with a clear message when a run would fail. Destinations that do not
+        override it have nothing to probe, and say so.
+        """
+        return "no probe for this destination (it defines no check())"
+
     def prepare(self, committed: dict[str, int]) -> None:
         """Supervisor, once per run: drop staged data of batches past each split's committed seq."""
 

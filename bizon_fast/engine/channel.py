@@ -17,6 +17,7 @@ import time
 from multiprocessing.connection import Connection
 
 from bizon_fast.engine import messages as m
+from bizon_fast.engine.logformat import LineHandler, formatter
 from bizon_fast.engine.spec import WorkerSpec
 
 POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
@@ -55,15 +56,21 @@ def setup_process(spec: WorkerSpec) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(spec.parent_pid, f"bf-{spec.role}-{spec.index}")
+    # the supervisor's format, into the supervisor's file (and on stderr for json with --quiet, or with no file)
+    fmt = formatter(spec.log_format, f"{spec.role}-{spec.index}", spec.context.pipeline)
     handlers: list[logging.Handler] = []
     if spec.log_file:
-        handlers.append(logging.FileHandler(spec.log_file))
+        handlers.append(LineHandler.append_to(spec.log_file))
+    if spec.log_to_stderr or not spec.log_file:
+        handlers.append(LineHandler(2, owned=False))
+    for handler in handlers:
+        handler.setFormatter(fmt)
     logging.basicConfig(
         level=getattr(logging, spec.log_level if spec.log_level != "TRACE" else "DEBUG", logging.INFO),
-        format=f"%(asctime)s %(levelname)s {spec.role}-{spec.index} %(name)s: %(message)s",
-        handlers=handlers or None,
+        handlers=handlers,
         force=True,
     )
+    logging.captureWarnings(True)  # a library's warning is a log line too, not a stray one on stderr
 
 
 class Channel:

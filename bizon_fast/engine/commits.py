@@ -35,6 +35,7 @@ class CommitLog:
         self.every = max(1, every)  # syncCursorInDBEvery: durable batches between commits
         self.streaming = streaming  # stream mode commits every batch
         self.on_commit = on_commit  # told the ledgers of every commit (stream mode: producers hear of it)
+        self.observer: Callable[[float, list[SplitLedger]], None] | None = None  # metrics: each commit's seconds
         self.ledgers: dict[str, SplitLedger] = {}
         self.dirty: set[str] = set()
         self.durable_since_commit = 0
@@ -108,7 +109,10 @@ class CommitLog:
         if not (force or due or self.streaming):
             return
         committed = [self.ledgers[s] for s in sorted(self.dirty)]
+        began = time.perf_counter()
         self.backend.commit_cursors(self.job_id, [led.committed for led in committed])
+        if self.observer is not None:
+            self.observer(time.perf_counter() - began, committed)
         if self.on_commit is not None:
             self.on_commit(committed)
         self.dirty.clear()

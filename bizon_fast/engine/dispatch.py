@@ -143,6 +143,7 @@ class RingDispatch:
             self.pool.recovered(w)
             self.slots.filled(w, msg.slot)
             self.commits.published(msg)
+            self.state.count_read(msg.split_id, msg.rows, msg.nbytes)
             self.ready.append(m.Deliver(msg.slot, msg.nbytes, msg.split_id, msg.seq, msg.rows))
             self.slots.top_up(w)
             self.dispatch()
@@ -206,6 +207,12 @@ class RingDispatch:
             if c.delivered and not c.flush_requested:
                 c.flush_requested = True
                 self.pool.send(c, m.Flush())
+
+    def ring_occupancy(self) -> tuple[int, int] | None:
+        """(slots in use, slots in the ring) for the metrics; None before the ring exists."""
+        if self.slots is None:
+            return None
+        return self.slots.size - len(self.slots.free), self.slots.size
 
     # ------------------------------------------------------------ stops and deaths
 

@@ -245,6 +245,7 @@ class BrokerDispatch:
         assert self.commits is not None
         if isinstance(msg, m.Sent):
             self.pool.recovered(w)
+            self.state.count_read(msg.split_id, msg.rows, msg.nbytes)
             if self.role == "producer":
                 self.state.count(msg.rows, msg.nbytes, 1)
         elif isinstance(msg, m.Wrote):

@@ -1,4 +1,4 @@
-"""What every part of a run reads and any may change: whether it stops or failed, and what it moved.
+"""What every part of a run reads and any may change: whether it stops or failed, what it read and wrote.
 
 The supervisor's parts (the worker pool, the commit log, a dispatch part) each own their state; these
 few facts are the run's own, shared by all of them, so they live in one small record instead of on the
@@ -7,7 +7,7 @@ supervisor that the parts would otherwise reach back into.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,6 +19,12 @@ class RunState:
     rows: int = 0  # rows written by this run
     nbytes: int = 0
     batches: int = 0
+    # read by this run: producers report a batch filled (the ring) or sent (a broker) long before a consumer's
+    # buffer is written, so progress follows these from the first batch; metrics export them too
+    rows_read: int = 0
+    bytes_read: int = 0
+    batches_read: int = 0
+    split_rows_read: dict[str, int] = field(default_factory=dict)  # split -> rows read by this run
 
     def fail(self, message: str, detail: str = "", *, resumable: bool = True, drain: bool = False) -> None:
         """Record a failure; the first one is the run's."""
@@ -31,3 +37,10 @@ class RunState:
         self.rows += rows
         self.nbytes += nbytes
         self.batches += batches
+
+    def count_read(self, split_id: str, rows: int, nbytes: int, batches: int = 1) -> None:
+        """A producer read ``batches`` of ``split_id`` (not yet written): the run's and the split's read totals."""
+        self.rows_read += rows
+        self.bytes_read += nbytes
+        self.batches_read += batches
+        self.split_rows_read[split_id] = self.split_rows_read.get(split_id, 0) + rows

@@ -54,6 +54,7 @@ def ring_layout(
 
 class SlotPool:
     def __init__(self, n_slots: int, send: Callable[[WorkerHandle, m.Msg], None]) -> None:
+        self.size = n_slots
         self.free: list[int] = list(range(n_slots - 1, -1, -1))
         self.waiting: deque[WorkerHandle] = deque()  # producers waiting for a slot
         self.send = send

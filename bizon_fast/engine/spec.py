@@ -38,6 +38,8 @@ class WorkerSpec(msgspec.Struct, kw_only=True):
     parent_pid: int
     log_level: str = "INFO"
     log_file: str | None = None
+    log_format: str = "text"  # "text" | "json": the supervisor's format, so the run's log file has one
+    log_to_stderr: bool = False  # json with --quiet: every line also on stderr, for a log collector
     threaded: bool = False
     incremental: IncrementalRun | None = None  # producers: the watermark to read after (incremental mode)
     streaming: bool = False  # stream mode: a batch per page, written and committed one by one

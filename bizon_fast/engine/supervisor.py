@@ -36,7 +36,8 @@ from bizon_fast.engine.dispatch import RingDispatch
 from bizon_fast.engine.handles import WorkerHandle
 from bizon_fast.engine.job import ResolvedJob, fingerprint
 from bizon_fast.engine.ledger import SplitLedger
-from bizon_fast.engine.progress import Progress
+from bizon_fast.engine.metrics import RunMetrics
+from bizon_fast.engine.progress import Progress, SplitProgress
 from bizon_fast.engine.run_state import RunState
 from bizon_fast.engine.slots import MiB
 from bizon_fast.engine.spec import WorkerSpec
@@ -93,6 +94,8 @@ class RunSummary:
     producers: int
     consumers: int
     delivery: str = ""  # what the destination's capabilities promise: exactly-once or at-least-once
+    output: str = ""  # where the rows went (a path, a table), as the destination's config describes it
+    log_file: str | None = None  # this run's log
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,11 +110,15 @@ class Supervisor:
         *,
         progress: Progress,
         log_file: str | None = None,
+        log_format: str = "text",
+        log_to_stderr: bool = False,
         dispatch: DispatchFactory = RingDispatch,
     ) -> None:
         self.cfg = cfg
         self.progress = progress
         self.log_file = log_file
+        self.log_format = log_format  # the workers write the supervisor's format (engine/logformat.py)
+        self.log_to_stderr = log_to_stderr
         runner = cfg.engine.runner
         self.threaded = runner.type == "thread" or cfg.engine.queue.type == "python_queue"
         self.streaming = inc.is_streaming(cfg)  # continuous: a batch per page, each written and committed
@@ -123,6 +130,7 @@ class Supervisor:
         self.state = RunState()
         self.pool = WorkerPool(max_restarts=runner.config.max_restarts, threaded=self.threaded)
         self.dispatch = dispatch(cfg, self.state, self.pool, progress)
+        self.metrics = RunMetrics(cfg, self.state, self.pool, self.dispatch, note=progress.note)
         self.backend: Any = None
         self.job: JobRecord | None = None
         self.context: DestinationContext | None = None
@@ -134,6 +142,11 @@ class Supervisor:
     # ------------------------------------------------------------ the run, step by step
 
     def run(self) -> RunSummary:
+        """Run the job; ``/metrics`` is served for all of it when asked for (a port in use: before any job)."""
+        with self.metrics.serving():
+            return self._run()
+
+    def _run(self) -> RunSummary:
         started = time.monotonic()  # the CLI started the fork server already, so its imports overlap planning
         splits, total_rows = self._plan_splits()
         backend = self.backend = create_backend(self.cfg.engine.backend)
@@ -151,7 +164,9 @@ class Supervisor:
             # a user error or a bug after the job was created: record it, so the job is not left "running"
             if self.job is not None:
                 with contextlib.suppress(Exception):
-                    backend.set_job_status(self.job.id, JobStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
+                    backend.set_job_status(
+                        self.job.id, JobStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000], restarts=self._restarts()
+                    )
             raise
         finally:
             self.progress.stop()
@@ -166,6 +181,10 @@ class Supervisor:
     def _commits(self) -> CommitLog:
         assert self.commits is not None
         return self.commits
+
+    def _restarts(self) -> int:
+        """The job's worker restarts over all its attempts, recorded with its final status (`bizon-fast jobs`)."""
+        return (self._job.restarts or 0) + self.pool.restarts
 
     def _plan_splits(self) -> tuple[list[Any], int | None]:
         """Check the source, and list its splits (before any job exists: a failure here leaves no trace)."""
@@ -211,6 +230,7 @@ class Supervisor:
         on_commit = self._tell_producers if self.streaming else None
         self.commits = CommitLog(backend, job.id, every=every, streaming=self.streaming, on_commit=on_commit)
         self.commits.load([s.id for s in splits], resolved.cursors)
+        self.metrics.watch(self.commits, job)
         destination = build_destination(self.cfg.destination.name, self.dest_cfg, self.context)
         self.delivery = destination.capabilities.delivery()  # declared by the destination, read here once
         log.info("destination %s, delivery: %s", self.cfg.destination.name, self.delivery)
@@ -234,7 +254,7 @@ class Supervisor:
         pending = [s.id for s in splits if not commits[s.id].done]
         producers = min(self.cfg.engine.runner.config.producer_count(), max(1, len(pending)))
         consumers = self.cfg.engine.runner.config.consumer_count()
-        self.progress.start(total_rows, commits.committed_rows())
+        self.progress.start(total_rows, commits.committed_rows(), self._split_progress(splits))
         try:
             if pending:
                 self._run_workers(producers, consumers)
@@ -245,11 +265,29 @@ class Supervisor:
         self.progress.stop()
         return producers, consumers
 
+    def _split_progress(self, splits: list[Any]) -> Callable[[], list[SplitProgress]]:
+        """``--progress splits``: per split, rows read (committed before this run + read by it), committed, done.
+
+        Read from the commit log's ledgers and the read counts dispatch keeps: no backend call, and the
+        display asks at most every ``progress.SPLITS_EVERY_S``.
+        """
+        commits, read = self._commits, self.state.split_rows_read
+        before = {s.id: commits[s.id].committed.rows for s in splits}
+        totals = {s.id: s.total_rows for s in splits}
+
+        def snapshot() -> list[SplitProgress]:
+            return [
+                SplitProgress(sid, rows + read.get(sid, 0), commits[sid].committed.rows, totals[sid], commits[sid].done)
+                for sid, rows in before.items()
+            ]
+
+        return snapshot
+
     def _end_if_failed_or_interrupted(self, backend: Any) -> None:
         job = self._job
         if self.state.failure is not None:
             message, _ = self.state.failure
-            backend.set_job_status(job.id, JobStatus.FAILED, message[:2000])
+            backend.set_job_status(job.id, JobStatus.FAILED, message[:2000], restarts=self._restarts())
             where = f"; log: {self.log_file}" if self.log_file else ""
             hint = (
                 "Run the same command to resume."
@@ -259,7 +297,7 @@ class Supervisor:
             )
             raise JobFailed(f"job {job.id} failed: {message}{where}. {hint}")
         if self.interrupts:
-            backend.set_job_status(job.id, JobStatus.CANCELLED, "interrupted")
+            backend.set_job_status(job.id, JobStatus.CANCELLED, "interrupted", restarts=self._restarts())
             raise Interrupted(
                 f"Interrupted: {self._commits.committed_rows()} rows committed for job {job.id}. "
                 "Run the same command to resume where it stopped."
@@ -273,7 +311,7 @@ class Supervisor:
         fault_point("supervisor.after_publish")  # published, job still running: a rerun must publish nothing twice
         destination.close()
         inc.finish(backend, self.cfg, self.plan, self.job, cursors)
-        backend.set_job_status(self._job.id, JobStatus.SUCCEEDED)
+        backend.set_job_status(self._job.id, JobStatus.SUCCEEDED, restarts=self._restarts())
 
     def _summary(self, started: float, resumed: bool, splits: int, producers: int, consumers: int) -> RunSummary:
         return RunSummary(
@@ -290,6 +328,8 @@ class Supervisor:
             producers=producers,
             consumers=consumers,
             delivery=self.delivery,
+            output=self.cfg.destination.config.describe_output(self.cfg.source.name, self.cfg.source.stream),
+            log_file=self.log_file,
             extra={"recovery_s": self.pool.recoveries},
         )
 
@@ -313,6 +353,8 @@ class Supervisor:
             parent_pid=os.getpid(),
             log_level=self.cfg.engine.runner.log_level,
             log_file=self.log_file,
+            log_format=self.log_format,
+            log_to_stderr=self.log_to_stderr,
             threaded=self.threaded,
             incremental=self.plan.run if self.plan else None,
             streaming=self.streaming,
@@ -404,14 +446,16 @@ class Supervisor:
         if self.pool.spare is None and self.state.batches:
             self._ensure_spare()  # once the workers are busy, not competing with their start
         self._commits.commit()
-        self.progress.update(self.state.rows, self.state.nbytes)
+        self.progress.update(self.state.rows_read, self.state.rows, self.state.bytes_read, self.state.nbytes)
+        self.metrics.update()
 
     def _handle(self, w: WorkerHandle, msg: m.Msg) -> None:
         if self.dispatch.handle(w, msg):
             return
         if isinstance(msg, m.Failed):
-            # the CLI prints the one-line error; the traceback belongs in the log file only
-            log.error("%s failed: %s\n%s", w.name, msg.error, msg.detail, extra={"console": False})
+            # the CLI prints the one-line error; the worker logged its traceback (engine/worker.py) into the same
+            # log just before it sent this message: one line here, so the log holds the traceback once
+            log.error("%s failed: %s (its traceback is logged above)", w.name, msg.error, extra={"console": False})
             self.state.fail(msg.error, msg.detail, resumable=msg.resumable, drain=w.role == "producer")
         elif isinstance(msg, m.Started):
             self.pool.started(w, msg)

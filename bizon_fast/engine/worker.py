@@ -86,7 +86,7 @@ def worker_main(conn: Connection, spec_bytes: bytes) -> None:
         pass
     except BaseException as exc:  # noqa: BLE001 - everything goes to the supervisor, which decides
         detail = traceback.format_exc()
-        log.error("%s-%d failed: %s\n%s", spec.role, spec.index, exc, detail)
+        log.error("%s-%d failed: %s", spec.role, spec.index, exc, exc_info=True)  # the traceback as a record's
         with contextlib.suppress(SupervisorGone):
             resumable = not isinstance(exc, (UserError, DataError))
             chan.send(m.Failed(f"{type(exc).__name__}: {exc}", detail, resumable))

@@ -48,6 +48,7 @@ class WorkerPool:
         self.workers: list[WorkerHandle] = []
         self.spare: WorkerHandle | None = None  # a warmed-up process that replaces a crashed worker at once
         self.restarts = 0
+        self.stalls = 0  # workers killed for going silent while holding work (check_stalls)
         self.crashes: dict[tuple[str, int], int] = {}
         self.due: list[Restart] = []
         self.died_at: dict[tuple[str, int], float] = {}
@@ -191,6 +192,7 @@ class WorkerPool:
                 holding,
             )
             w.stalled = True
+            self.stalls += 1
             w.kill()
 
     # ------------------------------------------------------------ the end

@@ -85,3 +85,8 @@ class Source(ABC):
     def label(self) -> str:
         """What this source reads, as messages name it (a table name, say)."""
         return f"stream {self.stream!r}"
+
+    def endpoint(self) -> str | None:
+        """The server it reads from (``host:port/database``, brokers), never a credential, for
+        ``bizon-fast check``; None when the source reads no server or ``label`` says it all."""
+        return None

@@ -67,6 +67,25 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, extra: dict[str, A
                 raise UserError(f"engine.queue.config.queue.topic: cannot create topic '{topic}': {exc}") from exc
 
 
+def probe(bootstrap: str, topic: str, extra: dict[str, Any], timeout: float = 5) -> str:
+    """``bizon-fast check``: reach the brokers and look the topic up (created by a run, never here)."""
+    ck = _kafka()
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: librdkafka's own connection errors would flood stderr; the one line below says it
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **extra})
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except ck.KafkaException as exc:
+        raise UserError(
+            f"engine.queue.config.queue.bootstrap_server: cannot reach Kafka at {bootstrap}: {exc}"
+        ) from None
+    found = metadata.topics.get(topic)
+    state = "to be created" if found is None or found.error else f"{len(found.partitions)} partitions"
+    brokers = len(metadata.brokers)
+    return f"{bootstrap} ({brokers} broker{'' if brokers == 1 else 's'}), topic {topic} ({state})"
+
+
 class KafkaSender(BrokerSender):
     def __init__(self, bootstrap: str, topic: str, extra: dict[str, Any], max_message_bytes: int) -> None:
         ck = _kafka()

@@ -61,6 +61,30 @@ def connect(url: str) -> Any:
         raise UserError(f"engine.queue.config.queue: cannot connect to RabbitMQ at {url}: {exc!r}") from exc
 
 
+def probe(url: str, where: str, base: str) -> str:
+    """``bizon-fast check``: connect and look the first queue up passively (a run declares them, not this).
+
+    ``where`` names the broker in messages (``host:port/vhost``): the url carries the password.
+    """
+    pika = _pika()
+    try:
+        params = pika.URLParameters(url)
+        params.socket_timeout = params.blocked_connection_timeout = 5
+        params.connection_attempts = 1
+        conn = pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as exc:
+        raise UserError(f"engine.queue.config.queue: cannot connect to RabbitMQ at {where}: {exc!r}") from None
+    try:
+        try:
+            conn.channel().queue_declare(queue=f"{base}.0", passive=True)
+            state = "exist"
+        except pika.exceptions.ChannelClosedByBroker:
+            state = "to be created"
+    finally:
+        conn.close()
+    return f"{where}, queues {base}.* ({state})"
+
+
 def declare_queues(url: str, base: str, partitions: int) -> None:
     conn = connect(url)
     try:

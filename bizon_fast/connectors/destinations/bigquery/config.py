@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from bizon_fast.config.blocks import Strict
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import BigQueryRecordSchemaConfig, DestinationDetails, TimePartitioningType
+from bizon_fast.config.paths import LOCAL_PATH
 
 
 class BigQueryAuthentication(Strict):
-    service_account_key: str = Field("", repr=False)
+    service_account_key: Annotated[str, LOCAL_PATH] = Field("", repr=False)  # a key file (or its JSON)
 
 
 class BigQueryDetails(DestinationDetails):
@@ -31,6 +32,19 @@ class BigQueryDetails(DestinationDetails):
     table_prefix: str = "_bizon_"
     record_schemas: list[BigQueryRecordSchemaConfig] | None = None
     authentication: BigQueryAuthentication | None = None
+
+    def describe_output(self, source_name: str, stream: str) -> str:
+        return table_of(self, source_name, stream)
+
+
+def table_of(details: DestinationDetails, source_name: str, stream: str) -> str:
+    """``project.dataset.table`` of a BigQuery destination, by the rule the destinations use themselves
+    (``destination_id``, else bizon's ``{table_prefix}{source}_{stream}``): the summary's ``output``."""
+    from bizon_fast.connectors.destinations.bigquery.staged import StagedBigQueryDestination
+    from bizon_fast.destination.base import DestinationContext
+
+    naming = DestinationContext(job_id="", pipeline="", source_name=source_name, stream=stream, sync_mode="")
+    return StagedBigQueryDestination.table_ref(details, naming)
 
 
 #: the model of ``destination.config``

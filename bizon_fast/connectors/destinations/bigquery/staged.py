@@ -304,6 +304,28 @@ class StagedBigQueryDestination(Destination):
         except gexc.GoogleAPIError as exc:
             raise UserError(f"{KEY}: cannot reach BigQuery dataset {dataset}: {exc}") from None
 
+    def check(self) -> str:
+        """Read only (``bizon-fast check``): the dataset exists, or ``create_dataset`` will make it; the target
+        table is looked up, not created."""
+        from google.api_core import exceptions as gexc
+
+        dataset = self.table_id.rsplit(".", 1)[0]
+        try:
+            self.client.get_dataset(dataset, retry=bqclient.retry())
+            try:
+                table = self.client.get_table(self.table_id, retry=bqclient.retry())
+            except gexc.NotFound:
+                return f"dataset {dataset}, table {self.table_id} (new)"
+        except gexc.NotFound:
+            if not getattr(self.config, "create_dataset", False):
+                raise UserError(
+                    f"{KEY}.dataset_id: dataset {dataset} does not exist (create it, or set create_dataset: true)"
+                ) from None
+            return f"dataset {dataset} (to be created: create_dataset), table {self.table_id} (new)"
+        except gexc.GoogleAPIError as exc:
+            raise UserError(f"{KEY}: cannot reach BigQuery dataset {dataset}: {exc}") from None
+        return f"dataset {dataset}, table {self.table_id} (exists, {len(table.schema)} columns)"
+
     def _published_table(self) -> str:
         return f"{self.table_id.rsplit('.', 1)[0]}.{PUBLISHED}"
 

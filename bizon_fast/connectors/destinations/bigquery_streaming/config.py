@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from bizon_fast.config.blocks import Strict, as_mapping
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import BigQueryRecordSchemaConfig, DestinationDetails, TimePartitioningType
-from bizon_fast.connectors.destinations.bigquery.config import BigQueryAuthentication
+from bizon_fast.connectors.destinations.bigquery.config import BigQueryAuthentication, table_of
 
 
 class TimePartitioning(Strict):
@@ -28,6 +28,9 @@ class BigQueryStreamingDetails(DestinationDetails):
     table_prefix: str = "_bizon_"
     record_schemas: list[BigQueryRecordSchemaConfig] | None = None
     authentication: BigQueryAuthentication | None = None
+
+    def describe_output(self, source_name: str, stream: str) -> str:
+        return table_of(self, source_name, stream)
 
     @field_validator("time_partitioning", mode="before")
     @classmethod

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.config.paths import PIPELINE_FOLDER
+from bizon_fast.connectors.destinations.file.file_io import json_target
 
 
 class FileDestinationDetails(DestinationDetails):
@@ -19,6 +23,24 @@ class FileDestinationDetails(DestinationDetails):
         description="fsync every part file and directory change: writes already survive a process crash "
         "(atomic renames); fsync makes them survive a power loss or kernel crash too, at a throughput cost",
     )
+    base_dir: Annotated[str | None, PIPELINE_FOLDER] = Field(
+        None,
+        description="the folder a relative destination_id is written in (relative to the pipeline file); "
+        "default: the pipeline file's folder (the working directory for a config not read from a file)",
+    )
+
+    def target_path(self, stream: str) -> Path:
+        """Where the output is published: ``destination_id`` (stream mode without one: the stream's name)
+        under ``base_dir``, as the NDJSON file or the Parquet dataset folder."""
+        base = self.destination_id or stream
+        name = base if self.format == "parquet" else json_target(base)
+        return Path(os.path.abspath(os.path.join(self.base_dir or os.getcwd(), name)))
+
+    def describe_output(self, source_name: str, stream: str) -> str:
+        """The absolute path of the published output and its format (the target the destination computes)."""
+        if self.format == "parquet":
+            return f"{self.target_path(stream)}/ (Parquet dataset)"
+        return f"{self.target_path(stream)} (NDJSON)"
 
 
 #: the model of ``destination.config``

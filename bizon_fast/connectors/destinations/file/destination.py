@@ -1,6 +1,7 @@
 """The ``file`` destination: bizon-compatible NDJSON or a Parquet dataset, effectively-once.
 
-Output (``destination.config.destination_id`` is the path, relative to the working directory):
+Output (``destination.config.destination_id`` is the path, relative to ``base_dir``: by default the folder of
+the pipeline file, see :mod:`bizon_fast.config.paths`):
 
 - ``format: json``  -> ``{destination_id}.json`` (kept as is when it already ends in .json/.jsonl/.ndjson),
   one line per record with bizon's envelope columns, or only the declared columns with ``unnest``.
@@ -15,7 +16,10 @@ Staging (the crash-safety contract). Next to the target, a hidden directory hold
         <job_id>.ready[.tmp]                   json publish: the complete new target, before its swap
         <job_id>.old                           parquet full refresh: the previous dataset, set aside
 
-(``split_id`` and ``job_id`` are percent-encoded when they hold characters unsafe in a file name.)
+(``split_id`` and ``job_id`` appear as written when they hold only ``[A-Za-z0-9_-]``; any other id is shown
+with the other characters replaced by ``_`` and followed by ``.`` and a hash of the id, e.g. ``key000:0:125000``
+-> ``key000_0_125000.f72f8e15364e``: readable, safe in any file system, and still one name per id. See
+:func:`file_label`.)
 
 - ``write`` writes one part to a temporary name, deletes parts of the same split whose seq range
   overlaps (left by a consumer that died after writing but before reporting), then renames the part
@@ -47,7 +51,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import quote, unquote
 
 import msgspec
 import pyarrow as pa
@@ -63,7 +66,7 @@ from bizon_fast.connectors.destinations.envelope import (
     unnest,
 )
 from bizon_fast.connectors.destinations.file.config import CAPABILITIES, FileDestinationDetails
-from bizon_fast.connectors.destinations.file.file_io import append_file, json_target
+from bizon_fast.connectors.destinations.file.file_io import append_file, file_label, label_in_name
 from bizon_fast.connectors.destinations.file.file_stream import StreamAppender
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
@@ -79,18 +82,23 @@ _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def part_name(split_id: str, first_seq: int, last_seq: int, ext: str) -> str:
-    return f"part-{quote(split_id, safe='')}-{first_seq:010d}-{last_seq:010d}.{ext}"
+    """The part holding seqs ``first_seq..last_seq`` of ``split_id``: ``part-<split label>-<first>-<last>.<ext>``."""
+    return f"part-{file_label(split_id)}-{first_seq:010d}-{last_seq:010d}.{ext}"
 
 
 def parse_part(name: str, ext: str) -> tuple[str, int, int] | None:
-    """``(split_id, first_seq, last_seq)`` of a part file name, None for anything else."""
+    """``(split label, first_seq, last_seq)`` of a part file name (see :func:`file_label`), None for anything else.
+
+    A name staged by an older version, which percent-encoded the split id, gives the label of that id,
+    so a job staged before an upgrade resumes with its parts recognised.
+    """
     if not (name.startswith("part-") and name.endswith(f".{ext}")):
         return None
     split, _, rest = name[len("part-") : -len(ext) - 1].rpartition("-")
     split, _, first = split.rpartition("-")
     if not (split and first.isdigit() and rest.isdigit()):
         return None
-    return unquote(split), int(first), int(rest)
+    return label_in_name(split), int(first), int(rest)
 
 
 def disk_error(exc: OSError, path: Path | str, doing: str) -> StepFailed:
@@ -176,12 +184,10 @@ class FileDestination(Destination):
         self.streaming = context.sync_mode == "stream"
         if not config.destination_id and not self.streaming:
             raise UserError("destination.config.destination_id: the file destination needs the output path")
-        base_id = config.destination_id or context.stream
         self.ext = "parquet" if config.format == "parquet" else "ndjson"
-        target = base_id if config.format == "parquet" else json_target(base_id)
-        self.target = Path(os.path.abspath(target))
+        self.target = config.target_path(context.stream)
         self.staging_root = self.target.parent / f".{self.target.name}.bizon-fast"
-        job = quote(context.job_id, safe="")
+        job = file_label(context.job_id)
         self.job_dir = self.staging_root / job
         self.ready = self.staging_root / f"{job}.ready"
         self.aside = self.staging_root / f"{job}.old"
@@ -207,6 +213,30 @@ class FileDestination(Destination):
         if self.config.format == "parquet" and self.target.exists() and not self.target.is_dir():
             raise UserError(f"destination.config.destination_id: {self.target} exists and is not a directory")
 
+    def check(self) -> str:
+        """Probe the output folder without creating it: its nearest existing ancestor must take a file
+        (a temporary one, removed at once), and the target must be of the right kind."""
+        key = "destination.config.destination_id"
+        parquet = self.config.format == "parquet"
+        if parquet and self.target.exists() and not self.target.is_dir():
+            raise UserError(f"{key}: {self.target} exists and is not a directory")
+        if not parquet and self.target.is_dir():
+            raise UserError(f"{key}: {self.target} is a directory, not a file")
+        folder = existing = self.target.parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UserError(f"{key}: cannot create {folder}: {existing} is not a directory")
+        probe = existing / f".bizon-fast-check-{uuid.uuid4().hex}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"{key}: cannot write in {existing}: {exc.strerror or exc}") from None
+        state = "exists" if self.target.exists() else "new"
+        created = "" if existing == folder else f", folder to be created under {existing}"
+        return f"{self.target} ({self.config.format}, {state}{created}), writable"
+
     def prepare(self, committed: dict[str, int]) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         mine = {self.job_dir.name, self.ready.name, self.aside.name}
@@ -216,9 +246,10 @@ class FileDestination(Destination):
                     logger.info("file destination: removing stale staging %s", entry)
                     _remove(entry)
         if self.job_dir.is_dir():
+            committed_by_label = {file_label(split): seq for split, seq in committed.items()}
             for entry in self.job_dir.iterdir():
                 part = parse_part(entry.name, self.ext)
-                if entry.name.startswith(TMP_PREFIX) or (part and part[1] > committed.get(part[0], -1)):
+                if entry.name.startswith(TMP_PREFIX) or (part and part[1] > committed_by_label.get(part[0], -1)):
                     _remove(entry)
         elif not any(seq >= 0 for seq in committed.values()) and not (self.ready.exists() or self.aside.exists()):
             # Nothing is durable yet, so nothing was published: an empty run must publish an empty table.
@@ -261,9 +292,10 @@ class FileDestination(Destination):
                     raise disk_error(exc, tmp, "writing") from None
                 raise
             fault_point("file.mid_part_write")  # the part is in its temporary file, not renamed into place
+            label = file_label(split_id)
             for entry in self._parts():
                 split, first, last = entry[1]
-                if split == split_id and first <= last_seq and last >= first_seq and (rows == 0 or entry[0] != name):
+                if split == label and first <= last_seq and last >= first_seq and (rows == 0 or entry[0] != name):
                     (self.job_dir / entry[0]).unlink(missing_ok=True)
             if rows:
                 os.replace(tmp, self.job_dir / name)

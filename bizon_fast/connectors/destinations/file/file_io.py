@@ -1,16 +1,48 @@
 """Naming and copying of the ``file`` destination's output files, shared by its batch and stream modes.
 
-Both modes (``file.py`` and ``file_stream.py``) name a json target the same way and append staged parts to
-it the same way. These helpers live here, apart from either mode, so that ``file.py`` can import its stream
-mode without ``file_stream.py`` importing ``file.py`` back.
+Both modes (``destination.py`` and ``file_stream.py``) put ids in file names, name a json target and append
+staged parts to it the same way. These helpers live here, apart from either mode, so that ``destination.py`` can
+import its stream mode without ``file_stream.py`` importing ``destination.py`` back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import unquote
+
+#: ids made only of these characters are used in file names as written
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: what file_label returns: a plain id, or a cleaned prefix, "." and 12 hex digits
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}|[A-Za-z0-9._-]{0,48}\.[0-9a-f]{12}")
+
+
+def file_label(ident: str) -> str:
+    """A split or job id as it appears in file names: readable, file-system safe, one label per id.
+
+    A plain id (letters, digits, ``_``, ``-``; at most 64 characters) is its own label. Any other gets
+    its unsafe characters replaced by ``_`` (the last 48 characters kept: a file path's tail names the
+    file), then ``.`` and 12 hex digits of a hash of the whole id. Plain labels hold no ``.``, so a plain
+    id never equals another id's hashed label; two ids share a label only if their hashes collide (48 bits).
+    Deterministic: a replay of a (split, seq range) names the same file, which is what makes it replace
+    the file it rewrites.
+    """
+    if _PLAIN_ID.fullmatch(ident):
+        return ident
+    digest = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+    return f"{_UNSAFE.sub('_', ident)[-48:].lstrip('_')}.{digest}"
+
+
+def label_in_name(text: str) -> str:
+    """The label a file name holds: ``text`` itself, or, for a name staged by an older version (which
+    percent-encoded the id), the label of that id; so a job staged before an upgrade resumes with its files."""
+    return text if _LABEL.fullmatch(text) else file_label(unquote(text))
+
 
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 #: copy_file_range moves at most this many bytes per call (the kernel caps a call near 2 GiB anyway)

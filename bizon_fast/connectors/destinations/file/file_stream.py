@@ -33,13 +33,12 @@ import os
 import uuid
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from bizon_fast.connectors.destinations.file.config import FileDestinationDetails
-from bizon_fast.connectors.destinations.file.file_io import append_file, json_target
+from bizon_fast.connectors.destinations.file.file_io import append_file, file_label, json_target
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.source.records import is_source_records
 
@@ -143,7 +142,7 @@ class StreamAppender:
         return view
 
     def _marker(self, split_id: str) -> Path:
-        return self.owner.job_dir / f"{MARKER_PREFIX}{quote(split_id, safe='')}.seq"
+        return self.owner.job_dir / f"{MARKER_PREFIX}{file_label(split_id)}.seq"
 
     def _appended_through(self, split_id: str) -> int:
         try:
@@ -185,7 +184,7 @@ class StreamAppender:
                 return
             if view.config.format == "parquet":
                 view.target.mkdir(parents=True, exist_ok=True)
-                name = f"part-{quote(self.owner.context.job_id, safe='')}-{quote(key, safe='')}"
+                name = f"part-{file_label(self.owner.context.job_id)}-{file_label(key)}"
                 os.replace(tmp, view.target / f"{name}-{first_seq:010d}-{last_seq:010d}.parquet")
                 return
             fd = os.open(view.target, os.O_WRONLY | os.O_CREAT, 0o644)

@@ -9,6 +9,10 @@ from bizon_fast.config.destination import DestinationDetails
 class LoggerDestinationDetails(DestinationDetails):
     dummy: str = "bizon"
 
+    def describe_output(self, source_name: str, stream: str) -> str:
+        """Records become log lines: in the run's log (and on the console when workers are threads)."""
+        return "the run's log, a line per record"
+
 
 #: the model of ``destination.config``
 CONFIG_CLASS = LoggerDestinationDetails

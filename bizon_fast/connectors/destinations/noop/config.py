@@ -7,7 +7,9 @@ from bizon_fast.config.destination import DestinationDetails
 
 
 class NoopDestinationDetails(DestinationDetails):
-    pass
+    def describe_output(self, source_name: str, stream: str) -> str:
+        """Nothing is kept: say so, so a summary is never mistaken for a load."""
+        return "discarded (noop destination)"
 
 
 #: the model of ``destination.config``

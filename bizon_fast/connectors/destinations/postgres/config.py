@@ -31,6 +31,13 @@ class PostgresDestinationDetails(DestinationDetails):
         require_dsn_or(self, ("host", "database", "username"))
         return self
 
+    def describe_output(self, source_name: str, stream: str) -> str:
+        """``host:port/database schema.table``: the server as the connection rules resolve it, no user or password."""
+        from bizon_fast.clients import postgres as pgconn
+
+        schema, table = pgconn.split_name(self.destination_id or stream, self.schema_name)
+        return f"{pgconn.where(pgconn.conninfo_of(self))} {schema}.{table}"
+
 
 #: the model of ``destination.config``
 CONFIG_CLASS = PostgresDestinationDetails

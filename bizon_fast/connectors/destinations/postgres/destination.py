@@ -281,6 +281,44 @@ class PostgresDestination(Destination):
     def check_connection(self) -> None:
         self._tx(self._ddl, "creating the destination's bookkeeping tables", watch=True)
 
+    def check(self) -> str:
+        """Read the catalog only (no DDL): the schema exists or may be created, tables may be created in it
+        (the stage), and an existing target may be replaced (full refresh: its owner) or appended to."""
+        where = pgconn.where(self.info)
+        with pgconn.connect(self.info, key=KEY, autocommit=True) as conn:
+            user, may_create_schema = conn.execute(
+                "SELECT current_user, has_database_privilege(current_database(), 'CREATE')"
+            ).fetchone()
+            row = conn.execute(
+                "SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if row is None:
+                if not may_create_schema:
+                    raise UserError(f"{where}: schema {self.schema!r} does not exist and {user} may not create it")
+                return f"{where} table {self.destination} (new; schema {self.schema!r} to be created)"
+            if not row[0]:
+                raise UserError(f"{where}: {user} may not create tables in schema {self.schema!r} (the stage)")
+            target = conn.execute(
+                "SELECT c.relkind, pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'INSERT'),"
+                " array(SELECT attname::text FROM pg_attribute WHERE attrelid = c.oid AND attnum > 0"
+                " AND NOT attisdropped) FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                (self.target,),
+            ).fetchone()
+        if target is None:
+            return f"{where} table {self.destination} (new)"
+        kind, owner, may_insert, columns = target
+        if kind not in ("r", "p"):
+            raise UserError(f"{where}: {self.destination} exists and is not a table (relkind {kind!r})")
+        if self.context.sync_mode == "full_refresh" and not owner:
+            raise UserError(f"{where}: a full refresh replaces {self.destination}, which {user} does not own")
+        if self.context.sync_mode != "full_refresh":
+            if not may_insert:
+                raise UserError(f"{where}: {user} may not insert into {self.destination}")
+            missing = [name for name, _ in self.declared or [] if name not in columns]
+            if missing:
+                raise UserError(f"{where}: {self.destination} has no column {', '.join(missing)} (record_schemas)")
+        return f"{where} table {self.destination} (exists, {len(columns)} columns)"
+
     def prepare(self, committed: dict[str, int]) -> None:
         """Remove this job's writes past each split's committed seq (and of splits no longer planned)."""
 

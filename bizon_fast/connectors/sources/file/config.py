@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bizon_fast.config.paths import LOCAL_PATH
 from bizon_fast.config.source import SourceConfig
 
 Format = Literal["auto", "parquet", "csv", "ndjson"]
@@ -55,7 +56,9 @@ class FileSourceConfig(SourceConfig):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="local path, file://, s3:// or gs:// URI; *, ?, [..] and ** globs")
+    path: Annotated[str, LOCAL_PATH] = Field(
+        description="local path (relative to the pipeline file), file://, s3:// or gs:// URI; *, ?, [..] and ** globs"
+    )
     format: Format = Field("auto", description="auto: by extension (.parquet/.pq, .csv, .json/.jsonl/.ndjson)")
     csv: CsvOptions = Field(default_factory=CsvOptions)
     column_types: dict[str, str] = Field(
@@ -79,7 +82,9 @@ class FileSourceConfig(SourceConfig):
     session_token: str | None = Field(None, repr=False)
     anonymous: bool = False
     project: str | None = Field(None, description="GCS project")
-    credentials: str | None = Field(None, repr=False, description="GCS service account key: a file path or its JSON")
+    credentials: Annotated[str | None, LOCAL_PATH] = Field(
+        None, repr=False, description="GCS service account key: a file path or its JSON"
+    )
 
     @model_validator(mode="after")
     def _modes(self) -> FileSourceConfig:

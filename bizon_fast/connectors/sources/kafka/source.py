@@ -191,6 +191,9 @@ class KafkaSource(Source):
             )
         return {t.name: sorted(cluster.topics[t.name].partitions) for t in cfg.topics}
 
+    def endpoint(self) -> str | None:
+        return self.config.bootstrap_servers
+
     def check_connection(self) -> tuple[bool, str | None]:
         consumer = self._consumer()
         try:

@@ -324,6 +324,9 @@ class PostgresSource(Source):
             return "source.query"
         return ".".join(pgconn.split_name(self.config.stream, self.config.schema_name))
 
+    def endpoint(self) -> str | None:
+        return pgconn.where(self.info)
+
     # ------------------------------------------------------------ reading (producer)
 
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
