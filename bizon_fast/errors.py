@@ -20,9 +20,31 @@ class ConfigError(UserError):
 
 
 class JobFailed(BizonFastError):
-    """The job ran and failed (source or destination error, restart budget spent): exit 1."""
+    """The job ran and failed (source or destination error, restart budget spent): exit 1.
+
+    What failed travels with it, for the outcome bizon users read (``run --result-json``, bizon's status
+    line: ``cli/result.py``): ``part`` is ``producer`` or ``consumer`` (a worker of that role failed the
+    job: the source, or the transforms and destination), ``source`` (its check, before any job) or None;
+    ``error`` the first failure as the worker reported it (``<ExceptionType>: <message>``); ``job_id`` and
+    ``rows`` (committed for the job) once a job exists.
+    """
 
     exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        part: str | None = None,
+        error: str | None = None,
+        job_id: str | None = None,
+        rows: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.part = part
+        self.error = error
+        self.job_id = job_id
+        self.rows = rows
 
 
 class DataError(JobFailed):

@@ -156,7 +156,8 @@ def test_failing_transform_fails_the_job_and_publishes_nothing(tmp_path: Path, c
     res = cli("run", _write(tmp_path, config))
     assert res.returncode == 1
     error = [line for line in res.stderr.splitlines() if not line.startswith("progress:")]
-    assert len(error) == 1, res.stderr
+    assert len(error) == 2, res.stderr  # bizon-fast's line, then bizon's own status line
+    assert error[1] == "Pipeline finished with status Failure (Producer: killed_by_runner, Consumer: transform_error)"
     assert "Error applying transformation" in error[0] and "fake_variable" in error[0]
     # the transform raises on the data: a rerun as is cannot succeed, so no resume hint
     assert "Run the same command" not in error[0] and "A rerun as is fails the same way" in error[0]
@@ -232,7 +233,7 @@ def test_source_and_stream_listings(tmp_path: Path, cli) -> None:
         "[Full refresh only] - plants",
     ]
     missing = cli("stream", "list", "nope")
-    assert missing.returncode == 0 and missing.stdout.strip() == "Source nope not found."
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: Source nope not found; available: ")
 
 
 # ---------------------------------------------------------------- 10: config validation

@@ -133,9 +133,10 @@ def test_a_worker_failure_logs_its_traceback_and_the_console_stays_one_line(tmp_
     config = _write(tmp_path, f"name: logs\n{DUMMY}{RAISING}destination: {{name: noop}}\n")
     res = cli("run", config, "--quiet", "--runner", runner, timeout=120)
     assert res.returncode == 1, res.stderr
-    [line] = res.stderr.strip().splitlines()
+    [line, status] = res.stderr.strip().splitlines()  # bizon-fast's one line, then bizon's status line (cli/result.py)
     log = _log(tmp_path)
     assert line.startswith("Error: job ") and "transform exploded" in line and str(log) in line, line
+    assert status == "Pipeline finished with status Failure (Producer: killed_by_runner, Consumer: transform_error)"
     text = log.read_text()
     # the worker's own report, its traceback down to the transform's line, then the supervisor's and the CLI's
     worker = text.index(" ERROR consumer-")

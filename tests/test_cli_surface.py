@@ -67,3 +67,19 @@ def test_shell_completion_is_installable_and_completes_commands() -> None:
         env={"_BIZON_FAST_COMPLETE": "complete_bash", "COMP_WORDS": "bizon-fast run --runner ", "COMP_CWORD": "3"}
     )
     assert options.stdout.split() == ["thread", "process", "stream"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "p.yml", "--role", "everything"], "Error: Invalid value for '--role': 'everything' is not one of"),
+        (["run"], "Error: Missing argument 'config'. (see: bizon-fast run --help)"),
+        (["nope"], "Error: No such command 'nope'. (see: bizon-fast --help)"),
+        (["run", "p.yml", "--workers", "0"], "Error: Invalid value for '--workers' / '-w': 0 is not in the range x>=1"),
+    ],
+)
+def test_bad_command_line_input_is_one_line_exit_2(args: list[str], expected: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(expected), result.stderr

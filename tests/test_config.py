@@ -435,7 +435,8 @@ def test_unknown_source_lists_the_available_ones(tmp_path: Path) -> None:
 
 def test_bizon_source_without_a_bizon_fast_connector_says_so(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, SYNTHETIC.replace("name: synthetic", "name: hubspot")))
-    assert "source.name: bizon's source 'hubspot' is not available in bizon-fast; available: " in message
+    expected = "source.name: 'hubspot' is one of bizon's sources: pip install 'bizon-fast[bizon]' brings it; "
+    assert expected in message
 
 
 def test_unknown_stream_lists_the_source_streams(tmp_path: Path) -> None:

@@ -208,9 +208,10 @@ def test_file_json_unnest(tmp_path: Path) -> None:
         file_dest(tmp_path, unnest=True, record_schemas=[{"destination_id": "other", "record_schema": schema}])
 
 
-def test_file_needs_destination_id(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="destination.config.destination_id"):
-        FileDestination(FileDestinationDetails(), context())
+def test_file_without_destination_id_writes_the_streams_name(tmp_path: Path) -> None:
+    """bizon 0.6.4 accepts a file destination without destination_id (its file_incremental example)."""
+    dest = FileDestination(FileDestinationDetails(base_dir=str(tmp_path)), context())
+    assert dest.target == tmp_path / "creatures.json"
 
 
 # ---------------------------------------------------------------- file: staging contract

@@ -33,7 +33,10 @@ engine: {{queue: {{config: {{batch_size_mb: 0.01}}}}, runner: {{config: {{max_wo
     res = cli("run", "p.yml", "--quiet")
     assert res.returncode == 1, res.stderr
     assert "source exploded" in res.stderr and "log:" in res.stderr and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    # one line, then bizon's status line (cli/result.py)
+    assert res.stderr.strip().splitlines()[1:] == [
+        "Pipeline finished with status Failure (Producer: source_error, Consumer: source_error)"
+    ], res.stderr
     assert not (tmp_path / "out" / "numbers.json").exists(), "a failed full refresh must publish nothing"
     [(job_id, status, attempt, error)] = job_rows(tmp_path)
     assert status == "failed" and "source exploded" in error
@@ -219,7 +222,7 @@ engine: {queue: {config: {batch_size_mb: 0.01}}, runner: {config: {max_workers: 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
+    assert lines[1:] == ["Pipeline finished with status Failure (Producer: source_error, Consumer: source_error)"], err
     assert "more than a ring slot" in lines[0] and "engine.queue.config.batch_size_mb" in lines[0]
     assert "Run the same command" not in lines[0] and "A rerun as is fails the same way" in lines[0]
     assert job_rows(tmp_path)[0][1] == "failed"

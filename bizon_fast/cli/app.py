@@ -5,13 +5,17 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Annotated
 
+import click
 import typer
 
-from bizon_fast.cli import compat, jobs
+from bizon_fast.cli import compat, jobs, state, validate
 from bizon_fast.cli.check import check
 from bizon_fast.cli.logs import record_failure
 from bizon_fast.cli.output import internal_error
 from bizon_fast.cli.run import run
+
+#: what typer raises for bad command-line input: click's exceptions, which typer >= 0.28 vendors as its own
+USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
 app = typer.Typer(no_args_is_help=True, help="bizon-fast: fast, crash-safe extract and load.")
 
@@ -47,12 +51,27 @@ app.command()(run)
 app.command()(check)
 compat.register(app)  # bizon's source / stream / secrets command groups
 app.add_typer(jobs.app, name="jobs")  # past runs: `jobs [FILE]`, `jobs show JOB_ID`
+app.add_typer(state.app, name="state")  # `state import FILE`: bizon's state carried over
+app.add_typer(validate.config_app, name="config")  # bizon's `config validate FILE`
 
 
 def main() -> None:
     """The console entry point; an exception no command handled is still one line, its traceback in a log."""
     try:
-        app(prog_name="bizon-fast")  # the same name in help and completion, however it was started
+        # the same name in help and completion, however it was started; errors handled below, not by typer
+        code = app(prog_name="bizon-fast", standalone_mode=False)
+    except USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # `bizon-fast`, `bizon-fast jobs` alone: the help, as typer would print it
+        else:  # a bad option or argument: one line, like every other user error (typer would draw a box)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        raise SystemExit(1) from None
     except Exception as exc:  # noqa: BLE001 - the last resort: `run` handles its own
         log_file = record_failure(None, "bizon-fast", exc, with_traceback=True)
         raise SystemExit(internal_error(exc, log_file).exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

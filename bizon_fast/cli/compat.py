@@ -30,31 +30,40 @@ def _error(message: str, code: int = 1) -> typer.Exit:
 
 @source_app.command("list")
 def source_list() -> None:
-    """List available sources."""
+    """List available sources: bizon-fast's own, then bizon's (with the bizon extra), marked as such."""
     from bizon_fast.connectors.discovery import discover_all
 
     typer.echo("Retrieving available sources...")
     sources = discover_all()
     typer.echo("Available sources:")
     for name, info in sources.items():
-        if info.error is not None:
-            typer.echo(f"{name} - NOT AVAILABLE, run 'pip install bizon-fast[{name}]' to install missing dependencies.")
+        if info.origin == "missing":
+            typer.echo(f"{name} - NOT AVAILABLE, run \"pip install 'bizon-fast[bizon]'\" to install bizon's sources.")
+        elif info.error is not None:
+            extra = "bizon" if info.origin == "bizon" else name
+            typer.echo(
+                f"{name} - NOT AVAILABLE, run 'pip install bizon-fast[{extra}]' to install missing dependencies."
+            )
+        elif info.origin == "bizon":
+            typer.echo(f"{name} - {info.available_streams} (bizon's)")
+        elif info.shadows_bizon:
+            typer.echo(f"{name} - {info.available_streams} (bizon-fast's; used instead of bizon's {name})")
         else:
             typer.echo(f"{name} - {info.available_streams}")
 
 
 @stream_app.command("list")
 def stream_list(source_name: Annotated[str, typer.Argument(help="a source name, as in `source list`")]) -> None:
-    """List available streams for a source."""
-    from bizon_fast.connectors.discovery import builtin_source_names, describe
+    """List available streams for a source; an unknown source exits 2."""
+    from bizon_fast.connectors.discovery import all_source_names, describe
 
-    if source_name not in builtin_source_names():
-        typer.echo(f"Source {source_name} not found.")
-        return
     info = describe(source_name)
+    if info.origin == "missing":
+        if info.error and info.error.startswith("unknown source"):
+            raise _error(f"Source {source_name} not found; available: {', '.join(all_source_names())}", 2)
+        raise _error(str(info.error), 2)
     if info.error is not None:
-        typer.echo(f"Source {source_name} is not available: {info.error}")
-        return
+        raise _error(f"Source {source_name} is not available: {info.error}")
     typer.echo(f"Available streams for {source_name}:")
     for stream in info.streams:
         mode = "[Supports incremental]" if stream.supports_incremental else "[Full refresh only]"

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bizon_fast.engine.logformat import TEXT, LineHandler, formatter, from_worker_thread
+from bizon_fast.engine.logformat import CONSOLE_LOGGER, TEXT, LineHandler, formatter, from_worker_thread
 from bizon_fast.errors import Interrupted, JobFailed, UserError
 
 LOG_DIR_ENV = "BIZON_FAST_LOG_DIR"
@@ -100,7 +100,8 @@ def setup_logging(
 
     The console gets warnings as plain lines, without the workers' (thread workers log in this process;
     worker processes log to the file only), or, with ``json_stderr`` (``--log-format json --quiet``),
-    exactly the file's lines and nothing else.
+    exactly the file's lines and nothing else. The ``logger`` destination's records are printed too, bare,
+    whichever process logs them (worker processes: ``engine/channel.py``), as bizon prints them.
     """
     level_no = getattr(logging, "DEBUG" if level == "TRACE" else level, logging.INFO)
     root = logging.getLogger()
@@ -125,7 +126,7 @@ def setup_logging(
         root.addHandler(console)
     logging.captureWarnings(True)  # a library's warning is a log line too, not a stray one on stderr
     # the logger destination prints records: it is the point of that destination (json --quiet: as JSON, above)
-    dest_logger = logging.getLogger("bizon_fast.destination.logger")
+    dest_logger = logging.getLogger(CONSOLE_LOGGER)
     dest_logger.handlers.clear()
     if level_no <= logging.INFO and not json_stderr:
         info = logging.StreamHandler(sys.stderr)

@@ -1,16 +1,21 @@
 """``bizon-fast run``: load the pipeline, run it under the supervisor, print the summary.
 
-User errors print one line and exit 2; a failed job exits 1 and names its log.
+User errors print one line and exit 2; a failed job exits 1 and names its log, and prints bizon's status line
+(``Pipeline finished with status Failure (...)``) after it for bizon users' alerting. ``--result-json`` writes
+the outcome in bizon 0.6.4's fields (``cli/result.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from bizon_fast.cli import result as outcome
 from bizon_fast.cli.logs import LOG_DIR_ENV, log_file_for, record_failure, setup_logging
 from bizon_fast.cli.output import fail, internal_error, print_summary
 from bizon_fast.errors import BizonFastError, UserError
@@ -90,11 +95,26 @@ def run(
     progress: Annotated[
         ProgressMode, typer.Option(help="bar: one bar for the job; splits: also one line per split")
     ] = ProgressMode.bar,
+    result_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--result-json",
+            dir_okay=False,
+            help="write the run's outcome here as JSON, in bizon's fields; it reads `running` until the run ends, "
+            "so a run killed from outside leaves that behind",
+        ),
+    ] = None,
 ) -> None:
     """Run a pipeline. Running the same command again resumes an interrupted or failed job."""
     log_file: str | None = None
     pipeline = config.stem  # the pipeline's name, once its config is read: in every JSON log line
     json_stderr = log_format == LogFormat.json and quiet  # the log's lines on stderr too, and nothing else
+    try:
+        results = outcome.ResultFile(result_json)  # `running` from now on
+    except UserError as exc:
+        raise fail(exc) from None
+    configured = False  # the config loaded: a failure before that is bizon's `config` class
+    stream = runner == Runner.stream  # bizon's stream runner reports one status, `stream`, not two sides
     try:
         from bizon_fast.engine.handles import start_fork_server
 
@@ -120,7 +140,10 @@ def run(
             from bizon_fast.cli.check import dry_run as print_dry_run
 
             print_dry_run(cfg)
+            results.write(outcome.dry_run())
             return
+        configured = True
+        stream = cfg.engine.runner.type == Runner.stream.value
         pipeline = cfg.name
         try:
             log_file = log_file_for(cfg.name)
@@ -137,12 +160,22 @@ def run(
         summary = make_supervisor(
             cfg, progress=shown, log_file=log_file, log_format=log_format.value, log_to_stderr=json_stderr
         ).run()
+        results.write(outcome.success(summary, stream=stream))
     except BizonFastError as exc:
+        ended = outcome.failure(exc, configured=configured, stream=stream)
+        status_line = ended.status_line()
+        if status_line:  # logged as bizon logs it: in the file, and as a JSON line on stderr with json --quiet
+            logging.getLogger("bizon_fast.cli").error("%s", status_line, extra={"console": False})
         # a user error is one line by design; a failed job's worker traceback is in the log already
         log_file = record_failure(
             log_file, config.stem, exc, log_format=log_format.value, pipeline=pipeline, to_stderr=json_stderr
         )
-        raise fail(exc, log_file) from None
+        with contextlib.suppress(UserError):  # an unwritable result file must not hide the run's own error
+            results.write(ended)
+        error = fail(exc, log_file)
+        if status_line and not json_stderr:  # kept beside bizon-fast's line: bizon users' alerting greps it
+            typer.echo(status_line, err=True)
+        raise error from None
     except Exception as exc:  # a bug: one line on the console, the traceback in the log
         log_file = record_failure(
             log_file,
@@ -153,6 +186,8 @@ def run(
             pipeline=pipeline,
             to_stderr=json_stderr,
         )
+        with contextlib.suppress(UserError):
+            results.write(outcome.failure(exc, configured=configured, stream=stream))
         raise internal_error(exc, log_file) from None
     if not quiet:
         print_summary(summary)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 ALIAS = "bizon"
 COMPAT_PACKAGE = "bizon_fast.compat.bizon"
@@ -43,12 +44,26 @@ def real_bizon_available() -> bool:
     module = sys.modules.get(ALIAS)
     if module is not None:
         return not module.__name__.startswith(COMPAT_PACKAGE)
+    return real_bizon_root() is not None
+
+
+def real_bizon_root() -> Path | None:
+    """The folder of an installed bizon, None when there is none (or it is this compatibility package).
+
+    bizon 0.6.4 ships ``bizon/`` without an ``__init__.py``: it is a namespace package, so a folder is
+    bizon when it holds ``source/source.py`` (a stray ``bizon/`` folder in the working directory does not).
+    """
+    module = sys.modules.get(ALIAS)
+    if module is not None and module.__name__.startswith(COMPAT_PACKAGE):
+        return None
     try:
         spec = importlib.util.find_spec(ALIAS)
     except (ImportError, ValueError):
-        return False
-    # a plain ``bizon/`` folder in the working directory is a namespace package, not bizon
-    return spec is not None and spec.origin not in (None, "namespace")
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "source" / "source.py").is_file():
+            return Path(location)
+    return None
 
 
 def install_bizon_alias() -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from bizon_fast.config.blocks import Strict
+from bizon_fast.config.blocks import Strict, as_mapping
 from bizon_fast.config.capabilities import NO_CAPABILITIES
 from bizon_fast.config.catalog import ConnectorCatalog, catalog_from
 from bizon_fast.config.errors import fail
@@ -53,6 +53,24 @@ BigQueryColumnType = Literal[
     "TIMESTAMP",
 ]
 TimePartitioningType = Literal["DAY", "HOUR", "MONTH", "YEAR"]
+
+
+class TimePartitioning(Strict):
+    """A BigQuery table's time partitioning: the window and the column (bizon 0.6.4's ``{type, field}``).
+
+    ``field: null`` (bizon's ingestion-time partitioning) is refused: bizon-fast publishes with
+    ``CREATE TABLE ... AS SELECT``, which cannot make an ingestion-time partitioned table, and a
+    key accepted but not honoured would leave a table partitioned differently than configured.
+    """
+
+    type: TimePartitioningType = "DAY"
+    field: str = "_bizon_loaded_at"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_window(cls, value: Any) -> Any:
+        """The historical bare window (``time_partitioning: DAY``) means ``{type: DAY}``."""
+        return {"type": value} if isinstance(value, str) else as_mapping(value)
 
 
 class BigQueryColumn(DestinationColumn):

@@ -74,6 +74,15 @@ def read_raw_config(path: str | Path, *, env_file: str | Path | None = None) -> 
     return _substitute_legacy_env(raw, str(path), positions)
 
 
+def read_pipeline_file(path: str | Path) -> tuple[dict[str, Any], Positions]:
+    """The YAML as written (references and ``BIZON_ENV_*`` untouched) and the line of every key.
+
+    ``config validate --skip-references`` validates this, so that CI without access to secrets can
+    check a config; everything else goes through :func:`load_config`.
+    """
+    return _parse_yaml(_read_text(Path(path)), str(path))
+
+
 def load_config(
     path: str | Path,
     *,

@@ -5,6 +5,10 @@ custom-source file with ``ast``, takes every class whose base is a plain name as
 module and keeps the concrete candidates that are sources and have streams; the first one serving the stream
 wins. A bizon-style class is wrapped by :func:`~bizon_fast.source.bizon_adapter.adapter_for` so the engine
 only ever sees the native :class:`~bizon_fast.source.base.Source` contract.
+
+bizon's own built-in sources (``bizon/connectors/sources/<name>/src``) are found the same way when a
+real bizon is installed (``pip install 'bizon-fast[bizon]'``): bizon is GPL-3.0, so bizon-fast ships none
+of its code and only imports it from the user's environment. A native connector wins a name clash.
 """
 
 from __future__ import annotations
@@ -23,6 +27,22 @@ from bizon_fast.source.base import Source
 from bizon_fast.source.bizon_adapter import adapter_for, is_bizon_source_class
 
 SOURCES_PACKAGE = "bizon_fast.connectors.sources"
+BIZON_SOURCES_PACKAGE = "bizon.connectors.sources"
+#: the install that brings bizon's built-in sources
+BIZON_EXTRA = "pip install 'bizon-fast[bizon]'"
+#: bizon 0.6.4's built-in sources, named even where bizon is not installed
+BIZON_SOURCE_NAMES = (
+    "cycle",
+    "dummy",
+    "gbif",
+    "gsheets",
+    "hubspot",
+    "kafka",
+    "notion",
+    "periscope",
+    "pokeapi",
+    "sana_ai",
+)
 
 
 def candidate_class_names(path: Path) -> list[str]:
@@ -113,6 +133,74 @@ def builtin_source_classes(name: str) -> list[type[Source]]:
     return classes
 
 
+def bizon_sources_root() -> Path | None:
+    """``bizon/connectors/sources`` of the installed bizon; None without one."""
+    from bizon_fast.compat import real_bizon_root
+
+    root = real_bizon_root()
+    if root is None or not (root / "connectors" / "sources").is_dir():
+        return None
+    return root / "connectors" / "sources"
+
+
+def bizon_source_names() -> list[str]:
+    """bizon's built-in sources of the installed bizon (bizon's rule: a folder with a ``src/``), shadowed ones too."""
+    root = bizon_sources_root()
+    if root is None:
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "src").is_dir() and not p.name.startswith(("_", ".")))
+
+
+def bizon_source_classes(name: str) -> list[type[Source]]:
+    """Every source class of bizon's built-in source ``name``, wrapped in the adapter (bizon's discovery rule).
+
+    An ImportError (a library of bizon's extra is missing) propagates, as for native connectors.
+    """
+    root = bizon_sources_root()
+    if root is None:
+        raise ImportError(f"bizon is not installed: {BIZON_EXTRA} brings bizon's source '{name}'")
+    src = root / name / "src"
+    classes: list[type[Source]] = []
+    for path in sorted(src.rglob("*.py")):
+        if not candidate_class_names(path):
+            continue
+        dotted = ".".join(path.relative_to(src).with_suffix("").parts)
+        module = importlib.import_module(f"{BIZON_SOURCES_PACKAGE}.{name}.src.{dotted}")
+        classes += [cls for cls in source_classes_in(module, path) if cls not in classes]
+    return classes
+
+
+def source_origin(name: str) -> str | None:
+    """Who serves source ``name``: ``"native"`` (bizon-fast's folder, which wins a clash), ``"bizon"``, or None."""
+    if name in builtin_source_names():
+        return "native"
+    if name in bizon_source_names():
+        return "bizon"
+    return None
+
+
+def all_source_names() -> list[str]:
+    """Every source a pipeline can name here: bizon-fast's folders and the installed bizon's sources."""
+    return sorted(set(builtin_source_names()) | set(bizon_source_names()))
+
+
+def source_classes_by_name(name: str) -> list[type[Source]]:
+    """The classes of source ``name`` from whoever serves it (:func:`source_origin`); [] for an unknown name."""
+    origin = source_origin(name)
+    if origin == "native":
+        return builtin_source_classes(name)
+    if origin == "bizon":
+        return bizon_source_classes(name)
+    return []
+
+
+def missing_bizon_source(name: str) -> str | None:
+    """The one line for a bizon source name that this install cannot serve (bizon not installed), else None."""
+    if name in BIZON_SOURCE_NAMES and source_origin(name) is None:
+        return f"'{name}' is one of bizon's sources: {BIZON_EXTRA} brings it"
+    return None
+
+
 def custom_source_classes(path: str) -> list[type[Source]]:
     return source_classes_in(load_custom_file(path), Path(path))
 
@@ -140,6 +228,11 @@ class SourceInfo:
     name: str
     streams: list[StreamInfo] = field(default_factory=list)
     error: str | None = None  # why it is not available (an ImportError)
+    #: "native" (bizon-fast's connector), "bizon" (the installed bizon's, through the adapter) or
+    #: "missing" (one of bizon's names, bizon not installed)
+    origin: str = "native"
+    #: a native connector whose name the installed bizon also uses: bizon's is not used
+    shadows_bizon: bool = False
 
     @property
     def available_streams(self) -> list[str]:
@@ -147,11 +240,16 @@ class SourceInfo:
 
 
 def describe(name: str) -> SourceInfo:
+    """What ``source list`` / ``stream list`` say about ``name`` (an unknown name comes back as "missing")."""
+    origin = source_origin(name)
+    if origin is None:
+        return SourceInfo(name, error=missing_bizon_source(name) or f"unknown source '{name}'", origin="missing")
+    shadows = origin == "native" and name in bizon_source_names()
     try:
-        classes = builtin_source_classes(name)
+        classes = source_classes_by_name(name)
     except ImportError as exc:
-        return SourceInfo(name, error=str(exc))
-    info = SourceInfo(name)
+        return SourceInfo(name, error=str(exc), origin=origin, shadows_bizon=shadows)
+    info = SourceInfo(name, origin=origin, shadows_bizon=shadows)
     for cls in classes:
         for stream in cls.streams():
             if stream not in info.available_streams:
@@ -160,4 +258,6 @@ def describe(name: str) -> SourceInfo:
 
 
 def discover_all() -> dict[str, SourceInfo]:
-    return {name: describe(name) for name in builtin_source_names()}
+    """Every source ``source list`` shows: the servable ones, and bizon's names this install lacks."""
+    names = sorted(set(all_source_names()) | set(BIZON_SOURCE_NAMES))
+    return {name: describe(name) for name in names}

@@ -1,7 +1,9 @@
 """Find connectors by name: their config models and capabilities cheaply, their classes lazily.
 
 A connector is a folder. Sources are the folders of ``connectors/sources/`` (``config.py``,
-``source.py``, ``example.yml``; a custom source file is loaded from its path). Destinations are the folders of
+``source.py``, ``example.yml``; a custom source file is loaded from its path), then the installed
+bizon's built-in sources, by their bizon names (``pip install 'bizon-fast[bizon]'``; a native folder
+wins a name clash). Destinations are the folders of
 ``connectors/destinations/``: each folder's ``config.py`` declares ``CONFIG_CLASS`` (the model of
 ``destination.config``) and ``CAPABILITIES``, light modules that config validation reads without
 importing the implementation; its ``destination.py`` holds the class, imported only to run.
@@ -29,11 +31,15 @@ from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import DestinationDetails
 from bizon_fast.config.source import BizonSourceConfig, SourceConfig, SourceLookupError
 from bizon_fast.connectors.discovery import (
+    BIZON_EXTRA,
     SOURCES_PACKAGE,
-    builtin_source_classes,
+    all_source_names,
     builtin_source_names,
     custom_source_classes,
+    missing_bizon_source,
     pick,
+    source_classes_by_name,
+    source_origin,
 )
 from bizon_fast.destination.base import Destination
 from bizon_fast.errors import UserError
@@ -43,9 +49,6 @@ DESTINATIONS_PACKAGE = "bizon_fast.connectors.destinations"
 PLUGIN_ENV = "BIZON_FAST_DESTINATIONS"
 PLUGIN_GROUP = "bizon_fast.destinations"
 
-#: bizon's other built-in sources, named in the error when a pipeline asks for one
-BIZON_ONLY_SOURCES = ("cycle", "gbif", "gsheets", "hubspot", "notion", "periscope", "pokeapi", "sana_ai")
-
 _REGISTRY_ERROR = re.compile(r"^source\.(\w+): (.*)$", re.DOTALL)
 
 
@@ -53,8 +56,21 @@ _REGISTRY_ERROR = re.compile(r"^source\.(\w+): (.*)$", re.DOTALL)
 
 
 def source_names() -> list[str]:
-    """Built-in connectors: the folders of ``connectors/sources`` that have a ``config.py``."""
+    """Every source a pipeline can name: the folders of ``connectors/sources`` and the installed bizon's sources."""
+    return all_source_names()
+
+
+def native_source_names() -> list[str]:
+    """bizon-fast's own source connectors: the folders of ``connectors/sources`` that have a ``config.py``."""
     return builtin_source_names()
+
+
+def _unknown_source(name: str) -> str:
+    available = ", ".join(source_names())
+    missing = missing_bizon_source(name)
+    if missing is not None:
+        return f"{missing}; available: {available}"
+    return f"unknown source '{name}'; available: {available}"
 
 
 def source_class(name: str, stream: str, source_file_path: str | None = None) -> type[Source]:
@@ -65,9 +81,9 @@ def source_class(name: str, stream: str, source_file_path: str | None = None) ->
     """
     if source_file_path:
         return pick(custom_source_classes(source_file_path), name, stream)
-    if name not in source_names():
-        raise UserError(f"source.name: unknown source '{name}'; available: {', '.join(source_names())}")
-    return pick(builtin_source_classes(name), name, stream)
+    if source_origin(name) is None:
+        raise UserError(f"source.name: {_unknown_source(name)}")
+    return pick(source_classes_by_name(name), name, stream)
 
 
 def source_config_class(name: str, stream: str, source_file_path: str | None = None) -> type[SourceConfig]:
@@ -76,14 +92,11 @@ def source_config_class(name: str, stream: str, source_file_path: str | None = N
     A built-in whose code cannot be imported (an optional library is missing) is validated with
     the model its folder's ``config.py`` declares (``CONFIG_CLASS``, for ``STREAMS``), else with
     bizon's common keys, so ``config check`` works without the extra; running it fails clearly.
+    One of bizon's sources has no such declaration: it needs its code (bizon's extra) to validate.
     """
-    if not source_file_path and name not in source_names():
-        available = ", ".join(source_names())
-        if name in BIZON_ONLY_SOURCES:
-            raise SourceLookupError(
-                "name", f"bizon's source '{name}' is not available in bizon-fast; available: {available}"
-            )
-        raise SourceLookupError("name", f"unknown source '{name}'; available: {available}")
+    origin = None if source_file_path else source_origin(name)
+    if not source_file_path and origin is None:
+        raise SourceLookupError("name", _unknown_source(name))
     try:
         return source_class(name, stream, source_file_path).get_config_class()
     except UserError as exc:
@@ -93,6 +106,10 @@ def source_config_class(name: str, stream: str, source_file_path: str | None = N
     except ImportError as exc:
         if source_file_path:
             raise SourceLookupError("source_file_path", f"cannot import {source_file_path}: {exc}") from None
+        if origin == "bizon":
+            raise SourceLookupError(
+                "name", f"bizon's source '{name}' cannot be imported ({exc}); install it with {BIZON_EXTRA}"
+            ) from None
         return _declared_source_config(name, stream)
     except Exception as exc:  # noqa: BLE001 - a user's custom source file failed to load
         if source_file_path:

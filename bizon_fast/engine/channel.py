@@ -17,7 +17,7 @@ import time
 from multiprocessing.connection import Connection
 
 from bizon_fast.engine import messages as m
-from bizon_fast.engine.logformat import LineHandler, formatter
+from bizon_fast.engine.logformat import CONSOLE_LOGGER, LineHandler, formatter
 from bizon_fast.engine.spec import WorkerSpec
 
 POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
@@ -70,6 +70,14 @@ def setup_process(spec: WorkerSpec) -> None:
         handlers=handlers,
         force=True,
     )
+    printed = logging.getLogger(CONSOLE_LOGGER)
+    printed.handlers.clear()
+    if spec.log_file and not spec.log_to_stderr:  # otherwise every line is on stderr already
+        # the logger destination's records on the console too, as the supervisor prints a thread worker's
+        # (cli/logs.py): stderr is the supervisor's, inherited, and one os.write a line keeps lines whole
+        console = LineHandler(2, owned=False)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        printed.addHandler(console)
     logging.captureWarnings(True)  # a library's warning is a log line too, not a stray one on stderr
 
 

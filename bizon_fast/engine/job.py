@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
+from bizon_fast.checkpoint.bizon_state import carry_over
 from bizon_fast.cursor import Cursor
 
 log = logging.getLogger("bizon_fast.job")
@@ -55,6 +56,17 @@ def resolve_job(
     total_rows: int | None,
     force_new: bool,
 ) -> ResolvedJob:
+    # a pipeline bizon ran, new to bizon-fast: import bizon's last success and interrupted job (bizon_state.py)
+    carry_over(
+        backend,
+        name=name,
+        source_name=source_name,
+        stream=stream,
+        sync_mode=str(getattr(sync_mode, "value", sync_mode)),
+        fingerprint=fp,
+        total_rows=total_rows,
+        resume=not force_new,
+    )
     old = backend.find_unfinished_job(name, source_name, stream)
     if old is not None:
         if force_new:

@@ -28,6 +28,10 @@ TEXT = "text"
 JSON = "json"
 FORMATS = (TEXT, JSON)
 
+#: the logger whose records are printed on the console as well as logged, by every process of a run: the
+#: ``logger`` destination's (bizon's debugging sink prints a line per record; that is the point of it)
+CONSOLE_LOGGER = "bizon_fast.destination.logger"
+
 _encode = msgspec.json.Encoder().encode
 
 

@@ -84,6 +84,22 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> ThreadingWSGISer
     return server
 
 
+def split_lags(commits: CommitLog, reading: set[str]) -> tuple[dict[str, int], int]:
+    """Rows read but not yet committed of each active split (being read, or read and not all committed), and
+    how many splits are done. Shared by the Prometheus gauges and the Datadog metrics (engine/datadog.py)."""
+    lags: dict[str, int] = {}
+    done = 0
+    for sid, led in commits.ledgers.items():
+        if led.done:
+            done += 1
+            continue
+        lag = led.published_rows - led.committed.rows
+        if sid not in reading and lag <= 0:
+            continue
+        lags[sid] = max(0, lag)
+    return lags, done
+
+
 class _Families:
     """The run's metric families in one private registry (their names are documented in docs/operations.md)."""
 
@@ -212,9 +228,9 @@ class RunMetrics:
 
     def watch(self, commits: CommitLog, job: JobRecord) -> None:
         """The job is known and its ledgers loaded: time its commits, label the run with it."""
+        self.commits = commits  # read by the Datadog metrics too (engine/datadog.py), served or not
         if self.families is None:
             return
-        self.commits = commits
         commits.observer = self._committed
         self.work_started = time.monotonic()
         self._label_job(job.id)
@@ -286,17 +302,10 @@ class RunMetrics:
         """Per-split lag of the active splits (being read, or read and not all committed); done ones drop out."""
         assert self.families is not None and self.commits is not None
         f = self.families
-        active: set[str] = set()
-        done = 0
-        for sid, led in self.commits.ledgers.items():
-            if led.done:
-                done += 1
-                continue
-            lag = led.published_rows - led.committed.rows
-            if sid not in reading and lag <= 0:
-                continue
-            active.add(sid)
-            f.split_lag_rows.labels(sid).set(max(0, lag))
+        lags, done = split_lags(self.commits, reading)
+        active = set(lags)
+        for sid, lag in lags.items():
+            f.split_lag_rows.labels(sid).set(lag)
             f.split_commit_age.labels(sid).set(now - self.committed_at.get(sid, self.work_started))
         for sid in self.split_labels - active:
             f.split_lag_rows.remove(sid)

@@ -86,7 +86,7 @@ def planned_source(cfg: PipelineConfig) -> tuple[Source, list[Split]]:
     source = build_source(_source_cfg(cfg))
     ok, error = source.check_connection()
     if not ok:
-        raise JobFailed(f"source '{cfg.source.name}' check_connection failed: {error}")
+        raise JobFailed(f"source '{cfg.source.name}' check_connection failed: {error}", part="source")
     inc.check_cursor_field(source, cfg)
     return source, source.splits()
 

@@ -15,6 +15,7 @@ class RunState:
     stopping: bool = False  # a stop (Ctrl-C, SIGTERM, a source failure) is draining the run
     failure: tuple[str, str] | None = None  # (message, detail) of the first failure
     failure_resumable: bool = True  # False when a rerun as is would fail the same way (see messages.Failed)
+    failure_role: str = ""  # the role of the worker whose failure is the run's (producer, consumer), if one
     drain_on_failure: bool = False  # a source failure still writes what was read before it
     rows: int = 0  # rows written by this run
     nbytes: int = 0
@@ -26,10 +27,13 @@ class RunState:
     batches_read: int = 0
     split_rows_read: dict[str, int] = field(default_factory=dict)  # split -> rows read by this run
 
-    def fail(self, message: str, detail: str = "", *, resumable: bool = True, drain: bool = False) -> None:
-        """Record a failure; the first one is the run's."""
+    def fail(
+        self, message: str, detail: str = "", *, resumable: bool = True, drain: bool = False, role: str = ""
+    ) -> None:
+        """Record a failure; the first one is the run's (``role``: the failed worker's, which tells the side)."""
         if self.failure is None:
             self.failure = (message, detail)
+            self.failure_role = role
             self.failure_resumable = resumable
             self.drain_on_failure = drain
 

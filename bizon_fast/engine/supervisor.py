@@ -30,8 +30,10 @@ from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import incremental as inc
 from bizon_fast.engine import messages as m
+from bizon_fast.engine.alerts import Alerts
 from bizon_fast.engine.build import build_destination, build_source
 from bizon_fast.engine.commits import CommitLog
+from bizon_fast.engine.datadog import DatadogMonitor
 from bizon_fast.engine.dispatch import RingDispatch
 from bizon_fast.engine.handles import WorkerHandle
 from bizon_fast.engine.job import ResolvedJob, fingerprint
@@ -131,6 +133,8 @@ class Supervisor:
         self.pool = WorkerPool(max_restarts=runner.config.max_restarts, threaded=self.threaded)
         self.dispatch = dispatch(cfg, self.state, self.pool, progress)
         self.metrics = RunMetrics(cfg, self.state, self.pool, self.dispatch, note=progress.note)
+        self.alerts = Alerts(cfg, self.state)  # bizon's `alerting: slack` (engine/alerts.py)
+        self.datadog = DatadogMonitor(cfg, self.metrics)  # bizon's `monitoring: datadog` (engine/datadog.py)
         self.backend: Any = None
         self.job: JobRecord | None = None
         self.context: DestinationContext | None = None
@@ -143,7 +147,7 @@ class Supervisor:
 
     def run(self) -> RunSummary:
         """Run the job; ``/metrics`` is served for all of it when asked for (a port in use: before any job)."""
-        with self.metrics.serving():
+        with self.metrics.serving(), self.alerts.sending(), self.datadog.reporting():
             return self._run()
 
     def _run(self) -> RunSummary:
@@ -191,7 +195,7 @@ class Supervisor:
         source = build_source(self.source_cfg)
         ok, error = source.check_connection()
         if not ok:
-            raise JobFailed(f"source '{self.cfg.source.name}' check_connection failed: {error}")
+            raise JobFailed(f"source '{self.cfg.source.name}' check_connection failed: {error}", part="source")
         inc.check_cursor_field(source, self.cfg)  # a cursor_field the source lacks is a config error, before any job
         return source.splits(), source.total_rows()
 
@@ -295,7 +299,13 @@ class Supervisor:
                 # a transform or an engine setting is not part of the job's identity: fixing it resumes the job
                 else "A rerun as is fails the same way: fix the cause, then the job resumes from its committed cursors."
             )
-            raise JobFailed(f"job {job.id} failed: {message}{where}. {hint}")
+            raise JobFailed(
+                f"job {job.id} failed: {message}{where}. {hint}",
+                part=self.state.failure_role or None,
+                error=message,
+                job_id=job.id,
+                rows=self._commits.committed_rows(),
+            )
         if self.interrupts:
             backend.set_job_status(job.id, JobStatus.CANCELLED, "interrupted", restarts=self._restarts())
             raise Interrupted(
@@ -448,6 +458,7 @@ class Supervisor:
         self._commits.commit()
         self.progress.update(self.state.rows_read, self.state.rows, self.state.bytes_read, self.state.nbytes)
         self.metrics.update()
+        self.datadog.update()
 
     def _handle(self, w: WorkerHandle, msg: m.Msg) -> None:
         if self.dispatch.handle(w, msg):
@@ -456,7 +467,7 @@ class Supervisor:
             # the CLI prints the one-line error; the worker logged its traceback (engine/worker.py) into the same
             # log just before it sent this message: one line here, so the log holds the traceback once
             log.error("%s failed: %s (its traceback is logged above)", w.name, msg.error, extra={"console": False})
-            self.state.fail(msg.error, msg.detail, resumable=msg.resumable, drain=w.role == "producer")
+            self.state.fail(msg.error, msg.detail, resumable=msg.resumable, drain=w.role == "producer", role=w.role)
         elif isinstance(msg, m.Started):
             self.pool.started(w, msg)
 
@@ -512,7 +523,8 @@ class Supervisor:
         if not self.pool.crashed(w, desc):
             self.state.fail(
                 f"{w.name} died ({desc}) and the restart budget is spent "
-                f"(engine.runner.config.max_restarts={self.pool.max_restarts})"
+                f"(engine.runner.config.max_restarts={self.pool.max_restarts})",
+                role=w.role,
             )
             return
         self.dispatch.settle()

@@ -7,6 +7,14 @@ previous success, when the class implements it -- and turns each page into ONE A
 position after a page is its ``next_pagination``; an empty one (``{}``/None) ends the split, and a
 resumed job hands the committed ``next_pagination`` straight back to the source.
 
+A page may also come back as bizon's older ``(next_pagination, records)`` tuple with the API's raw
+objects as records -- bizon 0.6.4's own hubspot source returns its last page that way (bizon itself
+then fails on it); each raw object becomes a record with the object's ``id``.
+
+A source written against a real bizon (its built-in sources, or a custom file) declares a config class
+derived from bizon's ``SourceConfig``; :func:`engine_config_class` makes it a bizon-fast ``SourceConfig``
+as well, so one validated object serves both the source and the engine.
+
 Stream mode follows bizon's stream contract instead: ``poll`` calls ``get()`` without pagination (the
 source tracks its own position, e.g. a Kafka consumer group) and ``commit`` is called once what it
 returned is durable.
@@ -17,8 +25,11 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Iterator
+from enum import Enum
 from functools import cache
 from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, create_model, field_validator
 
 from bizon_fast.config.source import SourceConfig
 from bizon_fast.errors import JobFailed
@@ -63,8 +74,70 @@ def adapter_for(bizon_class: type) -> type[BizonSourceAdapter]:
     return type(f"{bizon_class.__name__}Adapter", (BizonSourceAdapter,), attrs)
 
 
+@cache
+def engine_config_class(model: type[BaseModel]) -> type[SourceConfig]:
+    """``model`` (a bizon source's config class) as a class that is also bizon-fast's ``SourceConfig``.
+
+    A real bizon's config class is not a bizon-fast model, so the pipeline could not hold it; the class
+    made here derives from both, its instances pass the source's own ``isinstance`` checks and the
+    engine's. ``sync_mode`` becomes a ``StrEnum`` (equal to bizon's members) so it prints as its value, and
+    a ``stream`` typed as a ``(str, Enum)`` (pokeapi's, notion's) is kept as its plain value once checked:
+    since Python 3.11 such a member formats as ``PokeAPIStreams.POKEMON``, so bizon 0.6.4's pokeapi asks
+    for ``/api/v2/PokeAPIStreams.POKEMON`` under bizon itself, and the engine would key jobs by that text.
+    """
+    if issubclass(model, SourceConfig):
+        return model
+    from bizon_fast.compat.bizon.source.config import SourceSyncModes
+
+    mode = Field(SourceSyncModes.FULL_REFRESH, description="Sync mode to use")
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        model.__name__,
+        __base__=(model, SourceConfig),
+        __module__=model.__module__,
+        __validators__={"_plain_stream": field_validator("stream", mode="after")(_plain_value)},
+        sync_mode=(SourceSyncModes, mode),
+    )
+
+
+def _plain_value(value: Any) -> Any:
+    """An enum member's value (it still compares equal to the member: both are the same ``str``)."""
+    return value.value if isinstance(value, Enum) else value
+
+
 def _describe(result: Any, method: str) -> str:
     return f"{method}() returned {type(result).__name__}, expected a SourceIteration (next_pagination, records)"
+
+
+def _as_record(record: Any) -> Any:
+    """A record of a ``(next_pagination, records)`` page: a SourceRecord as is, a raw API object wrapped."""
+    if isinstance(record, dict) and not {"id", "data"} <= record.keys():
+        return {"id": None if record.get("id") is None else str(record["id"]), "data": record}
+    return record
+
+
+class _Page:
+    """One page from a source, whatever shape it came back in (see the module docstring)."""
+
+    __slots__ = ("next_pagination", "records", "next_state")
+
+    def __init__(self, next_pagination: Any, records: list, next_state: Any = None) -> None:
+        self.next_pagination = next_pagination
+        self.records = records
+        self.next_state = next_state
+
+
+def _page_of(result: Any, needs_pagination: bool = True) -> _Page | None:
+    """The page in ``result``; None when it is no page (``needs_pagination``: a page chain needs its link)."""
+    if hasattr(result, "records") and (hasattr(result, "next_pagination") or not needs_pagination):
+        return _Page(getattr(result, "next_pagination", None), result.records, getattr(result, "next_state", None))
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and isinstance(result[0], dict | None)
+        and isinstance(result[1], list)
+    ):
+        return _Page(result[0], [_as_record(record) for record in result[1]])
+    return None
 
 
 class BizonSourceAdapter(Source):
@@ -85,7 +158,7 @@ class BizonSourceAdapter(Source):
 
     @classmethod
     def get_config_class(cls) -> type[SourceConfig]:  # type: ignore[override]
-        return cls.bizon_class.get_config_class()
+        return engine_config_class(cls.bizon_class.get_config_class())
 
     @property
     def has_commit(self) -> bool:
@@ -121,7 +194,7 @@ class BizonSourceAdapter(Source):
             run_started_at=run.run_started_at,
         )
 
-    def _fetch(self, pagination: dict) -> Any:
+    def _fetch(self, pagination: dict) -> _Page:
         run = self.incremental
         if run is not None and run.has_previous and self.supports_incremental:
             result = self.bizon.get_records_after(source_state=self._state(), pagination=pagination)
@@ -129,13 +202,14 @@ class BizonSourceAdapter(Source):
         else:
             result = self.bizon.get(pagination=pagination)
             method = "get"
-        if result is None or not hasattr(result, "records") or not hasattr(result, "next_pagination"):
+        page = _page_of(result)
+        if page is None:
             raise JobFailed(f"{type(self.bizon).__name__}.{_describe(result, method)}")
-        return result
+        return page
 
     @staticmethod
-    def _page(result: Any, position: Any) -> SourceBatch:
-        batch = with_next_state(records_to_batch(result.records), getattr(result, "next_state", None))
+    def _page(page: _Page, position: Any) -> SourceBatch:
+        batch = with_next_state(records_to_batch(page.records), page.next_state)
         return SourceBatch(batch, position)
 
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
@@ -153,9 +227,10 @@ class BizonSourceAdapter(Source):
     def poll(self, split: Split) -> SourceBatch:
         """Stream mode: one ``get()`` without pagination (the source keeps its own position)."""
         result = self.bizon.get()
-        if result is None or not hasattr(result, "records"):
+        page = _page_of(result, needs_pagination=False)
+        if page is None:
             raise JobFailed(f"{type(self.bizon).__name__}.{_describe(result, 'get')}")
-        return self._page(result, None)
+        return self._page(page, None)
 
     def commit(self) -> None:
         self.bizon.commit()

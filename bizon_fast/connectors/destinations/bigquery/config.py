@@ -8,7 +8,7 @@ from pydantic import Field
 
 from bizon_fast.config.blocks import Strict
 from bizon_fast.config.capabilities import DestinationCapabilities
-from bizon_fast.config.destination import BigQueryRecordSchemaConfig, DestinationDetails, TimePartitioningType
+from bizon_fast.config.destination import BigQueryRecordSchemaConfig, DestinationDetails, TimePartitioning
 from bizon_fast.config.paths import LOCAL_PATH
 
 
@@ -25,7 +25,15 @@ class BigQueryDetails(DestinationDetails):
     create_dataset: bool = False
     gcs_buffer_bucket: str | None = None
     gcs_buffer_format: Literal["parquet", "csv"] = "parquet"
-    time_partitioning: TimePartitioningType = "DAY"
+    time_partitioning: TimePartitioning = Field(
+        default_factory=TimePartitioning, description="{type, field} or a bare window (DAY, HOUR, MONTH, YEAR)"
+    )
+    enforce_partitioning: bool = Field(
+        False,
+        description="a full refresh whose target table is partitioned differently drops it and recreates it "
+        "partitioned as configured (BigQuery cannot repartition a table in place); off: the table keeps its "
+        "partitioning and a warning says so",
+    )
     async_load: bool = False
     load_files_per_job: int = Field(10, ge=1)
     load_max_in_flight_jobs: int = Field(3, ge=1)

@@ -77,6 +77,12 @@ PUBLISHED = "bizon_fast_published"
 JOB_LABEL, EPOCH_LABEL = "bizon_fast_job", "bizon_fast_epoch"
 
 
+def partition_spec(table: Any) -> tuple[str, str] | None:
+    """A table's column partitioning as ``(field, window)``; None when it has none on a column."""
+    tp = table.time_partitioning
+    return (tp.field, tp.type_) if tp is not None and tp.field else None
+
+
 def label_value(text: str) -> str:
     """A GCP label value: lowercase letters, digits, ``_`` and ``-``, at most 63 characters."""
     clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in text.lower())
@@ -138,8 +144,8 @@ class StagedBigQueryDestination(Destination):
         raise UserError(f"{KEY}.destination_id: '{name}' is not table, dataset.table or project.dataset.table")
 
     def partition_field(self, columns: list[str]) -> str | None:
-        """The streaming destinations name the field (``time_partitioning: {type, field}``); ``bigquery``
-        takes a bare window and partitions on ``_bizon_loaded_at`` (bizon's keys for each)."""
+        """``time_partitioning.field`` (default ``_bizon_loaded_at``) when the table has that column; every
+        BigQuery destination takes ``{type, field}`` or a bare window (bizon 0.6.4's keys)."""
         field = getattr(self.config.time_partitioning, "field", "_bizon_loaded_at")  # type: ignore[attr-defined]
         return field if field in columns else None
 
@@ -451,10 +457,10 @@ class StagedBigQueryDestination(Destination):
                 params = [bigquery.ArrayQueryParameter("keep", "INT64", keep)]
             columns = [f.name for f in stage.schema if f.name not in BOOKKEEPING]
             select = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}`{where}"
-            options = ""
-            if stage.time_partitioning is not None and stage.time_partitioning.field:
-                tp = stage.time_partitioning
-                options += f" PARTITION BY TIMESTAMP_TRUNC(`{tp.field}`, {tp.type_})"
+            spec = partition_spec(stage)
+            if full and target is not None and partition_spec(target) != spec:
+                spec = self._repartition(target, spec)
+            options = f" PARTITION BY TIMESTAMP_TRUNC(`{spec[0]}`, {spec[1]})" if spec else ""
             if stage.clustering_fields:
                 options += f" CLUSTER BY {', '.join(f'`{c}`' for c in stage.clustering_fields)}"
             if full:
@@ -503,6 +509,39 @@ class StagedBigQueryDestination(Destination):
         )
         self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
         log.info("bigquery destination: published %s (%s)", self.table_id, self.context.sync_mode)
+
+    def _repartition(self, target: Any, wanted: tuple[str, str] | None) -> tuple[str, str] | None:
+        """The partitioning a full refresh publishes with when the target table is partitioned otherwise.
+
+        BigQuery refuses ``CREATE OR REPLACE`` with another partitioning. With ``enforce_partitioning``
+        the target is dropped (briefly absent; the stage is kept until the publish is recorded, so a
+        crash here is retried) and recreated as configured; without, it keeps its own partitioning.
+        """
+        current = partition_spec(target)
+        if getattr(self.config, "enforce_partitioning", False):
+            log.warning(
+                "bigquery destination: %s is partitioned %s, configured %s; enforce_partitioning: dropping and "
+                "recreating it (its description, labels and ACLs are not kept)",
+                self.table_id,
+                current,
+                wanted,
+            )
+            self.api_calls += 1
+            self.client.delete_table(self.table_id, not_found_ok=True, retry=bqclient.retry())
+            return wanted
+        if target.time_partitioning is not None and current is None:  # ingestion-time: CTAS cannot keep it
+            raise UserError(
+                f"{KEY}.time_partitioning: {self.table_id} is ingestion-time partitioned and a full refresh cannot "
+                "replace it; set enforce_partitioning: true to rebuild it as configured"
+            )
+        log.warning(
+            "bigquery destination: %s keeps its partitioning %s (configured %s): BigQuery cannot repartition a "
+            "table; set enforce_partitioning: true to rebuild it on a full refresh",
+            self.table_id,
+            current,
+            wanted,
+        )
+        return current
 
     def _get_table(self, ref: str) -> Any | None:
         from google.api_core import exceptions as gexc

@@ -30,8 +30,8 @@ class FileDestinationDetails(DestinationDetails):
     )
 
     def target_path(self, stream: str) -> Path:
-        """Where the output is published: ``destination_id`` (stream mode without one: the stream's name)
-        under ``base_dir``, as the NDJSON file or the Parquet dataset folder."""
+        """Where the output is published: ``destination_id`` (without one: the stream's name, e.g.
+        ``creatures.json``) under ``base_dir``, as the NDJSON file or the Parquet dataset folder."""
         base = self.destination_id or stream
         name = base if self.format == "parquet" else json_target(base)
         return Path(os.path.abspath(os.path.join(self.base_dir or os.getcwd(), name)))

@@ -1,7 +1,7 @@
 """The ``file`` destination: bizon-compatible NDJSON or a Parquet dataset, effectively-once.
 
 Output (``destination.config.destination_id`` is the path, relative to ``base_dir``: by default the folder of
-the pipeline file, see :mod:`bizon_fast.config.paths`):
+the pipeline file, see :mod:`bizon_fast.config.paths`; left out, the stream's name):
 
 - ``format: json``  -> ``{destination_id}.json`` (kept as is when it already ends in .json/.jsonl/.ndjson),
   one line per record with bizon's envelope columns, or only the declared columns with ``unnest``.
@@ -180,10 +180,9 @@ class FileDestination(Destination):
             config = FileDestinationDetails.model_validate(config.model_dump(exclude_unset=True))
         super().__init__(config, context)
         self.config: FileDestinationDetails = config
-        # stream mode routes each record to the file of its own destination_id (file_stream.py)
+        # stream mode routes each record to the file of its own destination_id (file_stream.py); a config
+        # without destination_id writes the stream's name (bizon 0.6.4 accepts it left out: file_incremental)
         self.streaming = context.sync_mode == "stream"
-        if not config.destination_id and not self.streaming:
-            raise UserError("destination.config.destination_id: the file destination needs the output path")
         self.ext = "parquet" if config.format == "parquet" else "ndjson"
         self.target = config.target_path(context.stream)
         self.staging_root = self.target.parent / f".{self.target.name}.bizon-fast"

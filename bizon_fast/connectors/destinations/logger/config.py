@@ -10,8 +10,8 @@ class LoggerDestinationDetails(DestinationDetails):
     dummy: str = "bizon"
 
     def describe_output(self, source_name: str, stream: str) -> str:
-        """Records become log lines: in the run's log (and on the console when workers are threads)."""
-        return "the run's log, a line per record"
+        """Records become log lines: on the console (as bizon prints them) and in the run's log."""
+        return "the console and the run's log, a line per record"
 
 
 #: the model of ``destination.config``

@@ -1,8 +1,11 @@
 """The ``logger`` destination: bizon's debugging sink, one INFO log line per record.
 
-Lines read ``[{sync_mode}] {source_data}`` like bizon's (which on Python 3.11 printed the enum, e.g.
-``[SourceSyncModes.FULL_REFRESH]``; here it is the plain mode, ``[full_refresh]``). Logging one line
-per record is inherently per-record work, so this sink is for small runs, not throughput.
+Lines read ``[{sync_mode}] {source_data}`` like bizon 0.6.4's (``[full_refresh] {...}``; bizon 0.5.2 on
+Python 3.11 printed the enum, ``[SourceSyncModes.FULL_REFRESH]``), and the end of the job is bizon's line
+too (``Logger destination: FULL_REFRESH sync completed``). Every process of a run prints this logger's
+records on the console as well as into the run's log (``engine/logformat.py`` ``CONSOLE_LOGGER``): a
+bizon user watches them scroll by. Logging one line per record is inherently per-record work, so this sink
+is for small runs, not throughput.
 """
 
 from __future__ import annotations
@@ -16,7 +19,14 @@ from bizon_fast.connectors.destinations.envelope import source_data
 from bizon_fast.connectors.destinations.logger.config import CAPABILITIES, LoggerDestinationDetails
 from bizon_fast.destination.base import Destination, DestinationContext
 
-logger = logging.getLogger("bizon_fast.destination.logger")
+logger = logging.getLogger("bizon_fast.destination.logger")  # engine/logformat.py CONSOLE_LOGGER prints it
+
+#: bizon 0.6.4's last line of a job, by sync mode
+FINISHED = {
+    "full_refresh": "Logger destination: FULL_REFRESH sync completed",
+    "incremental": "Logger destination: INCREMENTAL sync completed (records appended)",
+    "stream": "Logger destination: STREAM sync batch completed",
+}
 
 
 class LoggerDestination(Destination):
@@ -40,4 +50,5 @@ class LoggerDestination(Destination):
                     logger.info("[%s] %s", mode, text)
 
     def publish(self) -> None:
-        logger.info("logger destination: job %s done", self.context.job_id)
+        mode = self.context.sync_mode
+        logger.info("%s", FINISHED.get(mode, f"Logger destination: {mode} sync completed"))
