@@ -5,6 +5,8 @@ level, the error) once to a webhook served by this test, and sends ``bizon_pipel
 ``pipeline_status:transform_error``; a run with ``monitoring: datadog`` sends bizon's metrics and bizon-fast's
 own to a UDP socket this test reads, every one with bizon's tags and the configured ones. The Slack sender's
 retries, its refusal of a bad webhook and its bounded flush are checked against the same local server.
+``bizon_pipeline.large_records`` is checked through the CLI into ``bigquery_streaming`` on the BigQuery emulator,
+and the ``bigquery_streaming_v2`` row measure against real protobuf messages.
 """
 
 from __future__ import annotations
@@ -275,3 +277,110 @@ def test_config_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_failure_status_names_the_side_that_failed(role: str, error: str, status: str) -> None:
     assert failure_status(role, error) == status
+
+
+def test_datadog_large_records_counts_the_rows_over_bizon_threshold(
+    tmp_path: Path, cli, agent, bq_emulator, bq_dataset: str
+) -> None:
+    """bigquery_streaming: rows whose JSON is over 0.9 MiB are bizon's large records; one just under is not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from native_bench.services import BQEMU_PROJECT
+
+    small, large = 2_000, 3
+    bodies = ["x" * 100] * small + ["L" * 960_000] * large + ["n" * 900_000]  # 900 kB: under 0.9 MiB
+    pq.write_table(pa.table({"id": list(range(len(bodies))), "body": bodies}), tmp_path / "rows.parquet")
+    (tmp_path / "p.yml").write_text(
+        f"""
+name: big
+source: {{name: file, stream: events, path: rows.parquet}}
+destination:
+  name: bigquery_streaming
+  config: {{project_id: {BQEMU_PROJECT}, dataset_id: {bq_dataset}, destination_id: events, buffer_size: 0}}
+engine:
+  backend: {{type: sqlite, config: {{database: {tmp_path / "ckpt"}}}}}
+  runner: {{config: {{max_workers: 2}}}}
+monitoring: {{type: datadog, config: {{datadog_agent_host: 127.0.0.1, datadog_agent_port: {agent.port}}}}}
+"""
+    )
+    res = cli("run", "p.yml", "--quiet", timeout=120)
+    assert res.returncode == 0, res.stderr
+    agent.close()
+    client = bq_emulator.client()
+    try:
+        [(stored,)] = [tuple(r.values()) for r in client.query(f"SELECT COUNT(*) FROM `{bq_dataset}.events`").result()]
+    finally:
+        client.close()
+    assert stored == len(bodies)
+    assert sum(m.value for m in agent.named("bizon_pipeline.records_synced")) == len(bodies)
+    sent = agent.named("bizon_pipeline.large_records")
+    assert sum(m.value for m in sent) == large, sent
+    for m in sent:  # a count, with bizon's tags and its destination_id
+        assert m.kind == "c" and m.tags["destination_id"] == "events" and m.tags.keys() >= BIZON_TAGS, m
+
+
+def test_v2_row_size_is_bizon_protobuf_size_and_counts_the_large_rows() -> None:
+    """bigquery_streaming_v2: ``proto_row_bytes`` is the size of the protobuf message bizon compared (8 MiB)."""
+    import pyarrow as pa
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    from bizon_fast.connectors.destinations.bigquery.staged import SPLIT
+    from bizon_fast.connectors.destinations.bigquery_streaming_v2.destination import (
+        LARGE_ROW_BYTES,
+        count_large,
+        proto_row_bytes,
+    )
+
+    # bizon's row message: scalar fields; a nested value travels as its JSON text; a null is left out
+    proto = descriptor_pb2.FileDescriptorProto(name="row.proto", package="t")
+    row = proto.message_type.add(name="Row")
+    text, i64, boolean = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+        descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+    )
+    for number, (name, kind) in enumerate(
+        [("_bizon_id", text), ("_source_data", text), ("rec", text), ("n", i64), ("flag", boolean)], 1
+    ):
+        row.field.add(name=name, number=number, type=kind)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    message = message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Row"))
+
+    lengths = [0, 1, 127, 128, 16_383, 16_384, 2_097_152, 70_000]
+    data = ["d" * k for k in lengths]
+    data[-1] = None
+    recs = [{"a": "x" * k, "b": [1, 2]} if k % 2 == 0 else None for k in range(len(lengths))]
+    table = pa.table(
+        {
+            "_bizon_id": [f"id-{k}" for k in range(len(lengths))],
+            "_source_data": data,
+            "rec": pa.array(recs, pa.struct([("a", pa.string()), ("b", pa.list_(pa.int64()))])),
+            SPLIT: ["s0"] * len(lengths),  # bizon-fast's bookkeeping: not in bizon's row
+        }
+    )
+    measured = proto_row_bytes(table)
+    for k in range(len(lengths)):
+        fields = {"_bizon_id": f"id-{k}"}
+        if data[k] is not None:
+            fields["_source_data"] = data[k]
+        if recs[k] is not None:
+            fields["rec"] = json.dumps(recs[k], separators=(",", ":"))
+        assert measured[k] == len(message(**fields).SerializeToString()), k
+    # numbers: their width, a few bytes off the varint at most
+    numbers = pa.table({"n": pa.array([5, None, 1 << 40]), "flag": [True, None, False]})
+    exact = [
+        len(message(n=5, flag=True).SerializeToString()),
+        0,
+        len(message(n=1 << 40, flag=False).SerializeToString()),
+    ]
+    assert all(abs(int(a) - b) <= 8 for a, b in zip(proto_row_bytes(numbers), exact, strict=True))
+
+    over = int(LARGE_ROW_BYTES) + 1 - 5  # tag byte and a 4-byte length: the message is 8 MiB + 1
+    sizes = [over, over - 1, 100, over + 1000]
+    big = pa.table({"_source_data": ["z" * k for k in sizes], SPLIT: ["s0"] * len(sizes)})
+    assert [len(message(_source_data="z" * k).SerializeToString()) for k in sizes[:2]] == [LARGE_ROW_BYTES + 1] + [
+        LARGE_ROW_BYTES
+    ]
+    assert count_large(big) == 2  # strictly over, as bizon's ``item_size > MAX_ROW_SIZE_BYTES``

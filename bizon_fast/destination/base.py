@@ -39,6 +39,10 @@ class Destination(ABC):
     config_class: ClassVar[type[DestinationDetails]] = DestinationDetails
     #: what it can do (exactly-once, bizon's wrapper keys, reset...); built-ins declare it in their folder's config.py
     capabilities: ClassVar[DestinationCapabilities] = DestinationCapabilities()
+    #: rows over bizon's large-row threshold this destination made durable (cumulative): the consumer reports
+    #: its growth with each write, and ``monitoring: datadog`` sends it as ``bizon_pipeline.large_records``.
+    #: Only the BigQuery streaming destinations count them (bizon loaded such rows apart); the others keep 0.
+    large_rows: int = 0
 
     def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
         self.config = config

@@ -328,10 +328,14 @@ class BrokerInlet:
             fault_point("broker.commit")
         self.receiver.ack(tokens)
 
-    def written(self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int) -> None:
+    def written(
+        self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int, large_rows: int = 0
+    ) -> None:
         assert self.consumer is not None
         self.durable[split_id] = last
         frames: list[Frame] = refs
         positions = [f.position or b"" for f in frames]
         marks = [f.watermark for f in frames]
-        self.consumer.chan.send(m.Wrote(split_id, first, positions, [f.rows for f in frames], nbytes, marks))
+        self.consumer.chan.send(
+            m.Wrote(split_id, first, positions, [f.rows for f in frames], nbytes, marks, large_rows)
+        )

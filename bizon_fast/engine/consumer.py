@@ -73,8 +73,10 @@ class Inlet(Protocol):
     def run(self) -> None:
         """Receive batches into the consumer until told to stop."""
 
-    def written(self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int) -> None:
-        """Seqs ``first..last`` of ``split_id`` are durable: report them."""
+    def written(
+        self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int, large_rows: int = 0
+    ) -> None:
+        """Seqs ``first..last`` of ``split_id`` are durable: report them (``large_rows``: see Destination)."""
 
     def close(self) -> None: ...
 
@@ -134,12 +136,19 @@ class Consumer:
     def _write_run(self, split_id: str, run: list[Held]) -> None:
         first, last = run[0].seq, run[-1].seq
         batches = [b for item in run for b in item.batches]
+        large_before = self.destination.large_rows
         write_with_retries(self.destination, split_id, first, last, batches)
         del batches
         for item in run:
             item.batches = []  # no reference into a ring slot may outlive the report that frees it
         self.inlet.written(
-            split_id, first, last, [item.ref for item in run], sum(i.rows for i in run), sum(i.nbytes for i in run)
+            split_id,
+            first,
+            last,
+            [item.ref for item in run],
+            sum(i.rows for i in run),
+            sum(i.nbytes for i in run),
+            self.destination.large_rows - large_before,
         )
 
 
@@ -186,10 +195,12 @@ class RingInlet:
         if c.buffered_bytes >= c.spec.buffer_bytes or c.held >= c.spec.max_held:
             c.write_buffered()
 
-    def written(self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int) -> None:
+    def written(
+        self, split_id: str, first: int, last: int, refs: list[Any], rows: int, nbytes: int, large_rows: int = 0
+    ) -> None:
         fault_point("consumer.after_write")  # durable but unreported: the supervisor must replay it
         assert self.consumer is not None
-        self.consumer.chan.send(m.Written(split_id, first, last, refs, rows, nbytes))
+        self.consumer.chan.send(m.Written(split_id, first, last, refs, rows, nbytes, large_rows))
 
     def close(self) -> None:
         """Nothing to release: the supervisor owns the ring and re-delivers what this consumer held."""

@@ -11,7 +11,10 @@ listed in docs/operations.md):
   ``source_error``, ``transform_error``, ``destination_error``, ``backend_error``, ``queue_error``, or
   ``error`` where none of these says where; in stream mode also ``success`` at every send while the run
   is healthy, as bizon sends it after every stream iteration: the heartbeat its users' monitors watch) and
-  ``bizon_pipeline.records_synced`` (a count: the rows the destination made durable);
+  ``bizon_pipeline.records_synced`` (a count: the rows the destination made durable) and
+  ``bizon_pipeline.large_records`` (a count, tagged ``destination_id:<id>`` as bizon tags it: of those rows, the
+  ones over bizon's large-row threshold; only the BigQuery streaming destinations have any, see
+  ``Destination.large_rows``);
 * bizon-fast's, under ``bizon_fast.``: rows, bytes and batches read and written, worker restarts and
   stalls (counts), and per split ``bizon_fast.split_lag_rows`` (a gauge tagged ``split:<id>``: rows read
   but not committed), ``bizon_fast.splits`` and ``bizon_fast.splits_done``.
@@ -49,6 +52,7 @@ log = logging.getLogger("bizon_fast.datadog")
 SEND_EVERY_S = 2.0  # the agent aggregates over 10 s: a few sends per interval keep the graphs current
 STATUS = "bizon_pipeline.status"
 RECORDS_SYNCED = "bizon_pipeline.records_synced"
+LARGE_RECORDS = "bizon_pipeline.large_records"
 PREFIX = "bizon_fast."
 #: run state attribute or worker pool attribute -> the count it is sent as
 COUNTS = {
@@ -87,6 +91,21 @@ class _Throttle(logging.Filter):
             return False
         self.last = now
         return True
+
+
+def bizon_destination_id(cfg: PipelineConfig) -> str:
+    """The ``destination_id`` tag bizon puts on ``large_records``: its destination's ``destination_id``.
+
+    That is the configured one; with ``unnest`` and a single record schema, that schema's; else none, which
+    bizon formats as ``None`` -- kept, so a monitor written against bizon's tag still matches.
+    """
+    details = cfg.destination.config
+    if details.destination_id:
+        return details.destination_id
+    schemas = details.record_schemas or []
+    if details.unnest and len(schemas) == 1:
+        return schemas[0].destination_id
+    return "None"
 
 
 def failure_status(role: str, error: str) -> str:
@@ -233,6 +252,8 @@ class DatadogMonitor:
         if written:
             self.client.increment(RECORDS_SYNCED, value=written)
             self.client.increment(PREFIX + COUNTS["rows"], value=written)
+        if large := self._delta("large_rows", m.state.large_rows):
+            self.client.increment(LARGE_RECORDS, value=large, tags=[f"destination_id:{bizon_destination_id(self.cfg)}"])
         for attr, name in COUNTS.items():
             if attr != "rows" and (delta := self._delta(attr, getattr(m.state, attr))):
                 self.client.increment(PREFIX + name, value=delta)

@@ -154,7 +154,7 @@ class RingDispatch:
             self.slots.release(msg.slots)
             w.flush_requested = False
             self.commits.durable(msg.split_id, msg.first_seq, msg.last_seq)
-            self.state.count(msg.rows, msg.nbytes, msg.last_seq - msg.first_seq + 1)
+            self.state.count(msg.rows, msg.nbytes, msg.last_seq - msg.first_seq + 1, msg.large_rows)
             self.slots.serve(self.pool.live("producer"))
             self.dispatch()
         elif isinstance(msg, m.SplitDone):

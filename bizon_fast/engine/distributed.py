@@ -250,7 +250,7 @@ class BrokerDispatch:
                 self.state.count(msg.rows, msg.nbytes, 1)
         elif isinstance(msg, m.Wrote):
             self.pool.recovered(w)
-            self.state.count(self.commits.wrote(msg), msg.nbytes, len(msg.rows))
+            self.state.count(self.commits.wrote(msg), msg.nbytes, len(msg.rows), msg.large_rows)
         elif isinstance(msg, m.SplitEnded):
             self.commits.finished(msg.split_id, msg.last_seq)
         elif isinstance(msg, m.Sync):

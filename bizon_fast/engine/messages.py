@@ -86,6 +86,7 @@ class Written(Msg):
     slots: list[int]
     rows: int
     nbytes: int
+    large_rows: int = 0  # of ``rows``, those over bizon's large-row threshold (Destination.large_rows)
 
 
 # any worker -> supervisor
@@ -144,6 +145,7 @@ class Wrote(Msg):
     rows: list[int]  # per seq
     nbytes: int
     watermarks: list[Watermark | None] = []
+    large_rows: int = 0  # rows over bizon's large-row threshold (Destination.large_rows)
 
 
 class SplitEnded(Msg):

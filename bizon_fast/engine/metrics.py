@@ -115,6 +115,11 @@ class _Families:
         self.rows_written = Counter(f"{p}rows_written", "rows the destination made durable", registry=r)
         self.bytes_written = Counter(f"{p}bytes_written", "bytes the destination made durable", registry=r)
         self.batches_written = Counter(f"{p}batches_written", "batches the destination made durable", registry=r)
+        self.large_rows_written = Counter(
+            f"{p}large_rows_written",
+            "rows made durable over bizon's large-row threshold (bizon_pipeline.large_records)",
+            registry=r,
+        )
         self.restarts = Counter(f"{p}worker_restarts", "workers restarted after a crash or a stall", registry=r)
         self.stalls = Counter(f"{p}worker_stalls", "workers killed for going silent while holding work", registry=r)
         self.workers = Gauge(f"{p}workers", "live workers", ["role"], registry=r)
@@ -275,6 +280,7 @@ class RunMetrics:
         self._add(f.rows_written, "rows", s.rows)
         self._add(f.bytes_written, "nbytes", s.nbytes)
         self._add(f.batches_written, "batches", s.batches)
+        self._add(f.large_rows_written, "large_rows", s.large_rows)
         self._add(f.restarts, "restarts", pool.restarts)
         self._add(f.stalls, "stalls", pool.stalls)
         producers = pool.live("producer")

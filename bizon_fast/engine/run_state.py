@@ -20,6 +20,7 @@ class RunState:
     rows: int = 0  # rows written by this run
     nbytes: int = 0
     batches: int = 0
+    large_rows: int = 0  # of ``rows``, those over bizon's large-row threshold (Destination.large_rows)
     # read by this run: producers report a batch filled (the ring) or sent (a broker) long before a consumer's
     # buffer is written, so progress follows these from the first batch; metrics export them too
     rows_read: int = 0
@@ -37,10 +38,12 @@ class RunState:
             self.failure_resumable = resumable
             self.drain_on_failure = drain
 
-    def count(self, rows: int, nbytes: int, batches: int) -> None:
+    def count(self, rows: int, nbytes: int, batches: int, large_rows: int = 0) -> None:
+        """A consumer made ``rows`` durable, ``large_rows`` of them over bizon's large-row threshold."""
         self.rows += rows
         self.nbytes += nbytes
         self.batches += batches
+        self.large_rows += large_rows
 
     def count_read(self, split_id: str, rows: int, nbytes: int, batches: int = 1) -> None:
         """A producer read ``batches`` of ``split_id`` (not yet written): the run's and the split's read totals."""

@@ -10,6 +10,12 @@ The request body is built from Arrow in bulk: each row's JSON (``jsontext.row_js
 the microsecond -- bizon truncated them to seconds) is wrapped as ``{"insertId":..,"json":..},`` by
 Arrow compute, and the requests are slices of that one string buffer: no per-row Python object. At
 most ``bq_max_rows_per_request`` rows and ``REQUEST_BYTES`` per request.
+
+Rows over bizon's ``MAX_ROW_SIZE_BYTES`` (``LARGE_ROW_BYTES``) are counted in ``large_rows``: bizon sent them
+apart, in a load job, and counted them as ``bizon_pipeline.large_records``; here they travel with the others,
+but the count is kept so that metric still means the same thing. A row's size is its JSON's length in bytes
+(bizon measured ``str(row)``, the Python repr of the same row: the same content, only its quotes and escapes
+differ -- a few bytes per field, more for text full of backslashes).
 """
 
 from __future__ import annotations
@@ -32,6 +38,13 @@ from bizon_fast.errors import UserError
 log = logging.getLogger("bizon_fast.destination.bigquery_streaming")
 
 REQUEST_BYTES = 9 << 20
+#: bizon 0.6.4's ``MAX_ROW_SIZE_BYTES`` for this destination: a row strictly larger is a "large record"
+LARGE_ROW_BYTES = 0.9 * 1024 * 1024
+
+
+def count_large(json_rows: pa.Array | pa.ChunkedArray) -> int:
+    """Rows whose JSON is over ``LARGE_ROW_BYTES`` (bizon's large-row test), counted in Arrow."""
+    return int(pc.sum(pc.greater(pc.binary_length(json_rows), LARGE_ROW_BYTES)).as_py() or 0)
 
 
 class BigQueryStreamingDestination(StagedBigQueryDestination):
@@ -80,6 +93,7 @@ class BigQueryStreamingDestination(StagedBigQueryDestination):
 
         loaded_at = datetime.now(UTC)
         job = self.context.job_id
+        large = 0
         for seq, offset, batch in row_origins(batches, first_seq, last_seq):
             rows = bigquery_rows(
                 batch, self.declared, job_id=job, split_id=split_id, seq=seq, offset=offset, loaded_at=loaded_at
@@ -88,8 +102,11 @@ class BigQueryStreamingDestination(StagedBigQueryDestination):
             self._ensure_target(rows.schema)
             ids = bizon_ids(job, split_id, seq, rows.num_rows, offset)
             for rb in rows.to_batches():
-                self._insert(ids.slice(0, rb.num_rows), row_json(rb))
+                json_rows = row_json(rb)
+                large += count_large(json_rows)
+                self._insert(ids.slice(0, rb.num_rows), json_rows)
                 ids = ids.slice(rb.num_rows)
+        self.large_rows += large  # every request answered without errors: durable
 
     def _insert(self, ids: pa.Array, json_rows: pa.Array) -> None:
         """insertAll requests cut from one Arrow string buffer of ``{"insertId":"..","json":{..}},`` items."""

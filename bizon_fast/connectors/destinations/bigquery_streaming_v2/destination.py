@@ -16,6 +16,11 @@ publish dedupe, whose replay brings the rows. Either way the published table hol
 transient error (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ABORTED) is retried with backoff, never taken
 for "no pending streams": on the real service that would silently give up the atomic commit; any other
 error fails the write.
+
+Rows over bizon's ``MAX_ROW_SIZE_BYTES`` (``LARGE_ROW_BYTES``, 8 MiB) are counted in ``large_rows``: bizon
+sent them apart, in a load job, and counted them as ``bizon_pipeline.large_records``; here they travel with
+the others, but the count keeps that metric's meaning. bizon measured a row as its serialized protobuf
+message; ``proto_row_bytes`` computes that size from the Arrow columns (see there), with no per-row Python.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bizon_fast.clients import bigquery as bqclient
-from bizon_fast.connectors.destinations.bigquery.staged import KEY, StagedBigQueryDestination
+from bizon_fast.connectors.destinations.bigquery.staged import BOOKKEEPING, KEY, StagedBigQueryDestination
 from bizon_fast.connectors.destinations.bigquery_streaming_v2.config import CAPABILITIES, BigQueryStreamingV2Details
 from bizon_fast.faults import fault_point
 
@@ -36,6 +43,8 @@ log = logging.getLogger("bizon_fast.destination.bigquery_streaming_v2")
 
 REQUEST_BYTES = 9 << 20
 UNIT_BYTES = 32 << 20
+#: bizon 0.6.4's ``MAX_ROW_SIZE_BYTES`` for this destination: a row strictly larger is a "large record"
+LARGE_ROW_BYTES = 8 * 1024 * 1024
 #: first backoff of a transient ``CreateWriteStream`` error (doubling, at most 10 s, for RETRY_DEADLINE_S)
 RETRY_INITIAL_S = 0.5
 
@@ -83,6 +92,49 @@ def plain_types(table: pa.Table) -> pa.Table:
 
     schema = pa.schema([pa.field(f.name, plain(f.type)) for f in table.schema])
     return table if schema == table.schema else table.cast(schema)
+
+
+def _varint_bytes(n: np.ndarray) -> np.ndarray:
+    """Bytes of the protobuf varint of each (non-negative) length."""
+    return 1 + sum((n >= 1 << (7 * k)).astype(np.int64) for k in range(1, 5))
+
+
+def proto_row_bytes(table: pa.Table) -> np.ndarray:
+    """Each row's size as bizon's protobuf message of it, which bizon compared with ``MAX_ROW_SIZE_BYTES``.
+
+    bizon serialized every row to a message of the table's scalar columns, nested values (dict, list) as
+    their JSON text, and left nulls out. So per non-null column: a tag byte, then for text, bytes and
+    nested values a length varint and the bytes (nested: the value's compact JSON), for a number its
+    width. The bookkeeping columns are bizon-fast's, not bizon's: not counted. A number's varint may be a
+    few bytes off its width; a large row is megabytes of text, so only the text needs to be exact.
+    """
+    from bizon_fast.connectors.destinations.jsontext import row_json
+
+    total = np.zeros(table.num_rows, dtype=np.int64)
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name in BOOKKEEPING or column.null_count == len(column):
+            continue
+        t = column.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            length = pc.binary_length(column)
+        elif pa.types.is_nested(t):  # '{"name":' + value + '}' of the one-column JSON, less the wrapping
+            wrap = len(row_json(pa.record_batch([pa.array([None], t)], [name]))[0].as_py()) - len("null")
+            json_rows = row_json(pa.Table.from_arrays([column], [name]).combine_chunks().to_batches()[0])
+            length = pc.subtract(pc.binary_length(json_rows), wrap)
+        else:
+            width = 1 if pa.types.is_boolean(t) else (t.byte_width if t.bit_width % 8 == 0 else 8)
+            size = pc.if_else(pc.is_valid(column), 1 + width, 0)
+            total += size.to_numpy(zero_copy_only=False).astype(np.int64)
+            continue
+        n = pc.fill_null(length, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        total += np.where(valid, 1 + _varint_bytes(n) + n, 0)
+    return total
+
+
+def count_large(table: pa.Table) -> int:
+    """Rows bizon would have called large: whose protobuf message is over ``LARGE_ROW_BYTES``."""
+    return int(np.count_nonzero(proto_row_bytes(table) > LARGE_ROW_BYTES))
 
 
 def chunks(table: pa.Table, limit: int = REQUEST_BYTES) -> list[pa.RecordBatch]:
@@ -136,11 +188,12 @@ class BigQueryStreamingV2Destination(StagedBigQueryDestination):
         self.ensure_stage(tables[0].schema)
         if len(tables) == 1:
             self._append_unit(tables[0])
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.config.max_concurrent_threads, thread_name_prefix="bq-write")
-        for future in [self._pool.submit(self._append_unit, t) for t in tables]:
-            future.result()
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.config.max_concurrent_threads, thread_name_prefix="bq-write")
+            for future in [self._pool.submit(self._append_unit, t) for t in tables]:
+                future.result()
+        self.large_rows += sum(count_large(t) for t in tables)  # every unit appended: durable
 
     def _requests(self, stream: str, table: pa.Table, with_offsets: bool) -> list[Any]:
         from google.cloud.bigquery_storage_v1 import types
