@@ -117,6 +117,7 @@ engine:
     assert row.startswith(failed["id"]) and " failed " in row and "source exploded" in row
 
     (tmp_path / "fail.flag").unlink()
+    time.sleep(1.1)  # the start times are kept to the second: the resumed attempt's must be a later one
     res = run_cli("run", "p.yml", "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     [resumed] = jobs_json("p.yml", cwd=tmp_path)
