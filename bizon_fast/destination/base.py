@@ -31,6 +31,9 @@ class DestinationContext(msgspec.Struct, frozen=True, kw_only=True):
     stream: str
     sync_mode: str  # full_refresh | incremental | stream
     worker: str = "supervisor"  # e.g. "consumer-3"
+    #: ``source.cursor_field`` when set (merge: the last version of a key is the one with the greatest cursor,
+    #: then the last to arrive); None otherwise
+    cursor_field: str | None = None
 
 
 class Destination(ABC):

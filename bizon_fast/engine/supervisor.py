@@ -223,6 +223,7 @@ class Supervisor:
             source_name=cfg.source.name,
             stream=cfg.source.stream,
             sync_mode=self.plan.destination_mode,
+            cursor_field=cfg.source.cursor_field,
         )
         return resolved
 
