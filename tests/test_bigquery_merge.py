@@ -252,3 +252,66 @@ def test_evolution_policies_decide_before_anything_runs() -> None:
     for policy in ("evolve", "freeze", "fail"):
         with pytest.raises(StepFailed, match="column 'id' is INT64 in the table and STRING in this job"):
             evolve("p.d.t", [SchemaField("id", "STRING")], live, live, policy)
+
+
+def _direct(dataset: str, job: str, sync_mode: str, **config: object):
+    cls = destination_class("bigquery")
+    details = cls.config_class.model_validate(
+        {"project_id": PROJECT, "dataset_id": dataset, "destination_id": "events", **config}
+    )
+    context = DestinationContext(
+        job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode, cursor_field="u"
+    )
+    d = cls(details, context)
+    d.prepare({})
+    return d
+
+
+def _run(dataset: str, job: str, sync_mode: str, batches: list[pa.RecordBatch], **config: object) -> None:
+    d = _direct(dataset, job, sync_mode, **config)
+    try:
+        d.write("a", 0, 0, batches)
+        d.publish()
+    finally:
+        d.close()
+
+
+MERGE = {"write_disposition": "merge", "primary_key": ["id"], "deleted_flag": "gone"}
+
+
+def test_merge_edge_rules_match_postgres_and_file(bq_emulator, bq_dataset) -> None:
+    """A full refresh with merge rebuilds the table from the job's rows (one per key, the deleted dropped); a NULL
+    key and a non-boolean deleted_flag fail the job in one line with nothing published; an explicit append /
+    replace overrides the sync mode."""
+    from bizon_fast.errors import StepFailed
+
+    def rows() -> list[tuple]:
+        return query(bq_emulator, f"SELECT id, v FROM `{bq_dataset}.events` ORDER BY id, v")
+
+    def b(ids: list, v: list[str], gone: list | None = None, u: list[int] | None = None) -> pa.RecordBatch:
+        return pa.record_batch(
+            {"id": pa.array(ids, pa.int64()), "u": u or [1] * len(ids), "v": v, "gone": gone or [False] * len(ids)}
+        )
+
+    _run(bq_dataset, "j1", "incremental", [b([1, 2, 3], ["a", "b", "c"])], **MERGE)
+    assert rows() == [(1, "a"), (2, "b"), (3, "c")]
+    # full refresh (or reset) + merge: the job's rows alone, the last version of each key, deleted keys dropped
+    _run(
+        bq_dataset, "j2", "full_refresh", [b([2, 2, 4, 5], ["x", "y", "d", "e"], [False, False, False, True])], **MERGE
+    )
+    assert rows() == [(2, "y"), (4, "d")]
+    # a NULL in the key: one line naming the key and the count, nothing published
+    with pytest.raises(StepFailed, match=r"primary_key: 2 rows have a NULL in the merge key \(id\); nothing was"):
+        _run(bq_dataset, "j3", "incremental", [b([None, 6, None], ["n", "f", "n"])], **MERGE)
+    with pytest.raises(StepFailed, match=r"primary_key: 1 rows have a NULL in the merge key \(id\)"):
+        _run(bq_dataset, "j3f", "full_refresh", [b([None, 6], ["n", "f"])], **MERGE)
+    # a deleted_flag that is not a boolean column
+    strings = pa.record_batch({"id": [7], "u": [1], "v": ["g"], "gone": ["yes"]})
+    with pytest.raises(StepFailed, match=r"deleted_flag: column 'gone' is STRING, a boolean is needed; nothing was"):
+        _run(bq_dataset, "j4", "incremental", [strings], **MERGE)
+    assert rows() == [(2, "y"), (4, "d")]
+    # explicit dispositions override the sync mode
+    _run(bq_dataset, "j5", "full_refresh", [b([9], ["i"])], write_disposition="append")
+    assert rows() == [(2, "y"), (4, "d"), (9, "i")]
+    _run(bq_dataset, "j6", "incremental", [b([8], ["h"])], write_disposition="replace")
+    assert rows() == [(8, "h")]

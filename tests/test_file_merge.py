@@ -236,3 +236,63 @@ def test_schema_rules() -> None:
         unify(old, pa.schema([("extra", pa.string())]), "fail", Path("t"))
     with pytest.raises(StepFailed, match="'n' is int32 in t and string"):
         unify(old, pa.schema([("n", pa.string())]), "evolve", Path("t"))
+
+
+def _run_direct(base: Path, job: str, sync_mode: str, batches: list[pa.RecordBatch], **config: object) -> None:
+    """One job straight through the destination (no CLI): prepare, one write, publish."""
+    from bizon_fast.connectors.registry import destination_class
+    from bizon_fast.destination.base import DestinationContext
+
+    cls = destination_class("file")
+    details = cls.config_class.model_validate(
+        {"destination_id": "out/src", "format": "parquet", "base_dir": str(base), **config}
+    )
+    context = DestinationContext(
+        job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode, cursor_field="u"
+    )
+    d = cls(details, context)
+    try:
+        d.prepare({})
+        d.write("a", 0, 0, batches)
+        d.publish()
+    finally:
+        d.close()
+
+
+MERGE = {"write_disposition": "merge", "primary_key": ["id"], "deleted_flag": "gone"}
+
+
+def test_merge_edge_rules_match_postgres_and_bigquery(tmp_path: Path) -> None:
+    """A full refresh with merge rebuilds the dataset from the job's rows (one per key, the deleted dropped); a
+    NULL key and a non-boolean deleted_flag fail in one line, nothing published; freeze refuses a widening; an
+    explicit append / replace overrides the sync mode."""
+
+    def rows() -> list[tuple]:
+        return sorted(rows_of(dataset(tmp_path), ["id", "v"]))
+
+    def b(ids: list, v: list[str], gone: list | None = None, n: pa.Array | None = None) -> pa.RecordBatch:
+        n = n if n is not None else pa.array([1] * len(ids), pa.int32())
+        gone = gone or [False] * len(ids)
+        return pa.record_batch({"id": pa.array(ids, pa.int64()), "u": [1] * len(ids), "v": v, "n": n, "gone": gone})
+
+    _run_direct(tmp_path, "j1", "incremental", [b([1, 2, 3], ["a", "b", "c"])], **MERGE)
+    assert rows() == [(1, "a"), (2, "b"), (3, "c")]
+    _run_direct(
+        tmp_path, "j2", "full_refresh", [b([2, 2, 4, 5], ["x", "y", "d", "e"], [False, False, False, True])], **MERGE
+    )
+    assert rows() == [(2, "y"), (4, "d")]
+    with pytest.raises(StepFailed, match=r"primary_key: 2 rows have a NULL in the merge key \(id\); nothing was"):
+        _run_direct(tmp_path, "j3", "incremental", [b([None, 6, None], ["n", "f", "n"])], **MERGE)
+    with pytest.raises(StepFailed, match=r"primary_key: 1 rows have a NULL in the merge key \(id\)"):
+        _run_direct(tmp_path, "j3f", "full_refresh", [b([None, 6], ["n", "f"])], **MERGE)
+    strings = pa.record_batch({"id": [7], "u": [1], "v": ["g"], "n": pa.array([1], pa.int32()), "gone": ["yes"]})
+    with pytest.raises(StepFailed, match=r"deleted_flag: column 'gone' is string, a boolean is needed; nothing was"):
+        _run_direct(tmp_path, "j4", "incremental", [strings], **MERGE)
+    wide = b([2], ["z"], n=pa.array([1 << 40], pa.int64()))
+    with pytest.raises(StepFailed, match=r"column 'n' widens from int32 to int64 and schema_evolution is freeze"):
+        _run_direct(tmp_path, "j5", "incremental", [wide], **MERGE, schema_evolution="freeze")
+    assert rows() == [(2, "y"), (4, "d")]
+    _run_direct(tmp_path, "j6", "full_refresh", [b([9], ["i"])], write_disposition="append")
+    assert rows() == [(2, "y"), (4, "d"), (9, "i")]
+    _run_direct(tmp_path, "j7", "incremental", [b([8], ["h"])], write_disposition="replace")
+    assert rows() == [(8, "h")]

@@ -266,3 +266,61 @@ def test_evolution_rules(target, arrow, verdict: str, stage_type: str) -> None: 
     decision = decide(oid, typmod, sqltype, 0, arrow)
     assert (decision.verdict, decision.stage_type) == (verdict, stage_type)
     assert widens((23, -1), (20, -1)) and not widens((20, -1), (23, -1)) and not widens((25, -1), (23, -1))
+
+
+def _run_direct(schema: str, job: str, sync_mode: str, batches: list[pa.RecordBatch], **config: object) -> None:
+    """One job straight through the destination (no CLI): prepare, one write, publish."""
+    from bizon_fast.connectors.registry import destination_class
+    from bizon_fast.destination.base import DestinationContext
+
+    cls = destination_class("postgres")
+    details = cls.config_class.model_validate({"dsn": DSN, "destination_id": f"{schema}.dst", **config})
+    context = DestinationContext(
+        job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode, cursor_field="u"
+    )
+    d = cls(details, context)
+    try:
+        d.prepare({})
+        d.write("a", 0, 0, batches)
+        d.publish()
+    finally:
+        d.close()
+
+
+MERGE = {"write_disposition": "merge", "primary_key": ["id"], "deleted_flag": "gone"}
+
+
+def test_merge_edge_rules_match_bigquery_and_file(pg_admin, schema) -> None:
+    """A full refresh with merge rebuilds the table from the job's rows (one per key, the deleted dropped); a NULL
+    key and a non-boolean deleted_flag fail in one line, nothing published; freeze refuses a widening; an explicit
+    append / replace overrides the sync mode."""
+    from bizon_fast.errors import UserError
+
+    def rows() -> list[tuple]:
+        return pg_admin.execute(f"SELECT id, v FROM {schema}.dst ORDER BY id, v").fetchall()
+
+    def b(ids: list, v: list[str], gone: list | None = None, n: pa.Array | None = None) -> pa.RecordBatch:
+        n = n if n is not None else pa.array([1] * len(ids), pa.int32())
+        gone = gone or [False] * len(ids)
+        return pa.record_batch({"id": pa.array(ids, pa.int64()), "u": [1] * len(ids), "v": v, "n": n, "gone": gone})
+
+    _run_direct(schema, "j1", "incremental", [b([1, 2, 3], ["a", "b", "c"])], **MERGE)
+    assert rows() == [(1, "a"), (2, "b"), (3, "c")]
+    _run_direct(
+        schema, "j2", "full_refresh", [b([2, 2, 4, 5], ["x", "y", "d", "e"], [False, False, False, True])], **MERGE
+    )
+    assert rows() == [(2, "y"), (4, "d")]
+    with pytest.raises(UserError, match=r"primary_key: 2 rows have a NULL in the merge key \(id\); nothing was"):
+        _run_direct(schema, "j3", "incremental", [b([None, 6, None], ["n", "f", "n"])], **MERGE)
+    strings = pa.record_batch({"id": [7], "u": [1], "v": ["g"], "n": pa.array([1], pa.int32()), "gone": ["yes"]})
+    with pytest.raises(UserError, match=r"deleted_flag: column 'gone' is string, a boolean is needed; nothing was"):
+        _run_direct(schema, "j4", "incremental", [strings], **MERGE)
+    # freeze keeps the table's types: a widening (integer -> bigint) fails; evolve applies it
+    wide = b([2], ["z"], n=pa.array([1 << 40], pa.int64()))
+    with pytest.raises(UserError, match=r"column 'n' changed type: integer -> bigint .*freeze\); nothing was"):
+        _run_direct(schema, "j5", "incremental", [wide], **MERGE, schema_evolution="freeze")
+    assert rows() == [(2, "y"), (4, "d")]
+    _run_direct(schema, "j6", "full_refresh", [b([9], ["i"])], write_disposition="append")
+    assert rows() == [(2, "y"), (4, "d"), (9, "i")]
+    _run_direct(schema, "j7", "incremental", [b([8], ["h"])], write_disposition="replace")
+    assert rows() == [(8, "h")]

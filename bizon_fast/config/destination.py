@@ -104,7 +104,8 @@ class DestinationDetails(Strict):
     write_disposition: Literal["append", "replace", "merge"] | None = Field(
         None,
         description="append: add the job's rows; replace: the job's rows become the table (full refresh); merge: "
-        "upsert the job's rows by primary_key (the last version of a key wins). Default: replace for full_refresh, "
+        "upsert the job's rows by primary_key (the last version of a key wins; a full refresh or a reset rebuilds the "
+        "table from the job's rows, one per key; a NULL key fails the job). Default: replace for full_refresh, "
         "append for incremental and stream",
     )
     primary_key: list[str] | None = Field(
@@ -121,7 +122,8 @@ class DestinationDetails(Strict):
         "evolve",
         description="a column new at the source, or widened (int32 -> int64, float32 -> float64, varchar(n) -> text, "
         "numeric precision up): evolve: add / widen it in the destination; freeze: keep the destination's columns "
-        "(new columns are dropped); fail: fail the job before anything is published. An incompatible change always "
+        "and types (new columns are dropped; rows that need a widening fail the job, they would not fit); fail: fail "
+        "the job before anything is published. An incompatible change always "
         "fails the job before anything is published, naming the column and both types",
     )
 

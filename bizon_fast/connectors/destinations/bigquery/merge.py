@@ -23,7 +23,10 @@ a type set twice), so a rerun after a crash between them and the publish finds n
 **Merge.** The kept rows of the stage, the last version of each key first (``ROW_NUMBER() OVER (PARTITION BY
 key ORDER BY cursor DESC, split DESC, first seq DESC, position DESC)``), merged in one ``MERGE``: a matched key
 whose ``deleted_flag`` is true is deleted, another matched key updated, an unmatched one inserted unless
-deleted. A key of NULL never matches (BigQuery's ``=``): such rows are inserted each run.
+deleted. A key of NULL never matches (BigQuery's ``=``): a NULL in the key fails the job before anything is
+published (one line naming the key and the count), as with Postgres and the file destination. A full refresh
+(or a reset) with ``merge`` replaces the table by the last version of each key, less the deleted
+(``rebuild_sql``). ``freeze`` keeps the target's columns and types: new columns left out, a widening fails.
 """
 
 from __future__ import annotations
@@ -184,8 +187,38 @@ def check_flag(flag: str | None, stage_fields: dict[str, Any]) -> None:
         raise StepFailed(f"{KEY}.deleted_flag: column {flag!r} is not in the job's rows; nothing was published")
     if type_sql(f) != "BOOL":
         raise StepFailed(
-            f"{KEY}.deleted_flag: column {flag!r} is {type_sql(f)}, a BOOL is needed; nothing was published"
+            f"{KEY}.deleted_flag: column {flag!r} is {type_sql(f)}, a boolean is needed; nothing was published"
         )
+
+
+def null_key_sql(stage: str, key: list[str], where: str) -> str:
+    """How many of the stage's kept rows have a NULL in the key (a merge refuses them: NULL never matches)."""
+    nulls = " OR ".join(f"{quote(k)} IS NULL" for k in key)
+    return f"SELECT COUNT(*) AS n FROM `{stage}`{where}{' AND ' if where else ' WHERE '}({nulls})"
+
+
+def null_key_failure(count: int, key: list[str]) -> StepFailed:
+    return StepFailed(
+        f"{KEY}.primary_key: {count} rows have a NULL in the merge key ({', '.join(key)}); nothing was published"
+    )
+
+
+def latest_sql(stage: str, columns: list[str], key: list[str], order: list[str], where: str) -> str:
+    """The last version of each key among the stage's kept rows (see the module docstring)."""
+    cols = ", ".join(quote(c) for c in columns)
+    return (
+        f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(quote(k) for k in key)}"
+        f" ORDER BY {', '.join(f'{quote(o)} DESC' for o in order)}) AS {ROW_NUMBER} FROM `{stage}`{where})"
+        f" WHERE {ROW_NUMBER} = 1"
+    )
+
+
+def rebuild_sql(stage: str, columns: list[str], key: list[str], order: list[str], flag: str | None, where: str) -> str:
+    """A merge's full refresh (or reset): the table becomes the last version of each key, less the deleted."""
+    latest = latest_sql(stage, columns, key, order, where)
+    if not flag:
+        return latest
+    return f"SELECT {', '.join(quote(c) for c in columns)} FROM ({latest}) WHERE NOT COALESCE({quote(flag)}, FALSE)"
 
 
 def merge_sql(
@@ -199,11 +232,7 @@ def merge_sql(
 ) -> str:
     """``MERGE`` of the last version of each key among the stage's kept rows (see the module docstring)."""
     cols = ", ".join(quote(c) for c in columns)
-    latest = (
-        f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(quote(k) for k in key)}"
-        f" ORDER BY {', '.join(f'{quote(o)} DESC' for o in order)}) AS {ROW_NUMBER} FROM `{stage}`{where})"
-        f" WHERE {ROW_NUMBER} = 1"
-    )
+    latest = latest_sql(stage, columns, key, order, where)
     on = " AND ".join(f"T.{quote(k)} = S.{quote(k)}" for k in key)
     deleted = f"COALESCE(S.{quote(flag)}, FALSE)" if flag else ""
     clauses = [f"WHEN MATCHED AND {deleted} THEN DELETE"] if flag else []

@@ -462,7 +462,9 @@ class StagedBigQueryDestination(Destination):
             log.info("bigquery destination: job %s was already published to %s", self.context.job_id, self.table_id)
             self.client.delete_table(self.stage_id, not_found_ok=True)
             return
-        full = self.disposition == "replace"
+        merging = self.disposition == "merge"
+        # a merge's full refresh (or reset) rebuilds the table from the job's rows, one per key
+        full = self.disposition == "replace" or (merging and self.context.sync_mode == "full_refresh")
         stage = self._get_stage()
         target = self._get_table(self.table_id)
         if stage is None:
@@ -487,6 +489,16 @@ class StagedBigQueryDestination(Destination):
             options = f" PARTITION BY TIMESTAMP_TRUNC(`{spec[0]}`, {spec[1]})" if spec else ""
             if stage.clustering_fields:
                 options += f" CLUSTER BY {', '.join(f'`{c}`' for c in stage.clustering_fields)}"
+            if full and merging:
+                fields = {f.name: f for f in stage.schema}
+                key = bqmerge.merge_key(getattr(self.config, "primary_key", None), stage, columns)
+                flag = getattr(self.config, "deleted_flag", None)
+                bqmerge.check_flag(flag, fields)
+                self._check_null_keys(key, where, params)
+                cursor = self.context.cursor_field
+                order = [*([cursor] if cursor in columns else []), SPLIT, FIRST, *([POS] if POS in fields else [])]
+                select = bqmerge.rebuild_sql(self.stage_id, columns, key, order, flag, where)
+                log.info("bigquery destination: rebuilding %s from the last version of each key", self.table_id)
             if full:
                 self._query(f"CREATE OR REPLACE TABLE `{self.table_id}`{options} AS {select}", params)
             else:
@@ -518,6 +530,8 @@ class StagedBigQueryDestination(Destination):
         if merging:
             key = bqmerge.merge_key(getattr(config, "primary_key", None), stage, columns)
             bqmerge.check_flag(getattr(config, "deleted_flag", None), fields)
+            inline = f" WHERE {WRITE} IN UNNEST(ARRAY<INT64>[{', '.join(str(int(w)) for w in keep or [])}])"
+            self._check_null_keys(key, "" if keep is None else inline, [])
         if target is None:  # created empty, then appended to like any target: a crash between the
             # two leaves an empty table, never rows that a rerun's append would double
             empty = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}` WHERE FALSE"
@@ -541,6 +555,7 @@ class StagedBigQueryDestination(Destination):
             self._query(statement)
         for change in plan.changes:
             log.info("bigquery destination: %s: %s", self.table_id, change)
+        self.schema_changes = list(plan.changes)
         fault_point("bigquery.publish_evolved")  # the schema evolved, the rows not yet published
         names = ", ".join(f"`{c}`" for c in columns)
         job = f"bf_publish_{label_value(self.context.job_id)}_{split_hash(self.table_id)}"
@@ -567,6 +582,13 @@ class StagedBigQueryDestination(Destination):
         fault_point("bigquery.publish_unrecorded")  # published and recorded, the stage not dropped
         self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
         log.info("bigquery destination: published %s (%s, %s)", self.table_id, self.context.sync_mode, self.disposition)
+
+    def _check_null_keys(self, key: list[str], where: str, params: list[Any]) -> None:
+        """A NULL in the merge key fails the job before anything is published (NULL matches no row)."""
+        rows = self._query(bqmerge.null_key_sql(self.stage_id, key, where), params)
+        count = int(rows[0][0]) if rows else 0
+        if count:
+            raise bqmerge.null_key_failure(count, key)
 
     def _live_schema(self, ref: str) -> list[Any]:
         """The table's columns as a query sees them (no bytes billed): the emulator's metadata misses DDL changes."""

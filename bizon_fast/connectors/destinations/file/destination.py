@@ -31,7 +31,10 @@ with the other characters replaced by ``_`` and followed by ``.`` and a hash of 
   dataset's schema builds a new snapshot of the whole dataset in ``<job>.merged`` (see ``merge.py``: existing
   files less the keys the job wrote, hard-linked when untouched, plus the last version of each key, less soft
   deletes, all cast to one schema), drops the parts, then swaps it in like a full refresh. A full refresh
-  (or a reset) replaces the dataset even with ``write_disposition: merge``.
+  (or a reset) with ``write_disposition: merge`` builds the snapshot from the job's rows alone (the last
+  version of each key, soft deletes dropped), as Postgres and BigQuery do. A NULL in the key or a
+  non-boolean ``deleted_flag`` fails the job before anything is published.
+- ``write_disposition`` ``replace`` / ``append`` force the swap / the append whatever the sync mode.
 - ``publish`` swaps a full refresh in (json: one ``os.replace`` of the concatenated parts; parquet:
   rename the old dataset aside, rename the job folder in, delete the old one) or appends an
   incremental/stream run (json: old content + parts, swapped in atomically; parquet: parts moved
@@ -78,6 +81,7 @@ from bizon_fast.connectors.destinations.file.merge import (
     MergeSpec,
     SchemaPlan,
     build_snapshot,
+    check_flag,
     dataset_files,
     dictionary_columns,
     fold_schemas,
@@ -193,6 +197,12 @@ class FileDestination(Destination):
         unnest = config.unnest and not self.streaming  # streaming: per destination_id, by file_stream
         self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
         self._appender: StreamAppender | None = None
+        #: the job's rows become the dataset: write_disposition replace, or a full refresh (or a reset) that is
+        #: not an explicit append (a merge's full refresh: the job's rows deduplicated by key)
+        disposition = config.write_disposition
+        self.replacing = disposition == "replace" or (
+            context.sync_mode == "full_refresh" and disposition in (None, "merge")
+        )
 
     def _stream(self) -> StreamAppender:
         if self._appender is None:
@@ -423,7 +433,7 @@ class FileDestination(Destination):
             building = self.ready.with_name(self.ready.name + ".tmp")
             try:
                 with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
-                    if self.context.sync_mode != "full_refresh" and self.target.is_file():
+                    if not self.replacing and self.target.is_file():
                         append_file(out, self.target)
                         if out.tell() and not self._ends_with_newline(self.target):
                             out.write(b"\n")
@@ -455,7 +465,7 @@ class FileDestination(Destination):
         if self.merged.exists() or plan is not None:
             self._publish_snapshot(plan)
         elif self.job_dir.is_dir():
-            if self.context.sync_mode == "full_refresh":
+            if self.replacing:
                 # a consumer killed mid-write leaves its temporary part: the folder becomes the dataset, so drop it
                 for entry in self.job_dir.iterdir():
                     if entry.name.startswith(TMP_PREFIX):
@@ -482,23 +492,26 @@ class FileDestination(Destination):
 
     @property
     def merging(self) -> bool:
-        """``write_disposition: merge`` on an incremental run (a full refresh or a reset replaces the dataset)."""
-        return self.config.write_disposition == "merge" and self.context.sync_mode == "incremental"
+        """``write_disposition: merge`` (a full refresh or a reset rebuilds the dataset from the job's rows by key)."""
+        return self.config.write_disposition == "merge" and not self.streaming
 
     def _snapshot_plan(self) -> SchemaPlan | None:
         """The dataset's schema after this job when the job must publish a new snapshot (a merge, or rows that
         change the dataset's schema), else None: the parts are moved in as they are. Raises, before anything
         is published, on a change the policy refuses."""
-        if self.context.sync_mode != "incremental" or not self.job_dir.is_dir():
+        if self.streaming or (self.replacing and not self.merging) or not self.job_dir.is_dir():
             return None
         staged = [pq.read_schema(str(p)) for p in self._sorted_parts()]
-        existing_files = dataset_files(self.target)
+        existing_files = [] if self.replacing else dataset_files(self.target)
         if not staged:
             return None  # nothing to add: the dataset stays as it is
         existing = [pq.read_schema(str(p)) for p in existing_files]
         staged_schema = fold_schemas(staged, "this job's rows")
         existing_schema = fold_schemas(existing, str(self.target)) if existing else None
         assert staged_schema is not None
+        flag = self.config.deleted_flag
+        if self.merging and flag and flag in staged_schema.names:  # before the schema's own checks, as elsewhere
+            check_flag(flag, staged_schema.field(flag).type)
         plan = unify(existing_schema, staged_schema, self.config.schema_evolution, self.target)
         if self.merging:
             return plan
@@ -522,6 +535,8 @@ class FileDestination(Destination):
                 f"destination.config.deleted_flag: {flag!r} is not a column of the rows "
                 f"({', '.join(plan.schema.names)}); nothing was published"
             )
+        if flag:
+            check_flag(flag, plan.schema.field(flag).type)
         return MergeSpec(keys=keys, cursor_field=self.context.cursor_field, deleted_flag=flag)
 
     def _publish_snapshot(self, plan: SchemaPlan | None) -> None:
@@ -537,11 +552,12 @@ class FileDestination(Destination):
             spec = self._merge_spec(plan, parts)
             for change in plan.changes:
                 logger.info("file destination: schema of %s: %s", self.target, change)
+            self.schema_changes = list(plan.changes)
             building = self.merged.with_name(self.merged.name + ".tmp")
             _remove(building)
             building.mkdir(parents=True)
             result = build_snapshot(
-                target=self.target,
+                target=None if self.replacing else self.target,
                 parts=parts,
                 out=building,
                 plan=plan,

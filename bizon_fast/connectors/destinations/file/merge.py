@@ -193,6 +193,27 @@ def primary_key(configured: list[str] | None, staged: list[pa.Schema]) -> list[s
     )
 
 
+def check_keys(staged: pa.Table, keys: list[str]) -> None:
+    """A merge key holds no NULL: StepFailed (nothing published) naming the key and how many rows have one."""
+    missing = pc.is_null(staged.column(keys[0]))
+    for k in keys[1:]:
+        missing = pc.or_(missing, pc.is_null(staged.column(k)))
+    nulls = pc.sum(missing).as_py() or 0
+    if nulls:
+        raise StepFailed(
+            f"destination.config.primary_key: {nulls} rows have a NULL in the merge key ({', '.join(keys)}); "
+            "nothing was published"
+        )
+
+
+def check_flag(flag: str, kind: pa.DataType) -> None:
+    """A deleted_flag column is a boolean: StepFailed (nothing published) naming its type otherwise."""
+    if not pa.types.is_boolean(kind) and not pa.types.is_null(kind):
+        raise StepFailed(
+            f"destination.config.deleted_flag: column {flag!r} is {kind}, a boolean is needed; nothing was published"
+        )
+
+
 @dataclass
 class MergeSpec:
     keys: list[str] | None  # None: append (a schema change only), no row replaced
@@ -270,7 +291,7 @@ class SnapshotResult:
 
 def build_snapshot(
     *,
-    target: Path,
+    target: Path | None,
     parts: list[Path],
     out: Path,
     plan: SchemaPlan,
@@ -279,7 +300,8 @@ def build_snapshot(
     fsync: bool,
 ) -> SnapshotResult:
     """Write the dataset after the job into the empty folder ``out``: the existing files (less the rows whose key
-    the job wrote), then the job's rows (one per key when merging, less the deleted)."""
+    the job wrote), then the job's rows (one per key when merging, less the deleted). ``target`` None: a full
+    refresh (or a reset) of a merge, the job's rows alone."""
     schema = plan.schema
     result = SnapshotResult()
     staged = (
@@ -287,12 +309,13 @@ def build_snapshot(
     )
     written_keys = None
     if spec.keys is not None:
+        check_keys(staged, spec.keys)
         staged = latest_per_key(staged, spec)
         written_keys = staged.select(spec.keys)
         before = staged.num_rows
         staged = _not_deleted(staged, spec.deleted_flag)
         result.deleted_keys = before - staged.num_rows
-    for path in dataset_files(target):
+    for path in dataset_files(target) if target is not None else []:
         table = pq.read_table(str(path))
         result.existing_rows += table.num_rows
         changed = not same_columns(table.schema, schema)

@@ -24,6 +24,8 @@ the job id cut to 16 characters, to fit PostgreSQL's 63-byte names) in the same 
 columns and compatible widenings are staged with their own types and applied by ``publish`` (``ALTER
 TABLE ... ADD COLUMN`` / ``ALTER COLUMN ... TYPE``, one INFO line each) in its transaction; an
 incompatible change fails the job before anything is published, naming the column and both types.
+``freeze`` keeps the table's columns and types: new columns are dropped, a widening fails the job (the
+rows would not fit). A merge fails (nothing published) on a NULL in the key or a non-boolean ``deleted_flag``.
 
 Columns: a typed batch keeps its Arrow columns (types mapped by ``pgbinary.ddl_type``), a bizon
 source-records batch becomes bizon's six envelope columns, and ``unnest`` with ``record_schemas``
@@ -129,6 +131,9 @@ NO_KEY = (
     "destination.config.primary_key: merge needs a key: set destination.config.primary_key (a list of columns), "
     "or read a source table that has a primary key"
 )
+#: a merge's one-line failures, the same for every destination
+NULL_KEY = "destination.config.primary_key: {count} rows have a NULL in the merge key ({key}); nothing was published"
+NOT_BOOLEAN = "destination.config.deleted_flag: column {flag!r} is {kind}, a boolean is needed; nothing was published"
 CURSORS = "bizon_fast_destination_cursors"
 PUBLISHED = "bizon_fast_destination_published"
 COPY_CHUNK = 8 << 20
@@ -426,6 +431,7 @@ class PostgresDestination(Destination):
         timeout = self.config.lock_timeout
 
         def fn(cur: Any) -> None:
+            self.schema_changes = []  # a retried transaction starts over
             self._ddl(cur)
             done = cur.execute(
                 f"INSERT INTO {_ident(self.schema, PUBLISHED)} (destination, job_id, sync_mode) VALUES (%s,%s,%s)"
@@ -487,10 +493,12 @@ class PostgresDestination(Destination):
             raise UserError(
                 f"destination.config.deleted_flag: {flag!r} is not a column of the rows ({self.destination})"
             )
+        if flag is not None and stage_types[flag] != "boolean":
+            raise UserError(NOT_BOOLEAN.format(flag=flag, kind=stage_types[flag]))
         nulls = " OR ".join(f"{_ident(k)} IS NULL" for k in key)
         bad = cur.execute(f"SELECT count(*) FROM {self.stage} WHERE {nulls}").fetchone()[0]
         if bad:
-            raise self._fail(f"{bad} rows have a NULL in the merge key ({', '.join(key)})")
+            raise UserError(NULL_KEY.format(count=bad, key=", ".join(key)))
         cursor = self.context.cursor_field if self.context.cursor_field in stage_types else None
         keys = ", ".join(f"s.{_ident(k)}" for k in key)
         order = [f"s.{_ident(k)}" for k in key]
@@ -506,12 +514,7 @@ class PostgresDestination(Destination):
             f"SELECT DISTINCT ON ({keys}) {', '.join(f's.{_ident(c)}' for c in columns)} FROM {self.stage} s"
             f" JOIN {writes} ON w.write_id = s.{WRITE_COLUMN} ORDER BY {', '.join(order)}"
         )
-        if flag is None:
-            deleted = "FALSE"
-        elif stage_types[flag] == "boolean":
-            deleted = f"l.{_ident(flag)} IS TRUE"
-        else:
-            deleted = f"CAST(l.{_ident(flag)}::text AS boolean) IS TRUE"
+        deleted = "FALSE" if flag is None else f"l.{_ident(flag)} IS TRUE"
         names = ", ".join(_ident(c) for c in columns)
         if replace:
             log.info("postgres destination: creating %s from the merged rows of the stage", self.target)
@@ -576,6 +579,7 @@ class PostgresDestination(Destination):
                 log.info(
                     "postgres destination: %s: added column %s %s (old rows NULL)", self.destination, name, sqltype
                 )
+                self.schema_changes.append(f"column {name} added ({sqltype}; existing rows null)")
                 target[name] = (oid, typmod, sqltype)
                 continue
             old_oid, old_typmod, old_type = target[name]
@@ -602,6 +606,7 @@ class PostgresDestination(Destination):
             log.info(
                 "postgres destination: %s: widened column %s from %s to %s", self.destination, name, old_type, wider
             )
+            self.schema_changes.append(f"column {name} widened from {old_type} to {wider}")
             target[name] = (oid, typmod, wider)
         return {name: sqltype for name, (_, _, sqltype) in target.items()}
 
@@ -658,11 +663,11 @@ class PostgresDestination(Destination):
                 )
             stage_type = decision.stage_type
             if decision.verdict == WIDEN and self.policy != "evolve":
-                if self.policy == "fail":
-                    raise self._fail(
-                        f"column {name!r} changed type: {sqltype} -> {stage_type} (schema_evolution: fail)"
-                    )
-                stage_type = sqltype  # freeze: the table's type; a value that does not fit fails
+                # freeze keeps the table's types: rows that need a wider one would not fit
+                raise self._fail(
+                    f"column {name!r} changed type: {sqltype} -> {stage_type} (a widening; "
+                    f"schema_evolution: {self.policy})"
+                )
             if stage_type == sqltype and not PgColumn(name, oid, typmod, elem).supported:
                 stage_type = "text"  # the binary encoder does not write it: staged as text, cast at publish
             types.append((name, stage_type))
@@ -716,6 +721,10 @@ class PostgresDestination(Destination):
             flag = self.config.deleted_flag
             if flag is not None and flag not in names:
                 raise UserError(f"destination.config.deleted_flag: {flag!r} is not a column of the rows")
+            if flag is not None:
+                kind = batches[0].schema.field(flag).type
+                if not pa.types.is_boolean(kind) and not pa.types.is_null(kind):
+                    raise UserError(NOT_BOOLEAN.format(flag=flag, kind=kind))
         return list(key)
 
     # ------------------------------------------------------------ consumer
