@@ -274,6 +274,17 @@ def _pg(result: BenchResult) -> list[Chart]:
     return [Chart("pg", result.name, title, "rows/s", bars, volume(bars), goal=goal, goal_label=label)]
 
 
+def _merge(result: BenchResult) -> list[Chart]:
+    bars = [bar(r["contender"], r, "wall_s") for r in result.rows]
+    relative_to(bars, next((b.label for b in bars if b.label.startswith("full refresh")), ""), "full refresh")
+    changed = next((r.get("changed_rows") for r in result.rows if r.get("changed_rows")), None)
+    title = "Postgres merge of 1% changed rows vs a full refresh of the table (wall time, lower is better)"
+    size = next((b.rows for b in bars if b.rows), None)
+    parts = (f"{size:,}-row table" if size else "", f"{changed:,.0f} rows changed a round" if changed else "")
+    what = ", ".join(p for p in parts if p)
+    return [Chart("merge", result.name, title, "seconds a run", bars, what, style="seconds")]
+
+
 def _kafka(result: BenchResult) -> list[Chart]:
     bars = [bar(r["contender"], r) for r in result.rows]
     relative_to(bars, "shm ring", "ring")
@@ -358,6 +369,7 @@ SHAPERS: dict[str, Callable[[BenchResult], list[Chart]]] = {
     "files": _files,
     "checkpoint": _checkpoint,
     "pg": _pg,
+    "merge": _merge,
     "bigquery": _bigquery,
     "kafka": _kafka,
     "transforms": _transforms,

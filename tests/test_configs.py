@@ -210,3 +210,38 @@ def test_incremental_postgres_example_runs(tmp_path: Path, pg_admin, pg_schema: 
         re.fullmatch(r"part-[0-9A-Za-z_-]+-key00\d_\d+_\d+\.[0-9a-f]{12}-\d{10}-\d{10}\.parquet", n) for n in names
     )
     assert (tmp_path / "jobs" / "ckpt.sqlite3").exists()
+
+
+def test_incremental_merge_examples_run(tmp_path: Path, pg_admin, pg_schema: str) -> None:  # noqa: ANN001
+    """The merge examples against the test database: the second run upserts the updated rows, no key twice."""
+    table = f"{pg_schema}.orders_{secrets.token_hex(3)}"
+    pg_admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, amount float8, updated_at timestamptz NOT NULL)")
+    pg_admin.execute(
+        f"INSERT INTO {table} SELECT i, i * 1.5, timestamptz '2024-01-01' + i * interval '1 minute' "
+        "FROM generate_series(1, 500) i"
+    )
+    dsn = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+    parquet = yaml.safe_load((CONFIGS / "postgres_incremental_merge_to_parquet.yml").read_text())
+    pg = yaml.safe_load((CONFIGS / "postgres_incremental_merge.yml").read_text())
+    (tmp_path / "jobs").mkdir()
+    for name, config in (("parquet", parquet), ("pg", pg)):
+        assert config["destination"]["config"]["write_disposition"] == "merge"
+        del config["source"]["password"]  # the test database trusts local connections
+        config["source"].update(host="127.0.0.1", database="test", stream=table)
+        config["engine"]["backend"] = {"type": "sqlite", "config": {"database": f"ckpt_{name}"}}
+    pg["destination"]["config"].update(dsn=dsn, destination_id=f"{pg_schema}.orders_merged")
+    for name, config in (("parquet", parquet), ("pg", pg)):
+        (tmp_path / "jobs" / f"{name}.yml").write_text(yaml.safe_dump(config))
+        assert run_cli("run", f"jobs/{name}.yml", "--quiet", cwd=tmp_path).returncode == 0
+    pg_admin.execute(f"UPDATE {table} SET amount = -1, updated_at = now() WHERE id <= 10")
+    pg_admin.execute(f"INSERT INTO {table} SELECT i, i * 1.5, now() FROM generate_series(501, 520) i")
+    for name in ("parquet", "pg"):
+        res = run_cli("run", f"jobs/{name}.yml", "--quiet", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    got = ds.dataset(tmp_path / "jobs" / "out" / "orders_merged", format="parquet").to_table().sort_by("id")
+    assert got.column("id").to_pylist() == list(range(1, 521))  # each key once: updated, not appended again
+    assert got.column("amount").to_pylist()[:11] == [-1.0] * 10 + [16.5]
+    merged = pg_admin.execute(
+        f"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE amount = -1) FROM {pg_schema}.orders_merged"
+    ).fetchone()
+    assert merged == (520, 520, 10)

@@ -244,3 +244,53 @@ def test_quick_update_readme_without_a_copy_is_refused(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "--docs-root" in proc.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+# --- merge (issue 16): 1% changed rows merged vs a full refresh of the table ---
+
+
+@pytest.mark.service
+@pytest.mark.timeout(120)
+def test_quick_merge_benchmark_verifies_and_reports_the_ratio(tmp_path: Path) -> None:
+    """``--quick --only merge``: both contenders ran, their tables were read back (no failure), the ratio measured."""
+    from native_bench.benchmarks.merge import FULL, MERGE
+
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "native_bench", "--quick", "--only", "merge", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bench = json.loads((out / "results.json").read_text())["benchmarks"]["merge"]
+    assert bench["error"] is None and bench["skipped"] is None, bench["error"] or bench["skipped"]
+    by_contender = {r["contender"]: r for r in bench["rows"]}
+    assert len(by_contender) == 2
+    for row in by_contender.values():
+        assert row["failed_runs"] == 0 and row["rows"] == 200_000 and row["wall_s"] > 0
+        assert row["changed_rows"] == 2_000
+    assert by_contender[MERGE]["rows_read"] == 2_000  # the merge read only the changed rows
+    assert by_contender[FULL]["rows_read"] == 200_000
+    (target,) = bench["targets"]
+    assert target["value"] == pytest.approx(bench["metrics"]["full_refresh_wall_s"] / bench["metrics"]["merge_wall_s"])
+    assert "RUN FAILED VERIFICATION" not in proc.stdout
+
+
+def test_merge_chart_is_seconds_with_whiskers_against_the_full_refresh() -> None:
+    from native_bench import plots
+    from native_bench.benchmarks.merge import FULL, MERGE
+    from native_bench.result import BenchResult
+    from native_bench.rounds import summarize
+
+    rows = [
+        {"contender": MERGE, "changed_rows": 100_000, **summarize([_run(w, 10_000_000) for w in (4.0, 5.0, 6.0)], 1)},
+        {"contender": FULL, "changed_rows": 100_000, **summarize([_run(w, 10_000_000) for w in (40, 50, 45)], 1)},
+    ]
+    (chart,) = plots.charts(BenchResult("merge", "merge", "", rows=rows))
+    merge, full = chart.bars
+    assert chart.style == "seconds" and chart.kind == "bars"
+    assert (merge.low, merge.median, merge.high, merge.rounds) == pytest.approx((4.0, 5.0, 6.0, 3))
+    assert full.reference and not merge.reference and merge.note == "0.11x full refresh"
+    assert chart.volume == "10,000,000-row table, 100,000 rows changed a round"

@@ -45,6 +45,9 @@ class JobRecord(msgspec.Struct, kw_only=True):
     restarts: int | None = None
     #: when the latest attempt started (None: the job predates the column); ``created_at`` is the first's
     started_at: datetime | None = None
+    #: the schema changes the destination applied when the job published, one per line (None: none, or the
+    #: job predates the column)
+    schema_changes: str | None = None
     #: rows committed for the job, all attempts (the sum of its splits' cursors): filled by ``list_jobs``
     #: only, since the run itself keeps the number in its commit log. Not ``total_rows``: that is the
     #: source's planned row count, stored when the job is created (it drives the progress bar)
@@ -54,11 +57,11 @@ class JobRecord(msgspec.Struct, kw_only=True):
 #: the column order of the jobs table that ``job_from_row`` reads, shared by the SQL backends
 JOB_COLUMNS = (
     "id, name, source_name, stream_name, sync_mode, status, fingerprint, created_at, updated_at, total_rows, error,"
-    " attempt, restarts, started_at"
+    " attempt, restarts, started_at, schema_changes"
 )
 #: columns added to the jobs table after its first release: ``open`` adds them to an older table, and a
 #: reader that must not alter anything (``open_for_reading``) reads NULL where a table still lacks them
-ADDED_JOB_COLUMNS = ("restarts", "started_at")
+ADDED_JOB_COLUMNS = ("restarts", "started_at", "schema_changes")
 
 
 def job_select(present: Collection[str], alias: str = "") -> str:
@@ -80,6 +83,7 @@ def _as_time(value: datetime | str | None) -> datetime | None:
 def job_from_row(row: tuple) -> JobRecord:
     """A jobs-table row (in ``JOB_COLUMNS`` order, then optionally the committed rows) as a JobRecord."""
     (id_, name, source, stream, mode, status, fp, created, updated, total, error, attempt, restarts, started) = row[:14]
+    schema_changes = row[14] if len(row) > 14 else None
     return JobRecord(
         id=id_,
         name=name,
@@ -95,7 +99,8 @@ def job_from_row(row: tuple) -> JobRecord:
         attempt=attempt,
         restarts=restarts,
         started_at=_as_time(started),
-        committed_rows=int(row[14]) if len(row) > 14 and row[14] is not None else None,
+        schema_changes=schema_changes,
+        committed_rows=int(row[15]) if len(row) > 15 and row[15] is not None else None,
     )
 
 
@@ -213,10 +218,17 @@ class CheckpointBackend(ABC):
 
     @abstractmethod
     def set_job_status(
-        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        *,
+        restarts: int | None = None,
+        schema_changes: str | None = None,
     ) -> None:
         """Record the job's status (and error); ``restarts``: the worker restarts of all its attempts so far,
-        written with a final status (None leaves the recorded count as it is)."""
+        written with a final status (None leaves the recorded count as it is); ``schema_changes``: the
+        destination's schema changes at publish, one per line (None leaves the recorded value)."""
 
     @abstractmethod
     def get_job(self, job_id: str) -> JobRecord | None: ...

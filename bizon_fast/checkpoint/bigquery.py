@@ -80,6 +80,7 @@ _TABLES = {
         ("attempt", "INT64"),
         ("restarts", "INT64"),
         ("started_at", "TIMESTAMP"),
+        ("schema_changes", "STRING"),
     ],
     "bizon_fast_cursors": [
         ("job_id", "STRING"),
@@ -392,7 +393,8 @@ class BigQueryBackend(CheckpointBackend):
         total = "CAST(NULL AS INT64)" if total_rows is None else "@total"
         self._q(
             f"INSERT INTO {self._t('bizon_fast_jobs')} ({JOB_COLUMNS})"
-            f" VALUES (@id, @n, @s, @t, @m, 'running', @fp, @now, @now, {total}, CAST(NULL AS STRING), 1, 0, @now)",
+            f" VALUES (@id, @n, @s, @t, @m, 'running', @fp, @now, @now, {total}, CAST(NULL AS STRING), 1, 0, @now,"
+            " CAST(NULL AS STRING))",
             id=job_id,
             n=name,
             s=source_name,
@@ -407,11 +409,18 @@ class BigQueryBackend(CheckpointBackend):
         return job
 
     def set_job_status(
-        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        *,
+        restarts: int | None = None,
+        schema_changes: str | None = None,
     ) -> None:
         self._check_lease()
         err = "CAST(NULL AS STRING)" if error is None else "@err"
         count = "" if restarts is None else ", restarts = @r"
+        count += "" if schema_changes is None else ", schema_changes = @sc"
         self._q(
             f"UPDATE {self._t('bizon_fast_jobs')} SET status = @st, error = {err}, updated_at = @now{count}"
             " WHERE id = @id",
@@ -420,6 +429,7 @@ class BigQueryBackend(CheckpointBackend):
             id=job_id,
             **({} if error is None else {"err": error}),
             **({} if restarts is None else {"r": restarts}),
+            **({} if schema_changes is None else {"sc": schema_changes}),
         )
         if status != JobStatus.RUNNING:
             self._compact(job_id)

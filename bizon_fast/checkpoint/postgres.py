@@ -76,11 +76,12 @@ CREATE TABLE IF NOT EXISTS {s}.bizon_fast_jobs (
     error TEXT,
     attempt INTEGER NOT NULL DEFAULT 1,
     restarts INTEGER,
-    started_at TIMESTAMPTZ
+    started_at TIMESTAMPTZ,
+    schema_changes TEXT
 );
 -- a jobs table created before these columns existed gets them here (NULL in its old rows)
 ALTER TABLE {s}.bizon_fast_jobs ADD COLUMN IF NOT EXISTS restarts INTEGER,
-    ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ;
+    ADD COLUMN IF NOT EXISTS started_at TIMESTAMPTZ, ADD COLUMN IF NOT EXISTS schema_changes TEXT;
 CREATE INDEX IF NOT EXISTS bizon_fast_jobs_pipeline ON {s}.bizon_fast_jobs (name, source_name, stream_name, status);
 CREATE UNIQUE INDEX IF NOT EXISTS bizon_fast_jobs_one_running ON {s}.bizon_fast_jobs (name, source_name, stream_name)
     WHERE status = 'running';
@@ -458,7 +459,7 @@ class PostgresBackend(CheckpointBackend):
             cur.execute(
                 self.query(
                     f"INSERT INTO {{s}}.bizon_fast_jobs ({JOB_COLUMNS})"
-                    " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1,0,now()) ON CONFLICT DO NOTHING"
+                    " VALUES (%s,%s,%s,%s,%s,'running',%s,now(),now(),%s,NULL,1,0,now(),NULL) ON CONFLICT DO NOTHING"
                 ),
                 (job_id, name, source_name, stream_name, sync_mode, fingerprint, total_rows),
             )
@@ -470,15 +471,22 @@ class PostgresBackend(CheckpointBackend):
         return job
 
     def set_job_status(
-        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        *,
+        restarts: int | None = None,
+        schema_changes: str | None = None,
     ) -> None:
         self.transaction(
             lambda cur: cur.execute(
                 self.query(
                     "UPDATE {s}.bizon_fast_jobs SET status=%s, error=%s, updated_at=now(),"
-                    " restarts=COALESCE(%s::integer, restarts) WHERE id=%s"
+                    " restarts=COALESCE(%s::integer, restarts), schema_changes=COALESCE(%s::text, schema_changes)"
+                    " WHERE id=%s"
                 ),
-                (str(status), error, restarts, job_id),
+                (str(status), error, restarts, schema_changes, job_id),
             ),
             "updating a job",
         )

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS bizon_fast_jobs (
     error TEXT,
     attempt INTEGER NOT NULL DEFAULT 1,
     restarts INTEGER,
-    started_at TEXT
+    started_at TEXT,
+    schema_changes TEXT
 );
 CREATE INDEX IF NOT EXISTS bizon_fast_jobs_pipeline ON bizon_fast_jobs (name, source_name, stream_name, status);
 CREATE TABLE IF NOT EXISTS bizon_fast_cursors (
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS bizon_fast_watermarks (
 );
 """
 #: the types of ``ADDED_JOB_COLUMNS``, for ``ALTER TABLE`` on a database created before them
-ADDED_COLUMN_TYPES = {"restarts": "INTEGER", "started_at": "TEXT"}
+ADDED_COLUMN_TYPES = {"restarts": "INTEGER", "started_at": "TEXT", "schema_changes": "TEXT"}
 
 
 def _now() -> str:
@@ -206,20 +207,27 @@ class SqliteBackend(CheckpointBackend):
         job_id = uuid.uuid4().hex
         now = _now()
         self._exec(
-            f"INSERT INTO bizon_fast_jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO bizon_fast_jobs ({JOB_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (job_id, name, source_name, stream_name, sync_mode, JobStatus.RUNNING, fingerprint, now, now, total_rows)
-            + (None, 1, 0, now),
+            + (None, 1, 0, now, None),
         )
         job = self.get_job(job_id)
         assert job is not None
         return job
 
     def set_job_status(
-        self, job_id: str, status: JobStatus, error: str | None = None, *, restarts: int | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        error: str | None = None,
+        *,
+        restarts: int | None = None,
+        schema_changes: str | None = None,
     ) -> None:
         self._exec(
-            "UPDATE bizon_fast_jobs SET status=?, error=?, updated_at=?, restarts=COALESCE(?, restarts) WHERE id=?",
-            (str(status), error, _now(), restarts, job_id),
+            "UPDATE bizon_fast_jobs SET status=?, error=?, updated_at=?, restarts=COALESCE(?, restarts),"
+            " schema_changes=COALESCE(?, schema_changes) WHERE id=?",
+            (str(status), error, _now(), restarts, schema_changes, job_id),
         )
 
     def start_attempt(self, job_id: str) -> JobRecord:

@@ -119,8 +119,14 @@ def job_fields(job: JobRecord) -> dict[str, Any]:
         "attempt": job.attempt,
         "restarts": job.restarts,
         "error": job.error,
+        # what the destination changed in the target's schema when the job published (null: nothing)
+        "schema_changes": job.schema_changes.splitlines() if job.schema_changes else None,
         "fingerprint": job.fingerprint,
     }
+
+
+#: ``jobs show``'s text labels where they differ from the JSON keys (the run's summary says "schema" too)
+TEXT_LABELS = {"schema_changes": "schema"}
 
 
 def split_fields(committed: CommittedCursor) -> dict[str, Any]:
@@ -286,12 +292,15 @@ def show_job(
     if as_json:
         _print_json({**fields, "splits": [split_fields(s) for s in splits]})
         return
-    width = max(len(k) for k in fields)
+    labels = {key: TEXT_LABELS.get(key, key) for key in fields}
+    width = max(len(label) for label in labels.values())
     for key, value in fields.items():
         shown = "" if value is None else str(value)
-        if key == "error" and shown:
+        if key == "schema_changes" and value:
+            shown = "\n".join(value)
+        if key in ("error", "schema_changes") and shown:
             shown = shown.replace("\n", "\n" + " " * (width + 2))
-        typer.echo(f"{key.ljust(width)}  {shown}".rstrip())
+        typer.echo(f"{labels[key].ljust(width)}  {shown}".rstrip())
     typer.echo("")
     if not splits:
         typer.echo("no split has committed a cursor yet")

@@ -61,6 +61,8 @@ def print_summary(summary) -> None:  # noqa: ANN001 - RunSummary
     table.add_row("MB/s", f"{summary.nbytes / 1e6 / max(summary.seconds, 1e-9):,.1f}")
     table.add_row("workers", f"{summary.producers} producers, {summary.consumers} consumers, {summary.splits} splits")
     table.add_row("restarts", str(summary.restarts))
+    if summary.schema_changes:
+        table.add_row("schema", "\n".join(summary.schema_changes))
     recoveries = sorted(summary.extra.get("recovery_s", []))
     if recoveries:
         median = recoveries[len(recoveries) // 2]

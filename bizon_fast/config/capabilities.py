@@ -22,6 +22,10 @@ class DestinationCapabilities(msgspec.Struct, frozen=True, kw_only=True):
     default_alias: str | None = None
     #: record schemas take ``clustering_keys`` (``streams:`` injects them only then)
     clustering_keys: bool = False
+    #: ``write_disposition: merge`` (upsert by primary key at publish, ``deleted_flag``)
+    merge: bool = False
+    #: ``schema_evolution``: adds new columns and applies compatible widenings to an existing destination
+    schema_evolution: bool = False
 
     def delivery(self) -> str:
         """The delivery a run to this destination gets, in the words the run's log and summary use."""

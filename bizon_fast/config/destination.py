@@ -101,6 +101,31 @@ class DestinationDetails(Strict):
     unnest: bool = False
     record_schemas: list[RecordSchemaConfig] | None = None
     authentication: dict[str, Any] | None = None
+    write_disposition: Literal["append", "replace", "merge"] | None = Field(
+        None,
+        description="append: add the job's rows; replace: the job's rows become the table (full refresh); merge: "
+        "upsert the job's rows by primary_key (the last version of a key wins; a full refresh or a reset rebuilds the "
+        "table from the job's rows, one per key; a NULL key fails the job). Default: replace for full_refresh, "
+        "append for incremental and stream",
+    )
+    primary_key: list[str] | None = Field(
+        None,
+        description="merge: the key columns; default: the source's primary key (the Postgres source reads it from "
+        "the catalog)",
+    )
+    deleted_flag: str | None = Field(
+        None,
+        description="merge: a boolean column; a row whose flag is true removes its key from the destination "
+        "(a soft delete marker from the source; hard deletes at the source need a full refresh)",
+    )
+    schema_evolution: Literal["evolve", "freeze", "fail"] = Field(
+        "evolve",
+        description="a column new at the source, or widened (int32 -> int64, float32 -> float64, varchar(n) -> text, "
+        "numeric precision up): evolve: add / widen it in the destination; freeze: keep the destination's columns "
+        "and types (new columns are dropped; rows that need a widening fail the job, they would not fit); fail: fail "
+        "the job before anything is published. An incompatible change always "
+        "fails the job before anything is published, naming the column and both types",
+    )
 
     def describe_output(self, source_name: str, stream: str) -> str:
         """Where the rows go, for the run's summary: a path or a table, never a credential.
@@ -110,6 +135,17 @@ class DestinationDetails(Strict):
         ``destination_id``, which is what most destinations write to.
         """
         return self.destination_id or f"{source_name}.{stream} (no destination_id)"
+
+    @model_validator(mode="after")
+    def _merge_keys(self) -> DestinationDetails:
+        """``deleted_flag`` and ``primary_key`` only mean something to a merge: set elsewhere they would be ignored."""
+        if self.write_disposition != "merge":
+            for key in ("deleted_flag", "primary_key"):
+                if getattr(self, key) is not None:
+                    fail(type(self).__name__, [((key,), f"{key} applies to write_disposition: merge only", True)])
+        if self.primary_key is not None and not self.primary_key:
+            fail(type(self).__name__, [(("primary_key",), "give at least one column", True)])
+        return self
 
     @model_validator(mode="after")
     def _unnest_needs_schemas(self) -> DestinationDetails:

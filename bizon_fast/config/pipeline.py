@@ -196,6 +196,17 @@ class PipelineConfig(Strict):
                     True,
                 )
             )
+        capabilities = catalog_from(info).destination_capabilities(self.destination.name) or NO_CAPABILITIES
+        details = self.destination.config
+        if getattr(details, "write_disposition", None) == "merge" and not capabilities.merge:
+            errors.append(
+                (
+                    ("destination", "config", "write_disposition"),
+                    f"destination '{self.destination.name}' cannot merge; merge is supported by postgres, bigquery "
+                    "and file (parquet)",
+                    "merge",
+                )
+            )
         if errors:
             fail("pipeline", errors)
         return self

@@ -31,6 +31,9 @@ class DestinationContext(msgspec.Struct, frozen=True, kw_only=True):
     stream: str
     sync_mode: str  # full_refresh | incremental | stream
     worker: str = "supervisor"  # e.g. "consumer-3"
+    #: ``source.cursor_field`` when set (merge: the last version of a key is the one with the greatest cursor,
+    #: then the last to arrive); None otherwise
+    cursor_field: str | None = None
 
 
 class Destination(ABC):
@@ -43,10 +46,15 @@ class Destination(ABC):
     #: its growth with each write, and ``monitoring: datadog`` sends it as ``bizon_pipeline.large_records``.
     #: Only the BigQuery streaming destinations count them (bizon loaded such rows apart); the others keep 0.
     large_rows: int = 0
+    #: the schema changes ``publish`` applied to the target (one line each, e.g. "column note added (text;
+    #: existing rows null)"): the supervisor records them with the job (``bizon-fast jobs show``) and names
+    #: them in the run's summary. Empty when nothing changed or the destination does not evolve schemas.
+    schema_changes: list[str]
 
     def __init__(self, config: DestinationDetails, context: DestinationContext) -> None:
         self.config = config
         self.context = context
+        self.schema_changes = []
 
     def check_connection(self) -> None:
         """Raise UserError with a clear message when the destination cannot be written (run by the supervisor)."""

@@ -98,6 +98,8 @@ class RunSummary:
     delivery: str = ""  # what the destination's capabilities promise: exactly-once or at-least-once
     output: str = ""  # where the rows went (a path, a table), as the destination's config describes it
     log_file: str | None = None  # this run's log
+    #: the schema changes the destination applied at publish (recorded with the job too)
+    schema_changes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,6 +127,7 @@ class Supervisor:
         self.threaded = runner.type == "thread" or cfg.engine.queue.type == "python_queue"
         self.streaming = inc.is_streaming(cfg)  # continuous: a batch per page, each written and committed
         self.plan: inc.Plan | None = None  # incremental watermark / stream reset of this run
+        self.schema_changes: list[str] = []  # what the destination's publish changed in the target's schema
         self.stall_timeout = runner.config.stall_timeout_s  # a silent worker holding work is killed after this
         self.drain_timeout = runner.config.drain_timeout_s  # a stop's drain is abandoned after this
         self.source_cfg = cfg.source.model_dump(mode="json")
@@ -223,6 +226,7 @@ class Supervisor:
             source_name=cfg.source.name,
             stream=cfg.source.stream,
             sync_mode=self.plan.destination_mode,
+            cursor_field=cfg.source.cursor_field,
         )
         return resolved
 
@@ -321,7 +325,13 @@ class Supervisor:
         fault_point("supervisor.after_publish")  # published, job still running: a rerun must publish nothing twice
         destination.close()
         inc.finish(backend, self.cfg, self.plan, self.job, cursors)
-        backend.set_job_status(self._job.id, JobStatus.SUCCEEDED, restarts=self._restarts())
+        self.schema_changes = list(getattr(destination, "schema_changes", None) or [])
+        backend.set_job_status(
+            self._job.id,
+            JobStatus.SUCCEEDED,
+            restarts=self._restarts(),
+            schema_changes="\n".join(self.schema_changes) or None,
+        )
 
     def _summary(self, started: float, resumed: bool, splits: int, producers: int, consumers: int) -> RunSummary:
         return RunSummary(
@@ -340,6 +350,7 @@ class Supervisor:
             delivery=self.delivery,
             output=self.cfg.destination.config.describe_output(self.cfg.source.name, self.cfg.source.stream),
             log_file=self.log_file,
+            schema_changes=self.schema_changes,
             extra={"recovery_s": self.pool.recoveries},
         )
 

@@ -58,6 +58,12 @@ def table_of(details: DestinationDetails, source_name: str, stream: str) -> str:
 #: the model of ``destination.config``
 CONFIG_CLASS = BigQueryDetails
 #: deterministic load-job ids per (split, seq range): a replayed job is found, not run twice
+#: merge: ``MERGE`` from the stage at publish; schema evolution: ADD COLUMN / SET DATA TYPE before it (``merge``)
 CAPABILITIES = DestinationCapabilities(
-    effectively_once=True, wrapper_buffer_size=True, default_alias="bigquery", clustering_keys=True
+    effectively_once=True,
+    wrapper_buffer_size=True,
+    default_alias="bigquery",
+    clustering_keys=True,
+    merge=True,
+    schema_evolution=True,
 )

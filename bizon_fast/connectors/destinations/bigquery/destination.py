@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from bizon_fast.clients import bigquery as bqclient
 from bizon_fast.connectors.destinations.bigquery.config import CAPABILITIES, BigQueryDetails
+from bizon_fast.connectors.destinations.bigquery.merge import source_key
 from bizon_fast.connectors.destinations.bigquery.staged import StagedBigQueryDestination
 from bizon_fast.faults import fault_point
 
@@ -52,7 +53,7 @@ class BigQueryDestination(StagedBigQueryDestination):
         tables = [(f, la, t) for f, la, t in tables if t is not None]
         if not tables:
             return
-        self.ensure_stage(tables[0][2].schema)
+        self.ensure_stage(tables[0][2].schema, source_key(batches) if self.disposition == "merge" else None)
         if len(tables) == 1:
             self._load(split_id, *tables[0])
             return

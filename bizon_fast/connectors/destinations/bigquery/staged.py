@@ -37,6 +37,12 @@ publish a no-op, and the stage is dropped. Incremental: ``INSERT INTO <table> (c
 that row in one multi-statement transaction (with a deterministic job id: a repeated publish is a 409 on
 the real service), so a crash cannot leave the rows appended but the job unrecorded -- a rerun would
 append them again.
+Merge (``write_disposition: merge``): the same transaction with a ``MERGE`` of the last version of each
+key (cursor field, then arrival: split, first seq, row position, a ``_bizon_fast_pos`` column merging jobs
+stage) in place of the ``INSERT``; rows whose ``deleted_flag`` is true delete their key. Appends and merges
+evolve the target's schema first (``merge.evolve``: ``ALTER TABLE`` outside the transaction, idempotent);
+everything that can fail the job is checked before the first statement, so a failed job publishes nothing.
+The key is ``primary_key`` or the source's, kept in the stage's description by the first write.
 A stale stage of an earlier, dead job is dropped by ``prepare``; the stage of the job being resumed is
 kept.
 """
@@ -44,6 +50,7 @@ kept.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -55,11 +62,12 @@ import pyarrow as pa
 
 from bizon_fast.clients import bigquery as bqclient
 from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.connectors.destinations.bigquery import merge as bqmerge
 from bizon_fast.connectors.destinations.bigquery.cover import best_cover
 from bizon_fast.connectors.destinations.bigquery.rows import bigquery_rows
 from bizon_fast.connectors.destinations.bigquery.types import arrow_type, bq_schema, declared_schema
 from bizon_fast.destination.base import Destination, DestinationContext
-from bizon_fast.errors import UserError
+from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.faults import fault_point
 
 log = logging.getLogger("bizon_fast.destination.bigquery")
@@ -73,6 +81,10 @@ SPLIT, FIRST, LAST, WRITE, ROWS = (
     "_bizon_fast_rows",
 )
 BOOKKEEPING = (SPLIT, FIRST, LAST, WRITE, ROWS)
+#: a merging job's rows also carry their position in their write: the last version of a key is the last to arrive
+POS = "_bizon_fast_pos"
+#: the stage's columns that never reach the target
+HIDDEN = (*BOOKKEEPING, POS)
 PUBLISHED = "bizon_fast_published"
 JOB_LABEL, EPOCH_LABEL = "bizon_fast_job", "bizon_fast_epoch"
 
@@ -115,6 +127,10 @@ class StagedBigQueryDestination(Destination):
         self.table = self.table_id.rsplit(".", 1)[1]
         suffix = "_temp" if context.sync_mode == "full_refresh" else "_incremental"
         self.stage_id = f"{self.table_id}{suffix}"
+        #: append | replace | merge (default: replace for a full refresh, else append)
+        self.disposition = getattr(config, "write_disposition", None) or (
+            "replace" if context.sync_mode == "full_refresh" else "append"
+        )
         self.declared = None
         self.clustering: list[str] | None = None
         if config.unnest:
@@ -214,7 +230,10 @@ class StagedBigQueryDestination(Destination):
         table = table.append_column(FIRST, pa.repeat(pa.scalar(first_seq, pa.int64()), n))
         table = table.append_column(LAST, pa.repeat(pa.scalar(last_seq, pa.int64()), n))
         table = table.append_column(WRITE, pa.repeat(pa.scalar(write_id, pa.int64()), n))
-        return table.append_column(ROWS, pa.repeat(pa.scalar(n, pa.int64()), n))
+        table = table.append_column(ROWS, pa.repeat(pa.scalar(n, pa.int64()), n))
+        if self.disposition == "merge":  # rows are concatenated in seq order: the position orders them within a write
+            table = table.append_column(POS, pa.array(range(n), pa.int64()))
+        return table
 
     def _declared_types(self, table: pa.Table) -> pa.Table:
         """Unnested columns cast to their declared BigQuery types where Arrow has a matching type."""
@@ -239,7 +258,7 @@ class StagedBigQueryDestination(Destination):
                 SchemaField.from_api_repr({**f.to_api_repr(), "mode": "NULLABLE"}) if f.mode == "REQUIRED" else f
                 for f in declared
             ]
-            return relaxed + bq_schema(pa.schema([schema.field(n) for n in BOOKKEEPING]))
+            return relaxed + bq_schema(pa.schema([schema.field(n) for n in HIDDEN if n in schema.names]))
         fields = bq_schema(schema)
         if self.source_data_type != "STRING":
             fields = [SchemaField(f.name, self.source_data_type) if f.name == "_source_data" else f for f in fields]
@@ -256,8 +275,11 @@ class StagedBigQueryDestination(Destination):
         except gexc.NotFound:
             return None
 
-    def ensure_stage(self, schema: pa.Schema) -> Any:
-        """The stage table, created from the first write's schema when missing (consumers race: 409 is fine)."""
+    def ensure_stage(self, schema: pa.Schema, source_key: list[str] | None = None) -> Any:
+        """The stage table, created from the first write's schema when missing (consumers race: 409 is fine).
+
+        ``source_key``: the primary key the source named in its rows, kept in the stage's description for a
+        merging publish (which runs in the supervisor, far from the rows)."""
         if self._stage is not None:
             return self._stage
         from google.api_core import exceptions as gexc
@@ -267,6 +289,8 @@ class StagedBigQueryDestination(Destination):
         if stage is None:
             table = bigquery.Table(self.stage_id, schema=self._stage_schema(schema))
             table.labels = {JOB_LABEL: label_value(self.context.job_id), EPOCH_LABEL: "0"}
+            if source_key:
+                table.description = json.dumps({"primary_key": source_key})
             field = self.partition_field(schema.names)
             if field:
                 table.time_partitioning = bigquery.TimePartitioning(type_=self.partition_type(), field=field)
@@ -438,7 +462,9 @@ class StagedBigQueryDestination(Destination):
             log.info("bigquery destination: job %s was already published to %s", self.context.job_id, self.table_id)
             self.client.delete_table(self.stage_id, not_found_ok=True)
             return
-        full = self.context.sync_mode == "full_refresh"
+        merging = self.disposition == "merge"
+        # a merge's full refresh (or reset) rebuilds the table from the job's rows, one per key
+        full = self.disposition == "replace" or (merging and self.context.sync_mode == "full_refresh")
         stage = self._get_stage()
         target = self._get_table(self.table_id)
         if stage is None:
@@ -455,7 +481,7 @@ class StagedBigQueryDestination(Destination):
                 )
                 where = f" WHERE {WRITE} IN UNNEST(@keep)"
                 params = [bigquery.ArrayQueryParameter("keep", "INT64", keep)]
-            columns = [f.name for f in stage.schema if f.name not in BOOKKEEPING]
+            columns = [f.name for f in stage.schema if f.name not in HIDDEN]
             select = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}`{where}"
             spec = partition_spec(stage)
             if full and target is not None and partition_spec(target) != spec:
@@ -463,39 +489,20 @@ class StagedBigQueryDestination(Destination):
             options = f" PARTITION BY TIMESTAMP_TRUNC(`{spec[0]}`, {spec[1]})" if spec else ""
             if stage.clustering_fields:
                 options += f" CLUSTER BY {', '.join(f'`{c}`' for c in stage.clustering_fields)}"
+            if full and merging:
+                fields = {f.name: f for f in stage.schema}
+                key = bqmerge.merge_key(getattr(self.config, "primary_key", None), stage, columns)
+                flag = getattr(self.config, "deleted_flag", None)
+                bqmerge.check_flag(flag, fields)
+                self._check_null_keys(key, where, params)
+                cursor = self.context.cursor_field
+                order = [*([cursor] if cursor in columns else []), SPLIT, FIRST, *([POS] if POS in fields else [])]
+                select = bqmerge.rebuild_sql(self.stage_id, columns, key, order, flag, where)
+                log.info("bigquery destination: rebuilding %s from the last version of each key", self.table_id)
             if full:
                 self._query(f"CREATE OR REPLACE TABLE `{self.table_id}`{options} AS {select}", params)
             else:
-                if target is None:  # created empty, then appended to like any target: a crash between the
-                    # two leaves an empty table, never rows that a rerun's append would double
-                    empty = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}` WHERE FALSE"
-                    self._query(f"CREATE TABLE IF NOT EXISTS `{self.table_id}`{options} AS {empty}")
-                    target = self._get_table(self.table_id)
-                missing = [c for c in columns if c not in {f.name for f in target.schema}]
-                if missing:
-                    raise UserError(
-                        f"{KEY}: columns {missing} are not in the existing table {self.table_id}; "
-                        "add them or run a full refresh"
-                    )
-                names = ", ".join(f"`{c}`" for c in columns)
-                job = f"bf_publish_{label_value(self.context.job_id)}_{split_hash(self.table_id)}"
-                # the append and its record in one transaction: a crash between two separate statements
-                # left rows appended but the job unrecorded, and the rerun appended them again (the
-                # deterministic job id's 409 guards that only where the service keeps job ids: the
-                # emulator does not). Values inline: the emulator drops parameters of a script's statements.
-                if where:
-                    where = f" WHERE {WRITE} IN UNNEST(ARRAY<INT64>[{', '.join(str(int(w)) for w in keep)}])"
-                select = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}`{where}"
-                record = ", ".join(sql_string(v) for v in (self.table_id, self.context.job_id, self.context.sync_mode))
-                self._query(
-                    f"BEGIN TRANSACTION;\nINSERT INTO `{self.table_id}` ({names}) {select};\n"
-                    f"INSERT INTO `{self._published_table()}` (destination, job_id, sync_mode, published_at)"
-                    f" VALUES ({record}, CURRENT_TIMESTAMP());\nCOMMIT TRANSACTION;",
-                    job_id=job,
-                )
-                fault_point("bigquery.publish_unrecorded")  # appended and recorded, the stage not dropped
-                self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
-                log.info("bigquery destination: published %s (%s)", self.table_id, self.context.sync_mode)
+                self._publish_into(stage, target, columns, keep if where else None, options)
                 return
             fault_point("bigquery.publish_unrecorded")  # the target replaced, bizon_fast_published not yet
         self._query(
@@ -509,6 +516,85 @@ class StagedBigQueryDestination(Destination):
         )
         self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
         log.info("bigquery destination: published %s (%s)", self.table_id, self.context.sync_mode)
+
+    def _publish_into(self, stage: Any, target: Any, columns: list[str], keep: list[int] | None, options: str) -> None:
+        """Append or merge the kept writes into the target, evolving its schema first (``merge``).
+
+        Everything that can fail the job (the key, the flag, the schema's compatibility) is checked before the
+        first statement; the DDL runs next (idempotent), then the rows and their record in one transaction.
+        """
+        merging = self.disposition == "merge"
+        fields = {f.name: f for f in stage.schema}
+        config = self.config
+        key: list[str] = []
+        if merging:
+            key = bqmerge.merge_key(getattr(config, "primary_key", None), stage, columns)
+            bqmerge.check_flag(getattr(config, "deleted_flag", None), fields)
+            inline = f" WHERE {WRITE} IN UNNEST(ARRAY<INT64>[{', '.join(str(int(w)) for w in keep or [])}])"
+            self._check_null_keys(key, "" if keep is None else inline, [])
+        if target is None:  # created empty, then appended to like any target: a crash between the
+            # two leaves an empty table, never rows that a rerun's append would double
+            empty = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.stage_id}` WHERE FALSE"
+            self._query(f"CREATE TABLE IF NOT EXISTS `{self.table_id}`{options} AS {empty}")
+            target = self._get_table(self.table_id)
+        policy = getattr(config, "schema_evolution", "evolve")
+        if not self.capabilities.schema_evolution:  # the streaming destinations keep their table's columns:
+            policy = "fail"  # a new column fails the job, as before schema evolution
+        plan = bqmerge.evolve(
+            self.table_id, [fields[c] for c in columns], self._live_schema(self.table_id), target.schema, policy
+        )
+        columns = plan.columns
+        flag = getattr(config, "deleted_flag", None) if merging else None
+        dropped = [k for k in [*key, *([flag] if flag else [])] if k not in columns]
+        if dropped:
+            raise StepFailed(
+                f"{KEY}.schema_evolution: {dropped} are new to {self.table_id} and schema_evolution is freeze; "
+                "merge needs them; nothing was published"
+            )
+        for statement in plan.ddl:
+            self._query(statement)
+        for change in plan.changes:
+            log.info("bigquery destination: %s: %s", self.table_id, change)
+        self.schema_changes = list(plan.changes)
+        fault_point("bigquery.publish_evolved")  # the schema evolved, the rows not yet published
+        names = ", ".join(f"`{c}`" for c in columns)
+        job = f"bf_publish_{label_value(self.context.job_id)}_{split_hash(self.table_id)}"
+        # the rows and their record in one transaction: a crash between two separate statements left rows
+        # appended but the job unrecorded, and the rerun appended them again (the deterministic job id's 409
+        # guards that only where the service keeps job ids: the emulator does not). Values inline: the
+        # emulator drops parameters of a script's statements.
+        where = ""
+        if keep is not None:
+            where = f" WHERE {WRITE} IN UNNEST(ARRAY<INT64>[{', '.join(str(int(w)) for w in keep)}])"
+        if merging:
+            cursor = self.context.cursor_field
+            order = [*([cursor] if cursor in columns else []), SPLIT, FIRST, *([POS] if POS in fields else [])]
+            rows = bqmerge.merge_sql(self.table_id, self.stage_id, columns, key, order, flag, where)
+        else:
+            rows = f"INSERT INTO `{self.table_id}` ({names}) SELECT {names} FROM `{self.stage_id}`{where}"
+        record = ", ".join(sql_string(v) for v in (self.table_id, self.context.job_id, self.context.sync_mode))
+        self._query(
+            f"BEGIN TRANSACTION;\n{rows};\n"
+            f"INSERT INTO `{self._published_table()}` (destination, job_id, sync_mode, published_at)"
+            f" VALUES ({record}, CURRENT_TIMESTAMP());\nCOMMIT TRANSACTION;",
+            job_id=job,
+        )
+        fault_point("bigquery.publish_unrecorded")  # published and recorded, the stage not dropped
+        self.client.delete_table(self.stage_id, not_found_ok=True, retry=bqclient.retry())
+        log.info("bigquery destination: published %s (%s, %s)", self.table_id, self.context.sync_mode, self.disposition)
+
+    def _check_null_keys(self, key: list[str], where: str, params: list[Any]) -> None:
+        """A NULL in the merge key fails the job before anything is published (NULL matches no row)."""
+        rows = self._query(bqmerge.null_key_sql(self.stage_id, key, where), params)
+        count = int(rows[0][0]) if rows else 0
+        if count:
+            raise bqmerge.null_key_failure(count, key)
+
+    def _live_schema(self, ref: str) -> list[Any]:
+        """The table's columns as a query sees them (no bytes billed): the emulator's metadata misses DDL changes."""
+        self.api_calls += 1
+        job = self.client.query(f"SELECT * FROM `{ref}` WHERE FALSE", retry=bqclient.retry())
+        return list(job.result(retry=bqclient.retry()).schema)
 
     def _repartition(self, target: Any, wanted: tuple[str, str] | None) -> tuple[str, str] | None:
         """The partitioning a full refresh publishes with when the target table is partitioned otherwise.

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.config.errors import fail
 from bizon_fast.config.paths import PIPELINE_FOLDER
 from bizon_fast.connectors.destinations.file.file_io import json_target
 
@@ -29,6 +30,22 @@ class FileDestinationDetails(DestinationDetails):
         "default: the pipeline file's folder (the working directory for a config not read from a file)",
     )
 
+    @model_validator(mode="after")
+    def _merge_needs_parquet(self) -> FileDestinationDetails:
+        """A merge writes a new Parquet snapshot of the dataset; an NDJSON file has no such publish."""
+        if self.write_disposition == "merge" and self.format != "parquet":
+            fail(
+                type(self).__name__,
+                [
+                    (
+                        ("write_disposition",),
+                        "merge needs format: parquet (an NDJSON file can only be appended)",
+                        "merge",
+                    )
+                ],
+            )
+        return self
+
     def target_path(self, stream: str) -> Path:
         """Where the output is published: ``destination_id`` (without one: the stream's name, e.g.
         ``creatures.json``) under ``base_dir``, as the NDJSON file or the Parquet dataset folder."""
@@ -45,5 +62,6 @@ class FileDestinationDetails(DestinationDetails):
 
 #: the model of ``destination.config``
 CONFIG_CLASS = FileDestinationDetails
-#: deterministic part names and atomic renames: a replay rewrites the same files
-CAPABILITIES = DestinationCapabilities(effectively_once=True)
+#: deterministic part names and atomic renames: a replay rewrites the same files; merge and schema evolution
+#: (format: parquet) publish a new snapshot of the dataset
+CAPABILITIES = DestinationCapabilities(effectively_once=True, merge=True, schema_evolution=True)

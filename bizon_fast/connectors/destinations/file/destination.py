@@ -15,6 +15,7 @@ Staging (the crash-safety contract). Next to the target, a hidden directory hold
         <job_id>/.tmp-<part>-<random>          a part being written (renamed into place when complete)
         <job_id>.ready[.tmp]                   json publish: the complete new target, before its swap
         <job_id>.old                           parquet full refresh: the previous dataset, set aside
+        <job_id>.merged[.tmp]                  parquet merge / schema change: the complete new dataset, before its swap
 
 (``split_id`` and ``job_id`` appear as written when they hold only ``[A-Za-z0-9_-]``; any other id is shown
 with the other characters replaced by ``_`` and followed by ``.`` and a hash of the id, e.g. ``key000:0:125000``
@@ -26,6 +27,14 @@ with the other characters replaced by ``_`` and followed by ``.`` and a hash of 
   into place. A replay of a range therefore replaces, never duplicates, and never exposes a torn file.
 - ``prepare`` (supervisor, before workers start) deletes temporary files, parts past each split's
   committed seq, and the staging of every other job (bizon would publish such leftovers; we don't).
+- ``publish`` of a merge (``write_disposition: merge``, parquet, incremental) or of rows that change the
+  dataset's schema builds a new snapshot of the whole dataset in ``<job>.merged`` (see ``merge.py``: existing
+  files less the keys the job wrote, hard-linked when untouched, plus the last version of each key, less soft
+  deletes, all cast to one schema), drops the parts, then swaps it in like a full refresh. A full refresh
+  (or a reset) with ``write_disposition: merge`` builds the snapshot from the job's rows alone (the last
+  version of each key, soft deletes dropped), as Postgres and BigQuery do. A NULL in the key or a
+  non-boolean ``deleted_flag`` fails the job before anything is published.
+- ``write_disposition`` ``replace`` / ``append`` force the swap / the append whatever the sync mode.
 - ``publish`` swaps a full refresh in (json: one ``os.replace`` of the concatenated parts; parquet:
   rename the old dataset aside, rename the job folder in, delete the old one) or appends an
   incremental/stream run (json: old content + parts, swapped in atomically; parquet: parts moved
@@ -54,7 +63,6 @@ from typing import BinaryIO
 
 import msgspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bizon_fast.config.destination import DestinationDetails
@@ -68,6 +76,19 @@ from bizon_fast.connectors.destinations.envelope import (
 from bizon_fast.connectors.destinations.file.config import CAPABILITIES, FileDestinationDetails
 from bizon_fast.connectors.destinations.file.file_io import append_file, file_label, label_in_name
 from bizon_fast.connectors.destinations.file.file_stream import StreamAppender
+from bizon_fast.connectors.destinations.file.merge import (
+    PRIMARY_KEY_META,
+    MergeSpec,
+    SchemaPlan,
+    build_snapshot,
+    check_flag,
+    dataset_files,
+    dictionary_columns,
+    fold_schemas,
+    primary_key,
+    same_columns,
+    unify,
+)
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
@@ -123,24 +144,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def dictionary_columns(table: pa.Table, sample: int = 4096) -> list[str]:
-    """Columns worth dictionary-encoding, judged on a sample: at most half its values distinct.
-
-    Arrow tries a dictionary for every column and gives up only after 1 MiB of distinct values;
-    on high-cardinality columns (ids, payloads) that attempt costs ~40% of the write.
-    """
-    head = table.slice(0, sample)
-    chosen = []
-    for name, column in zip(head.column_names, head.columns, strict=True):
-        try:
-            distinct = pc.count_distinct(column).as_py()
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-            continue
-        if distinct * 2 <= max(len(column), 1):
-            chosen.append(name)
-    return chosen
-
-
 def _merge_frames(frames: list[tuple[int, int, pa.RecordBatch]]) -> list[tuple[int, int, pa.RecordBatch]]:
     """Consecutive frames of one seq and extraction time as one batch: the same ids, far fewer steps.
 
@@ -190,9 +193,16 @@ class FileDestination(Destination):
         self.job_dir = self.staging_root / job
         self.ready = self.staging_root / f"{job}.ready"
         self.aside = self.staging_root / f"{job}.old"
+        self.merged = self.staging_root / f"{job}.merged"  # parquet merge: the complete new dataset, before its swap
         unnest = config.unnest and not self.streaming  # streaming: per destination_id, by file_stream
         self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
         self._appender: StreamAppender | None = None
+        #: the job's rows become the dataset: write_disposition replace, or a full refresh (or a reset) that is
+        #: not an explicit append (a merge's full refresh: the job's rows deduplicated by key)
+        disposition = config.write_disposition
+        self.replacing = disposition == "replace" or (
+            context.sync_mode == "full_refresh" and disposition in (None, "merge")
+        )
 
     def _stream(self) -> StreamAppender:
         if self._appender is None:
@@ -202,6 +212,10 @@ class FileDestination(Destination):
     # ------------------------------------------------------------ supervisor
 
     def check_connection(self) -> None:
+        if self.streaming and self.config.write_disposition == "merge":
+            raise UserError(
+                "destination.config.write_disposition: merge needs a batch run (incremental); a stream appends"
+            )
         parent = self.target.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +252,7 @@ class FileDestination(Destination):
 
     def prepare(self, committed: dict[str, int]) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        mine = {self.job_dir.name, self.ready.name, self.aside.name}
+        mine = {self.job_dir.name, self.ready.name, self.aside.name, self.merged.name}
         if self.staging_root.is_dir():
             for entry in self.staging_root.iterdir():
                 if entry.name not in mine:
@@ -250,7 +264,9 @@ class FileDestination(Destination):
                 part = parse_part(entry.name, self.ext)
                 if entry.name.startswith(TMP_PREFIX) or (part and part[1] > committed_by_label.get(part[0], -1)):
                     _remove(entry)
-        elif not any(seq >= 0 for seq in committed.values()) and not (self.ready.exists() or self.aside.exists()):
+        elif not any(seq >= 0 for seq in committed.values()) and not (
+            self.ready.exists() or self.aside.exists() or self.merged.exists()
+        ):
             # Nothing is durable yet, so nothing was published: an empty run must publish an empty table.
             self.job_dir.mkdir(parents=True, exist_ok=True)
 
@@ -399,7 +415,9 @@ class FileDestination(Destination):
                 batch, job_id=self.context.job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
             )
             return frame.to_arrow()
-        return pa.Table.from_batches([batch.replace_schema_metadata(None)])
+        # only the source's primary key is kept (merge reads it back from the part): the rest is run bookkeeping
+        key = (batch.schema.metadata or {}).get(PRIMARY_KEY_META)
+        return pa.Table.from_batches([batch.replace_schema_metadata({PRIMARY_KEY_META: key} if key else None)])
 
     def _sync(self, out: BinaryIO) -> None:
         if self.config.fsync:
@@ -415,7 +433,7 @@ class FileDestination(Destination):
             building = self.ready.with_name(self.ready.name + ".tmp")
             try:
                 with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
-                    if self.context.sync_mode != "full_refresh" and self.target.is_file():
+                    if not self.replacing and self.target.is_file():
                         append_file(out, self.target)
                         if out.tell() and not self._ends_with_newline(self.target):
                             out.write(b"\n")
@@ -443,8 +461,11 @@ class FileDestination(Destination):
             return f.read(1) == b"\n"
 
     def _publish_parquet(self) -> None:
-        if self.job_dir.is_dir():
-            if self.context.sync_mode == "full_refresh":
+        plan = None if self.merged.exists() else self._snapshot_plan()
+        if self.merged.exists() or plan is not None:
+            self._publish_snapshot(plan)
+        elif self.job_dir.is_dir():
+            if self.replacing:
                 # a consumer killed mid-write leaves its temporary part: the folder becomes the dataset, so drop it
                 for entry in self.job_dir.iterdir():
                     if entry.name.startswith(TMP_PREFIX):
@@ -466,3 +487,106 @@ class FileDestination(Destination):
                 _fsync_dir(self.target.parent)
             logger.info("file destination: published %s (%s)", self.target, self.context.sync_mode)
         _remove(self.aside)
+
+    # ------------------------------------------------------------ merge and schema evolution (merge.py)
+
+    @property
+    def merging(self) -> bool:
+        """``write_disposition: merge`` (a full refresh or a reset rebuilds the dataset from the job's rows by key)."""
+        return self.config.write_disposition == "merge" and not self.streaming
+
+    def _snapshot_plan(self) -> SchemaPlan | None:
+        """The dataset's schema after this job when the job must publish a new snapshot (a merge, or rows that
+        change the dataset's schema), else None: the parts are moved in as they are. Raises, before anything
+        is published, on a change the policy refuses."""
+        if self.streaming or (self.replacing and not self.merging) or not self.job_dir.is_dir():
+            return None
+        staged = [pq.read_schema(str(p)) for p in self._sorted_parts()]
+        existing_files = [] if self.replacing else dataset_files(self.target)
+        if not staged:
+            return None  # nothing to add: the dataset stays as it is
+        existing = [pq.read_schema(str(p)) for p in existing_files]
+        staged_schema = fold_schemas(staged, "this job's rows")
+        existing_schema = fold_schemas(existing, str(self.target)) if existing else None
+        assert staged_schema is not None
+        flag = self.config.deleted_flag
+        if self.merging and flag and flag in staged_schema.names:  # before the schema's own checks, as elsewhere
+            check_flag(flag, staged_schema.field(flag).type)
+        plan = unify(existing_schema, staged_schema, self.config.schema_evolution, self.target)
+        if self.merging:
+            return plan
+        uniform = all(same_columns(s, plan.schema) for s in staged + existing)
+        return None if uniform else plan
+
+    def _merge_spec(self, plan: SchemaPlan, parts: list[Path]) -> MergeSpec:
+        if not self.merging:
+            return MergeSpec(keys=None, cursor_field=None, deleted_flag=None)
+        keys = primary_key(self.config.primary_key, [pq.read_schema(str(p)) for p in parts])
+        names = set(plan.schema.names)
+        missing = [k for k in keys if k not in names]
+        if missing:
+            raise StepFailed(
+                f"destination.config.primary_key: {', '.join(missing)} not a column of the rows "
+                f"({', '.join(plan.schema.names)}); nothing was published"
+            )
+        flag = self.config.deleted_flag
+        if flag and flag not in names:
+            raise StepFailed(
+                f"destination.config.deleted_flag: {flag!r} is not a column of the rows "
+                f"({', '.join(plan.schema.names)}); nothing was published"
+            )
+        if flag:
+            check_flag(flag, plan.schema.field(flag).type)
+        return MergeSpec(keys=keys, cursor_field=self.context.cursor_field, deleted_flag=flag)
+
+    def _publish_snapshot(self, plan: SchemaPlan | None) -> None:
+        """Build the dataset after the job in ``<job>.merged`` (complete, then renamed), drop the parts, swap it in.
+
+        Each step leaves a state the next call recognises: a build cut short is redone from the same dataset and
+        parts; once ``<job>.merged`` exists it is the whole truth (the parts go), and the swap is the full
+        refresh's (the old dataset aside, the new one in, the old one deleted).
+        """
+        if not self.merged.exists():
+            assert plan is not None
+            parts = self._sorted_parts()
+            spec = self._merge_spec(plan, parts)
+            for change in plan.changes:
+                logger.info("file destination: schema of %s: %s", self.target, change)
+            self.schema_changes = list(plan.changes)
+            building = self.merged.with_name(self.merged.name + ".tmp")
+            _remove(building)
+            building.mkdir(parents=True)
+            result = build_snapshot(
+                target=None if self.replacing else self.target,
+                parts=parts,
+                out=building,
+                plan=plan,
+                spec=spec,
+                label=self.job_dir.name,
+                fsync=self.config.fsync,
+            )
+            if self.config.fsync:
+                _fsync_dir(building)
+            os.replace(building, self.merged)
+            logger.info(
+                "file destination: %s %s: %d rows kept of %d, %d rows written, %d keys deleted "
+                "(%d files linked, %d rewritten)",
+                "merged into" if spec.keys else "new schema for",
+                self.target,
+                result.kept_rows,
+                result.existing_rows,
+                result.written_rows,
+                result.deleted_keys,
+                result.linked_files,
+                result.rewritten_files,
+            )
+        _remove(self.job_dir)
+        fault_point("file.merge_built")  # the new dataset is complete, the parts are gone, the old dataset in place
+        if self.target.exists() or self.target.is_symlink():
+            _remove(self.aside)
+            os.replace(self.target, self.aside)
+            fault_point("file.publish")  # no dataset at the target: the old one is aside, the new one staged
+        os.replace(self.merged, self.target)
+        if self.config.fsync:
+            _fsync_dir(self.target.parent)
+        logger.info("file destination: published %s (%s)", self.target, "merge" if self.merging else "incremental")

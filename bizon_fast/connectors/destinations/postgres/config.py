@@ -41,5 +41,6 @@ class PostgresDestinationDetails(DestinationDetails):
 
 #: the model of ``destination.config``
 CONFIG_CLASS = PostgresDestinationDetails
-#: a batch and the record of its (split, seq) are written in one transaction: a replay is skipped
-CAPABILITIES = DestinationCapabilities(effectively_once=True)
+#: a batch and the record of its (split, seq) are written in one transaction: a replay is skipped;
+#: merge by key (INSERT ... ON CONFLICT from the stage at publish) and schema evolution (ALTER TABLE at publish)
+CAPABILITIES = DestinationCapabilities(effectively_once=True, merge=True, schema_evolution=True)

@@ -8,6 +8,24 @@ the job id cut to 16 characters, to fit PostgreSQL's 63-byte names) in the same 
   rename the stage): readers see the old table or the new one, never a partial load.
 - **incremental**: ``publish`` appends the staged rows (``INSERT ... SELECT``) and drops the stage,
   in one transaction, so a failed job adds nothing. A new target is created by the same swap.
+- **merge** (``write_disposition: merge``): ``publish`` takes the stage's last version of each key
+  (``DISTINCT ON (key) ... ORDER BY key, <cursor_field> DESC, split DESC, arrival DESC``; each row is staged
+  with ``_bizon_fast_pos`` = seq << 32 | row), deletes the keys whose ``deleted_flag`` is true and
+  upserts the others (``INSERT ... ON CONFLICT (key) DO UPDATE``), in one statement of the publish's
+  transaction. The key is ``primary_key``, else the source's (the schema metadata
+  ``bizon_fast.primary_key``, recorded as the stage's comment by the consumer that creates it); none
+  fails the job before anything is published. A new target (or a full refresh / reset) is created from
+  the merged rows with the key as its primary key; an existing one needs a primary key or unique index
+  on the key. A rerun after a crash merges the same stage again, or sees the job published: exact.
+- ``write_disposition`` ``replace`` / ``append`` force the swap / the append whatever the sync mode.
+
+**Schema evolution** (appending or merging into an existing table, ``schema_evolution``; see
+``evolution.py``): the consumer that creates the stage compares the rows' columns with the table's; new
+columns and compatible widenings are staged with their own types and applied by ``publish`` (``ALTER
+TABLE ... ADD COLUMN`` / ``ALTER COLUMN ... TYPE``, one INFO line each) in its transaction; an
+incompatible change fails the job before anything is published, naming the column and both types.
+``freeze`` keeps the table's columns and types: new columns are dropped, a widening fails the job (the
+rows would not fit). A merge fails (nothing published) on a NULL in the key or a non-boolean ``deleted_flag``.
 
 Columns: a typed batch keeps its Arrow columns (types mapped by ``pgbinary.ddl_type``), a bizon
 source-records batch becomes bizon's six envelope columns, and ``unnest`` with ``record_schemas``
@@ -67,6 +85,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -77,6 +96,7 @@ import pyarrow as pa
 from bizon_fast.clients import postgres as pgconn
 from bizon_fast.config.destination import DestinationDetails
 from bizon_fast.connectors.destinations.postgres.config import CAPABILITIES, PostgresDestinationDetails
+from bizon_fast.connectors.destinations.postgres.evolution import INCOMPATIBLE, WIDEN, decide, widens
 from bizon_fast.connectors.destinations.postgres.locks import (
     LOCK_NOT_AVAILABLE,
     Blocker,
@@ -84,7 +104,15 @@ from bizon_fast.connectors.destinations.postgres.locks import (
     describe_blockers,
     lock_holders,
 )
-from bizon_fast.connectors.destinations.postgres.pgbinary import SIGNATURE, TRAILER, Encoder, PgColumn, ddl_type
+from bizon_fast.connectors.destinations.postgres.pgbinary import (
+    BPCHAR,
+    SIGNATURE,
+    TRAILER,
+    VARCHAR,
+    Encoder,
+    PgColumn,
+    ddl_type,
+)
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.faults import fault_point
@@ -94,6 +122,18 @@ log = logging.getLogger("bizon_fast.destination.postgres")
 
 KEY = "destination.config"
 WRITE_COLUMN = "_bizon_fast_write"
+#: merge: a row's arrival within its split (seq << 32 | row), the tie-break after the cursor field
+POS_COLUMN = "_bizon_fast_pos"
+INTERNAL = (WRITE_COLUMN, POS_COLUMN)
+#: schema metadata of a batch naming its source's primary key (a JSON list), as the Postgres source attaches it
+PRIMARY_KEY_META = b"bizon_fast.primary_key"
+NO_KEY = (
+    "destination.config.primary_key: merge needs a key: set destination.config.primary_key (a list of columns), "
+    "or read a source table that has a primary key"
+)
+#: a merge's one-line failures, the same for every destination
+NULL_KEY = "destination.config.primary_key: {count} rows have a NULL in the merge key ({key}); nothing was published"
+NOT_BOOLEAN = "destination.config.deleted_flag: column {flag!r} is {kind}, a boolean is needed; nothing was published"
 CURSORS = "bizon_fast_destination_cursors"
 PUBLISHED = "bizon_fast_destination_published"
 COPY_CHUNK = 8 << 20
@@ -163,6 +203,13 @@ def _ident(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
+def _literal(cur: Any, value: str) -> str:
+    """A value as an SQL literal (statements built around utility commands take no parameters)."""
+    from psycopg import sql
+
+    return sql.Literal(value).as_string(cur)
+
+
 class PostgresDestination(Destination):
     name = "postgres"
     config_class = PostgresDestinationDetails
@@ -189,6 +236,13 @@ class PostgresDestination(Destination):
         self.conn: Any = None
         self.encoder: Encoder | None = None
         self.stage_columns: list[str] | None = None
+        full = context.sync_mode == "full_refresh"
+        #: append | replace | merge; unset: replace for a full refresh (or a reset), append otherwise
+        self.disposition = config.write_disposition or ("replace" if full else "append")
+        self.merging = self.disposition == "merge"
+        #: the job's rows become the table (a merge of a full refresh too: the table holds the merged rows)
+        self.replacing = self.disposition == "replace" or (self.merging and full)
+        self.policy = config.schema_evolution
 
     # ------------------------------------------------------------ connection
 
@@ -304,19 +358,25 @@ class PostgresDestination(Destination):
                 " AND NOT attisdropped) FROM pg_class c WHERE c.oid = to_regclass(%s)",
                 (self.target,),
             ).fetchone()
+            key = list(self.config.primary_key or [])
+            keyed = not (target and key and self.merging and not self.replacing) or self._unique_on(conn, key)
         if target is None:
             return f"{where} table {self.destination} (new)"
         kind, owner, may_insert, columns = target
         if kind not in ("r", "p"):
             raise UserError(f"{where}: {self.destination} exists and is not a table (relkind {kind!r})")
-        if self.context.sync_mode == "full_refresh" and not owner:
+        if self.replacing and not owner:
             raise UserError(f"{where}: a full refresh replaces {self.destination}, which {user} does not own")
-        if self.context.sync_mode != "full_refresh":
+        if not self.replacing:
             if not may_insert:
                 raise UserError(f"{where}: {user} may not insert into {self.destination}")
             missing = [name for name, _ in self.declared or [] if name not in columns]
             if missing:
                 raise UserError(f"{where}: {self.destination} has no column {', '.join(missing)} (record_schemas)")
+            if not keyed:
+                raise UserError(
+                    f"{where}: merge needs a primary key or unique index on ({', '.join(key)}) of {self.destination}"
+                )
         return f"{where} table {self.destination} (exists, {len(columns)} columns)"
 
     def prepare(self, committed: dict[str, int]) -> None:
@@ -367,10 +427,11 @@ class PostgresDestination(Destination):
         self._tx(fn, "preparing the stage", watch=True)
 
     def publish(self) -> None:
-        full = self.context.sync_mode == "full_refresh"
+        full = self.replacing
         timeout = self.config.lock_timeout
 
         def fn(cur: Any) -> None:
+            self.schema_changes = []  # a retried transaction starts over
             self._ddl(cur)
             done = cur.execute(
                 f"INSERT INTO {_ident(self.schema, PUBLISHED)} (destination, job_id, sync_mode) VALUES (%s,%s,%s)"
@@ -384,14 +445,16 @@ class PostgresDestination(Destination):
                 if full and self._exists(cur, self.target):
                     cur.execute(f"TRUNCATE {self.target}")  # an empty source: the table is replaced by nothing
                 log.info("postgres destination: job %s staged no rows for %s", self.context.job_id, self.target)
+            elif self.merging:
+                self._merge(cur, replace=full or not self._exists(cur, self.target))
             elif full or not self._exists(cur, self.target):
                 cur.execute(f"ALTER TABLE {self.stage} DROP COLUMN {WRITE_COLUMN}")
                 log.info("postgres destination: swapping in %s (waits up to %gs for its lock)", self.target, timeout)
                 cur.execute(f"DROP TABLE IF EXISTS {self.target}")
                 cur.execute(f"ALTER TABLE {self.stage} RENAME TO {_ident(self.table)}")
             else:
-                target_types = {name: sqltype for name, _, _, sqltype in self._catalog(cur, self.target)}
-                staged = [name for name, *_ in self._catalog(cur, self.stage) if name != WRITE_COLUMN]
+                target_types = self._evolve(cur)
+                staged = [name for name, *_ in self._catalog(cur, self.stage) if name not in INTERNAL]
                 names = ", ".join(_ident(n) for n in staged)
                 casts = ", ".join(f"CAST({_ident(n)} AS {target_types[n]})" for n in staged)
                 log.info("postgres destination: appending to %s (waits up to %gs for its lock)", self.target, timeout)
@@ -401,10 +464,151 @@ class PostgresDestination(Destination):
                 f"DELETE FROM {_ident(self.schema, CURSORS)} WHERE destination=%s AND job_id=%s",
                 (self.destination, self.context.job_id),
             )
-            log.info("postgres destination: published %s (%s)", self.target, self.context.sync_mode)
-            fault_point("postgres.publish")  # swapped or appended, the transaction not committed
+            log.info("postgres destination: published %s (%s)", self.target, self.disposition)
+            fault_point("postgres.publish")  # swapped, appended or merged, the transaction not committed
 
         self._tx(fn, "publishing", watch=True)
+
+    # ------------------------------------------------------------ merge and schema evolution
+
+    def _fail(self, message: str) -> UserError:
+        return UserError(f"destination {self.destination}: {message}; nothing was published")
+
+    def _merge(self, cur: Any, *, replace: bool) -> None:
+        """Upsert the stage's last version of each key into the target; a deleted_flag row removes its key.
+
+        ``replace``: the target is new (or a full refresh replaces it): it is created from the merged rows,
+        with the key as its primary key. Otherwise the target must have a unique index on the key.
+        """
+        stage_types = {name: sqltype for name, _, _, sqltype in self._catalog(cur, self.stage)}
+        columns = [name for name in stage_types if name not in INTERNAL]
+        key = self._stage_key(cur)
+        if not key:
+            raise UserError(NO_KEY)
+        missing = [k for k in key if k not in stage_types]
+        if missing:
+            raise self._fail(f"merge key column(s) {', '.join(missing)} are not in the rows (primary_key {key})")
+        flag = self.config.deleted_flag
+        if flag is not None and flag not in stage_types:
+            raise UserError(
+                f"destination.config.deleted_flag: {flag!r} is not a column of the rows ({self.destination})"
+            )
+        if flag is not None and stage_types[flag] != "boolean":
+            raise UserError(NOT_BOOLEAN.format(flag=flag, kind=stage_types[flag]))
+        nulls = " OR ".join(f"{_ident(k)} IS NULL" for k in key)
+        bad = cur.execute(f"SELECT count(*) FROM {self.stage} WHERE {nulls}").fetchone()[0]
+        if bad:
+            raise UserError(NULL_KEY.format(count=bad, key=", ".join(key)))
+        cursor = self.context.cursor_field if self.context.cursor_field in stage_types else None
+        keys = ", ".join(f"s.{_ident(k)}" for k in key)
+        order = [f"s.{_ident(k)}" for k in key]
+        if cursor is not None:
+            order.append(f"s.{_ident(cursor)} DESC NULLS LAST")
+        order += ["w.split_id DESC", f"s.{POS_COLUMN} DESC"]
+        destination, job = _literal(cur, self.destination), _literal(cur, self.context.job_id)
+        writes = (
+            f"(SELECT DISTINCT write_id, split_id FROM {_ident(self.schema, CURSORS)}"
+            f" WHERE destination = {destination} AND job_id = {job}) w"
+        )
+        latest = (
+            f"SELECT DISTINCT ON ({keys}) {', '.join(f's.{_ident(c)}' for c in columns)} FROM {self.stage} s"
+            f" JOIN {writes} ON w.write_id = s.{WRITE_COLUMN} ORDER BY {', '.join(order)}"
+        )
+        deleted = "FALSE" if flag is None else f"l.{_ident(flag)} IS TRUE"
+        names = ", ".join(_ident(c) for c in columns)
+        if replace:
+            log.info("postgres destination: creating %s from the merged rows of the stage", self.target)
+            cur.execute(f"DROP TABLE IF EXISTS {self.target}")
+            cur.execute(f"CREATE TABLE {self.target} AS SELECT {names} FROM ({latest}) l WHERE NOT ({deleted})")
+            cur.execute(f"ALTER TABLE {self.target} ADD PRIMARY KEY ({', '.join(_ident(k) for k in key)})")
+            cur.execute(f"DROP TABLE {self.stage}")
+            return
+        target_types = self._evolve(cur)
+        if not self._unique_on(cur, key):
+            raise self._fail(
+                f"merge needs a primary key or unique index on ({', '.join(key)}); add one "
+                f"(ALTER TABLE {self.destination} ADD PRIMARY KEY ({', '.join(key)}))"
+            )
+        casts = ", ".join(f"CAST(l.{_ident(c)} AS {target_types[c]})" for c in columns)
+        match = " AND ".join(f"t.{_ident(k)} = CAST(l.{_ident(k)} AS {target_types[k]})" for k in key)
+        others = [c for c in columns if c not in key]
+        update = (
+            "DO UPDATE SET " + ", ".join(f"{_ident(c)} = EXCLUDED.{_ident(c)}" for c in others)
+            if others
+            else "DO NOTHING"
+        )
+        log.info("postgres destination: merging into %s by (%s)", self.target, ", ".join(key))
+        cur.execute(
+            f"WITH l AS MATERIALIZED ({latest}),"
+            f" gone AS (DELETE FROM {self.target} t USING l WHERE ({deleted}) AND {match})"
+            f" INSERT INTO {self.target} ({names}) SELECT {casts} FROM l WHERE NOT ({deleted})"
+            f" ON CONFLICT ({', '.join(_ident(k) for k in key)}) {update}"
+        )
+        cur.execute(f"DROP TABLE {self.stage}")
+
+    def _stage_key(self, cur: Any, *, recorded: bool = False) -> list[str] | None:
+        """The merge key: ``primary_key`` if configured, else the source's, as the stage's comment recorded it
+        (``recorded``: the comment only)."""
+        if self.config.primary_key and not recorded:
+            return list(self.config.primary_key)
+        comment = cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.stage,)).fetchone()[0]
+        return json.loads(comment).get("primary_key") if comment else None
+
+    def _unique_on(self, cur: Any, key: list[str]) -> bool:
+        """Whether the target has a primary key or a (non-partial, column-only) unique index on exactly ``key``."""
+        rows = cur.execute(
+            "SELECT array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) k(n)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n)"
+            " FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL"
+            " AND i.indexprs IS NULL AND i.indnkeyatts = i.indnatts",
+            (self.target,),
+        ).fetchall()
+        return any(sorted(r[0]) == sorted(key) for r in rows)
+
+    def _evolve(self, cur: Any) -> dict[str, str]:
+        """Columns new in the stage are added to the target, widened ones altered (one INFO line each), as the
+        policy allows; returns the target's column types after that."""
+        target = {name: (oid, typmod, sqltype) for name, oid, typmod, sqltype in self._catalog(cur, self.target)}
+        for name, oid, typmod, sqltype in self._catalog(cur, self.stage):
+            if name in INTERNAL:
+                continue
+            if name not in target:
+                if self.policy != "evolve":
+                    raise self._fail(f"column {name!r} ({sqltype}) is new (schema_evolution: {self.policy})")
+                cur.execute(f"ALTER TABLE {self.target} ADD COLUMN {_ident(name)} {sqltype}")
+                log.info(
+                    "postgres destination: %s: added column %s %s (old rows NULL)", self.destination, name, sqltype
+                )
+                self.schema_changes.append(f"column {name} added ({sqltype}; existing rows null)")
+                target[name] = (oid, typmod, sqltype)
+                continue
+            old_oid, old_typmod, old_type = target[name]
+            wider = None
+            if widens((old_oid, old_typmod), (oid, typmod)):
+                wider = sqltype
+            elif old_oid in (VARCHAR, BPCHAR) and old_typmod >= 4:
+                limit = old_typmod - 4
+                longest = cur.execute(f"SELECT max(char_length({_ident(name)})) FROM {self.stage}").fetchone()[0]
+                if longest is not None and longest > limit:
+                    if old_oid == BPCHAR or self.policy != "evolve":
+                        raise self._fail(
+                            f"column {name!r} is {old_type} in the table; the rows hold values of {longest} "
+                            f"characters (schema_evolution: {self.policy})"
+                        )
+                    wider = "text"
+            if wider is None:
+                continue
+            if self.policy != "evolve":
+                raise self._fail(
+                    f"column {name!r} changed type: {old_type} -> {wider} (schema_evolution: {self.policy})"
+                )
+            cur.execute(f"ALTER TABLE {self.target} ALTER COLUMN {_ident(name)} TYPE {wider}")
+            log.info(
+                "postgres destination: %s: widened column %s from %s to %s", self.destination, name, old_type, wider
+            )
+            self.schema_changes.append(f"column {name} widened from {old_type} to {wider}")
+            target[name] = (oid, typmod, wider)
+        return {name: sqltype for name, (_, _, sqltype) in target.items()}
 
     # ------------------------------------------------------------ stage
 
@@ -416,36 +620,68 @@ class PostgresDestination(Destination):
         return DECLARED_TYPES.get(kind.upper(), kind) if kind else "text"
 
     def _create_stage(self, cur: Any, columns: list[tuple[str, str]]) -> None:
+        columns = [(name, kind) for name, kind in columns if name not in INTERNAL]
+        if self.merging:
+            columns.append((POS_COLUMN, "bigint"))
         defs = ", ".join(f"{_ident(name)} {kind}" for name, kind in columns)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {self.stage} ({defs}, {WRITE_COLUMN} bigint NOT NULL)")
 
     def _stage_types(self, cur: Any, schema: pa.Schema) -> list[tuple[str, str]]:
-        """Stage columns for a batch schema: the target's types when appending to it, else from Arrow."""
+        """Stage columns for a batch schema: the target's types when appending to it, else from Arrow.
+
+        Into an existing table the schema_evolution policy decides what a new or a widened column does,
+        and an incompatible change fails here, before anything is published (see ``evolution.py``).
+        """
         if self.declared is not None:
             return [(n, self._declared_type(t)) for n, t in self.declared]
-        mapped = [(f.name, ddl_type(f.type)) for f in schema]
-        if self.context.sync_mode == "full_refresh" or not self._exists(cur, self.target):
+        mapped = [(f.name, ddl_type(f.type)) for f in schema if f.name not in INTERNAL]
+        if self.replacing or not self._exists(cur, self.target):
             return mapped
         existing = {name: (oid, typmod, sqltype) for name, oid, typmod, sqltype in self._catalog(cur, self.target)}
-        missing = [n for n, _ in mapped if n not in existing]
-        if missing:
-            raise UserError(
-                f"destination: columns {missing} are not in the existing table {self.destination}; add them "
-                "(ALTER TABLE ... ADD COLUMN) or write a full refresh"
-            )
         types = []
-        for name, _ in mapped:
+        for name, mapped_type in mapped:
+            if name not in existing:
+                if self.policy == "fail":
+                    raise self._fail(f"column {name!r} ({mapped_type}) is new (schema_evolution: fail)")
+                if self.policy == "freeze":
+                    log.info(
+                        "postgres destination: %s: new column %s dropped (schema_evolution: freeze)",
+                        self.destination,
+                        name,
+                    )
+                    continue
+                types.append((name, mapped_type))
+                continue
             oid, typmod, sqltype = existing[name]
             elem = self._element(cur, oid)
-            types.append((name, sqltype if PgColumn(name, oid, typmod, elem).supported else "text"))
+            kind = schema.field(name).type
+            decision = decide(oid, typmod, sqltype, elem, kind)
+            if decision.verdict == INCOMPATIBLE:
+                raise self._fail(
+                    f"column {name!r} changed type incompatibly: the table has {sqltype}, the rows have {kind} "
+                    f"({mapped_type})"
+                )
+            stage_type = decision.stage_type
+            if decision.verdict == WIDEN and self.policy != "evolve":
+                # freeze keeps the table's types: rows that need a wider one would not fit
+                raise self._fail(
+                    f"column {name!r} changed type: {sqltype} -> {stage_type} (a widening; "
+                    f"schema_evolution: {self.policy})"
+                )
+            if stage_type == sqltype and not PgColumn(name, oid, typmod, elem).supported:
+                stage_type = "text"  # the binary encoder does not write it: staged as text, cast at publish
+            types.append((name, stage_type))
         return types
 
     def _element(self, cur: Any, oid: int) -> int:
         row = cur.execute("SELECT typelem, typcategory FROM pg_type WHERE oid=%s", (oid,)).fetchone()
         return row[0] if row and row[1] == "A" else 0
 
-    def _ensure_stage(self, schema: pa.Schema) -> None:
-        """Create the stage from the first batch (under a lock: consumers race), then learn its columns."""
+    def _ensure_stage(self, schema: pa.Schema, key: list[str] | None) -> None:
+        """Create the stage from the first batch (under a lock: consumers race), then learn its columns.
+
+        A merge records its key (``primary_key``, else the source's) as the stage's comment, for ``publish``.
+        """
         if self.encoder is not None:
             return
 
@@ -453,6 +689,9 @@ class PostgresDestination(Destination):
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_stage", self.stage),))
             if not self._exists(cur, self.stage):
                 self._create_stage(cur, self._stage_types(cur, schema))
+            if self.merging and self._stage_key(cur, recorded=True) is None:
+                comment = json.dumps({"primary_key": key})
+                cur.execute(f"COMMENT ON TABLE {self.stage} IS {_literal(cur, comment)}")
             columns = []
             for name, oid, typmod, _ in self._catalog(cur, self.stage):
                 if name != WRITE_COLUMN:
@@ -462,6 +701,31 @@ class PostgresDestination(Destination):
         columns = self._tx(fn, "creating the stage")
         self.stage_columns = [c.name for c in columns]
         self.encoder = Encoder(columns)
+
+    def _merge_key(self, batches: list[pa.RecordBatch]) -> list[str] | None:
+        """A merge's key for these rows: ``primary_key``, else the source's (schema metadata); checked against
+        the rows' columns. Fails the job (nothing published) when there is none."""
+        if not self.merging or not batches:
+            return None
+        key = self.config.primary_key
+        if not key:
+            raw = (batches[0].schema.metadata or {}).get(PRIMARY_KEY_META)
+            key = json.loads(raw) if raw else None
+        if not key:
+            raise UserError(NO_KEY)
+        if self.declared is None and not is_source_records(batches[0].schema):
+            names = batches[0].schema.names
+            missing = [k for k in key if k not in names]
+            if missing:
+                raise UserError(f"destination.config.primary_key: {', '.join(missing)} not in the rows' columns")
+            flag = self.config.deleted_flag
+            if flag is not None and flag not in names:
+                raise UserError(f"destination.config.deleted_flag: {flag!r} is not a column of the rows")
+            if flag is not None:
+                kind = batches[0].schema.field(flag).type
+                if not pa.types.is_boolean(kind) and not pa.types.is_null(kind):
+                    raise UserError(NOT_BOOLEAN.format(flag=flag, kind=kind))
+        return list(key)
 
     # ------------------------------------------------------------ consumer
 
@@ -475,7 +739,7 @@ class PostgresDestination(Destination):
         out = []
         for seq, offset, batch in row_origins(batches, first_seq, last_seq):
             if self.declared is None and not is_source_records(batch.schema):
-                out.append(batch.replace_schema_metadata(None))  # typed columns go as they are
+                out.append(self._positioned(batch.replace_schema_metadata(None), seq, offset))  # as they are
                 continue
             from bizon_fast.connectors.destinations.envelope import envelope, unnest  # polars: only when needed
 
@@ -484,13 +748,23 @@ class PostgresDestination(Destination):
             else:
                 job = self.context.job_id
                 frame = envelope(batch, job_id=job, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset)
-            out += frame.to_arrow().combine_chunks().to_batches()
+            out += [self._positioned(b, seq, offset) for b in frame.to_arrow().combine_chunks().to_batches()]
         return out
 
+    def _positioned(self, batch: pa.RecordBatch, seq: int, offset: int) -> pa.RecordBatch:
+        """A merge's rows carry their arrival (seq << 32 | row): the last version of a key is the last to arrive."""
+        if not self.merging:
+            return batch
+        import numpy as np
+
+        pos = (seq << 32) + offset + np.arange(batch.num_rows, dtype=np.int64)
+        return batch.append_column(POS_COLUMN, pa.array(pos, pa.int64()))
+
     def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        key = self._merge_key(batches)
         rows = self._rows(split_id, first_seq, last_seq, batches)
         if rows:
-            self._ensure_stage(rows[0].schema)
+            self._ensure_stage(rows[0].schema, key)
         cursors = _ident(self.schema, CURSORS)
         key = (self.destination, self.context.job_id, split_id)
         total = sum(b.num_rows for b in rows)
@@ -560,6 +834,9 @@ class PostgresDestination(Destination):
     def _align(self, batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
         """The batch's columns in stage order; a column the stage lacks is an error, a missing one NULL."""
         extra = [n for n in batch.schema.names if n not in names]
+        if extra and self.policy == "freeze" and not self.replacing:
+            batch = batch.select([n for n in batch.schema.names if n in names])  # new columns dropped (freeze)
+            extra = []
         if extra:
             raise UserError(f"destination: columns {extra} are not in the staged columns of {self.destination}")
         arrays = [batch.column(n) if n in batch.schema.names else pa.nulls(batch.num_rows, pa.null()) for n in names]

@@ -23,6 +23,8 @@ resume gets new splits (read from scratch) rather than resumed ones with shifted
 Incremental (``sync_mode: incremental``): when the engine sets ``self.watermark`` (the maximum of
 ``cursor_field`` the last successful job read), every chunk also filters ``cursor_field > watermark``,
 and key ranges are planned over the matching rows only (cheap when ``cursor_field`` is indexed).
+A table's primary key (from ``pg_index``, read once per split) rides on every batch as the schema
+metadata ``bizon_fast.primary_key`` (a JSON list of columns): a destination's merge takes it as its key.
 
 A lost connection is re-opened and the chunk read again, five times with backoff, then the error
 is raised. Rows come out as Arrow batches built column-wise (see ``chunks.py``).
@@ -30,6 +32,7 @@ is raised. Rows come out as Arrow batches built column-wise (see ``chunks.py``).
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import secrets
@@ -49,6 +52,8 @@ from bizon_fast.source.base import Source, SourceBatch, Split
 log = logging.getLogger("bizon_fast.source.postgres")
 
 KEY = "source"
+#: schema metadata of every batch of a table with a primary key: its columns, a JSON list (a merge's default key)
+PRIMARY_KEY_META = b"bizon_fast.primary_key"
 INT8_MIN, INT8_MAX = -(2**63), 2**63 - 1
 CHUNK_BYTES = 4 << 20
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 1_024, 262_144
@@ -64,6 +69,12 @@ SESSION = (
 _COLUMNS_SQL = """
 SELECT a.attname, a.atttypid, a.atttypmod, NOT a.attnotnull
 FROM pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+_PRIMARY_KEY_SQL = """
+SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisprimary AND k.ord <= i.indnkeyatts
 """
 _TYPES_SQL = """
 SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod, t.typelem, t.typcategory FROM pg_type t WHERE t.oid = ANY(%s)
@@ -162,6 +173,7 @@ class PostgresSource(Source):
             oid, pages, tuples = None, 0, -1
         columns = self._resolve(conn, raw)
         key = self._key(conn, oid, columns)
+        primary_key = conn.execute(_PRIMARY_KEY_SQL, (oid,)).fetchone()[0] if oid is not None else None
         width = None
         if oid is not None:
             width = conn.execute(
@@ -176,6 +188,7 @@ class PostgresSource(Source):
             "oid": oid,
             "columns": columns,
             "key": key,
+            "primary_key": primary_key,
             "pages": pages,
             "tuples": tuples if tuples and tuples > 0 else None,
             "chunk_rows": rows_per_chunk,
@@ -338,9 +351,14 @@ class PostgresSource(Source):
             walk = reader.keys(position)
         else:
             walk = reader.blocks(position)
+        primary_key = reader.info.get("primary_key")
+        meta = {PRIMARY_KEY_META: json.dumps(primary_key).encode()} if primary_key else None
         try:
             for plan, row, pos in _ahead(walk):
-                yield SourceBatch(plan.decode(row), pos)
+                batch = plan.decode(row)
+                if meta is not None:  # the table's primary key, for a merge into the destination
+                    batch = batch.replace_schema_metadata({**(batch.schema.metadata or {}), **meta})
+                yield SourceBatch(batch, pos)
         finally:
             reader.close()
 
