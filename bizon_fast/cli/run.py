@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from bizon_fast.cli import result as outcome
+import bizon_fast.cli.result as outcome  # the module, not the package: cli/__init__ imports this one
 from bizon_fast.cli.logs import LOG_DIR_ENV, log_file_for, record_failure, setup_logging
 from bizon_fast.cli.output import fail, internal_error, print_summary
 from bizon_fast.errors import BizonFastError, UserError

@@ -122,13 +122,18 @@ def builtin_source_classes(name: str) -> list[type[Source]]:
     Files without a candidate class are not imported. An ImportError (a missing optional library)
     propagates: ``source list`` reports the connector as not available, a run fails with it.
     """
-    src = _source_dir(name)
+    return classes_in_folder(_source_dir(name), f"{SOURCES_PACKAGE}.{name}")
+
+
+def classes_in_folder(src: Path, package: str) -> list[type[Source]]:
+    """The source classes of the ``*.py`` files under ``src`` (the package ``package``), bizon's way:
+    files without a candidate class are not imported; an ImportError propagates."""
     classes: list[type[Source]] = []
     for path in sorted(src.rglob("*.py")):
         if not candidate_class_names(path):
             continue
         dotted = ".".join(path.relative_to(src).with_suffix("").parts)
-        module = importlib.import_module(f"{SOURCES_PACKAGE}.{name}.{dotted}")
+        module = importlib.import_module(f"{package}.{dotted}")
         classes += [cls for cls in source_classes_in(module, path) if cls not in classes]
     return classes
 
@@ -159,15 +164,7 @@ def bizon_source_classes(name: str) -> list[type[Source]]:
     root = bizon_sources_root()
     if root is None:
         raise ImportError(f"bizon is not installed: {BIZON_EXTRA} brings bizon's source '{name}'")
-    src = root / name / "src"
-    classes: list[type[Source]] = []
-    for path in sorted(src.rglob("*.py")):
-        if not candidate_class_names(path):
-            continue
-        dotted = ".".join(path.relative_to(src).with_suffix("").parts)
-        module = importlib.import_module(f"{BIZON_SOURCES_PACKAGE}.{name}.src.{dotted}")
-        classes += [cls for cls in source_classes_in(module, path) if cls not in classes]
-    return classes
+    return classes_in_folder(root / name / "src", f"{BIZON_SOURCES_PACKAGE}.{name}.src")
 
 
 def source_origin(name: str) -> str | None:

@@ -21,8 +21,6 @@ import msgspec
 #: a thread worker's thread is named like its handle (``producer-0``, ``consumer-1``, ``spare-0``):
 #: its records are labelled with that name, as a worker process's are
 WORKER_THREAD = re.compile(r"(?:producer|consumer|spare)-\d+")
-#: where Python's traceback text starts: a worker reports its failure as a message holding one
-TRACEBACK_HEADER = "\nTraceback (most recent call last):\n"
 
 TEXT = "text"
 JSON = "json"
@@ -62,9 +60,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``ts`` (ISO 8601, UTC), ``level``, ``process``, ``logger``, ``message``,
     ``pipeline``, and ``exc_info`` (the traceback text) when the record carries one.
 
-    A log shipper indexes these keys without parsing free text. A worker reports its failure as a
-    message followed by the formatted traceback (``engine/worker.py``); that traceback is moved to
-    ``exc_info`` here, so a failure looks the same whichever process logged it.
+    A log shipper indexes these keys without parsing free text. A worker logs its failure with
+    ``exc_info`` (``engine/worker.py``), so a failure looks the same whichever process logged it.
     """
 
     def __init__(self, process: str, pipeline: str) -> None:
@@ -79,9 +76,6 @@ class JsonFormatter(logging.Formatter):
             exc = self.formatException(record.exc_info)
         elif record.exc_text:
             exc = record.exc_text
-        elif TRACEBACK_HEADER in message:
-            message, _, rest = message.partition(TRACEBACK_HEADER)
-            exc = TRACEBACK_HEADER.lstrip("\n") + rest
         if record.stack_info:
             exc = f"{exc}\n{self.formatStack(record.stack_info)}" if exc else self.formatStack(record.stack_info)
         doc = {
