@@ -45,6 +45,19 @@ class ResolvedJob:
     resumed: bool
 
 
+def replaced_because(old: JobRecord, *, fp: str, sync_mode: str, force_new: bool) -> str | None:
+    """Why unfinished job ``old`` is replaced by a new one instead of resumed, or None: resume it.
+
+    One rule for the run (``resolve_job``) and for the dry run's outlook (``probe.py``), so what
+    ``--dry-run`` announces is what the run then does.
+    """
+    if force_new:
+        return "force_ignore_checkpoint"
+    if old.fingerprint != fp or old.sync_mode != sync_mode:
+        return "config changed"
+    return None
+
+
 def resolve_job(
     backend: CheckpointBackend,
     *,
@@ -69,10 +82,11 @@ def resolve_job(
     )
     old = backend.find_unfinished_job(name, source_name, stream)
     if old is not None:
-        if force_new:
+        why = replaced_because(old, fp=fp, sync_mode=sync_mode, force_new=force_new)
+        if why == "force_ignore_checkpoint":
             log.warning("force_ignore_checkpoint: cancelling unfinished job %s and starting over", old.id)
             backend.set_job_status(old.id, JobStatus.CANCELLED, "replaced (force_ignore_checkpoint)")
-        elif old.fingerprint != fp or old.sync_mode != sync_mode:
+        elif why == "config changed":
             log.warning("the config changed since unfinished job %s: cancelling it and starting over", old.id)
             backend.set_job_status(old.id, JobStatus.CANCELLED, "replaced (config changed)")
         else:

@@ -21,7 +21,7 @@ from bizon_fast.connectors.registry import destination_class
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import incremental as inc
 from bizon_fast.engine.build import build_destination, build_source
-from bizon_fast.engine.job import fingerprint
+from bizon_fast.engine.job import fingerprint, replaced_because
 from bizon_fast.errors import BizonFastError, JobFailed
 from bizon_fast.source.base import Source, Split
 
@@ -155,10 +155,15 @@ def _job_outlook(cfg: PipelineConfig, splits: list[Split], notes: list[str]) -> 
         old = backend.find_unfinished_job(cfg.name, cfg.source.name, cfg.source.stream)
         if old is None:
             return "a new job"
-        if cfg.source.force_ignore_checkpoint or plan.new_reset:
+        why = replaced_because(
+            old,
+            fp=fingerprint(_source_cfg(cfg), cfg.destination.name, _destination_cfg(cfg)),
+            sync_mode=inc.sync_mode(cfg),
+            force_new=cfg.source.force_ignore_checkpoint or plan.new_reset,
+        )
+        if why == "force_ignore_checkpoint":
             return f"a new job (unfinished job {old.id} would be cancelled: reset / force_ignore_checkpoint)"
-        fp = fingerprint(_source_cfg(cfg), cfg.destination.name, _destination_cfg(cfg))
-        if old.fingerprint != fp or old.sync_mode != inc.sync_mode(cfg):
+        if why == "config changed":
             return f"a new job (the config changed since unfinished job {old.id}, which would be cancelled)"
         cursors = backend.load_cursors(old.id)
         done = sum(1 for s in splits if s.id in cursors and cursors[s.id].done)
