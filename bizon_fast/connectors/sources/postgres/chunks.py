@@ -61,6 +61,9 @@ FIXED: dict[int, tuple[str, int, str, pa.DataType]] = {
     1184: ("timestamptz_send", 8, ">i8", pa.timestamp("us", tz="UTC")),
 }
 BYTEA = 17
+#: field metadata of every column read from Postgres: its type as ``format_type()`` writes it (domains resolved to
+#: their base type), e.g. ``numeric(12,2)``, ``jsonb``, ``integer[]``; a Postgres destination recreates it exactly
+PG_TYPE_META = b"bizon_fast.pg_type"
 NUMERIC = 1700
 INTEGER_OIDS = (20, 21, 23)
 #: array elements that array_to_json writes as plain JSON values of the element's Arrow type
@@ -140,7 +143,12 @@ class ChunkPlan:
         if not columns:
             raise UserError("source: the table or query has no columns")
         self.columns = list(columns)
-        self.schema = pa.schema([pa.field(c.name, c.arrow_type(), nullable=c.nullable) for c in self.columns])
+        self.schema = pa.schema(
+            [
+                pa.field(c.name, c.arrow_type(), nullable=c.nullable, metadata={PG_TYPE_META: c.sqltype.encode()})
+                for c in self.columns
+            ]
+        )
         fields: list[tuple[str, str]] = []
         pieces: list[str] = []
         for i, col in enumerate(self.columns):
