@@ -261,6 +261,110 @@ def _uuid_values(array: pa.Array, column: str) -> np.ndarray:
     return np.ascontiguousarray((nibbles[:, :, 0] << 4) | nibbles[:, :, 1], np.uint8).view("V16").reshape(len(text))
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+#: an interval as PostgreSQL writes it (IntervalStyle ``postgres``, the default): ``1 year 2 mons -3 days +04:05:06.7``
+_INTERVAL_TEXT = (
+    r"^(?:(?P<y>[+-]?\d+) years? ?)?(?:(?P<mo>[+-]?\d+) mons? ?)?(?:(?P<d>[+-]?\d+) days? ?)?"
+    r"(?:(?P<sign>[+-]?)(?P<h>\d+):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<f>\d{1,6}))?)?$"
+)
+_INTERVAL = np.dtype([("us", ">i8"), ("days", ">i4"), ("months", ">i4")])
+
+
+def _ints(text: pa.Array) -> np.ndarray:
+    """int64 of a column of optional integer texts (an empty or NULL text is 0)."""
+    text = pc.replace_substring(text, "+", "")  # PostgreSQL writes "-1 years +3 days"
+    text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    return _numpy(pc.cast(text, pa.int64()), "<i8")
+
+
+def interval_values(array: pa.Array, column: str) -> np.ndarray:
+    """``interval_send`` values (microseconds, days, months): from a duration, an Arrow month_day_nano interval,
+    or PostgreSQL's text form (what the Postgres source reads an interval as). Microseconds, days and months stay
+    apart, as PostgreSQL keeps them: ``1 mon`` is not ``30 days``."""
+    out = np.zeros(len(array), _INTERVAL)
+    kind = array.type
+    if pa.types.is_interval(kind):  # month_day_nano: int32 months, int32 days, int64 nanoseconds, little-endian
+        parts = np.frombuffer(array.buffers()[1], [("m", "<i4"), ("d", "<i4"), ("ns", "<i8")])
+        parts = parts[array.offset : array.offset + len(array)]
+        out["months"], out["days"], out["us"] = parts["m"], parts["d"], parts["ns"] // 1000
+    elif _is_text(kind):
+        text = _decode(array).cast(pa.string()).fill_null("")
+        parts = pc.extract_regex(text, _INTERVAL_TEXT)
+        if parts.null_count:
+            bad = pc.filter(text, parts.is_null())[0].as_py()
+            raise UserError(
+                f"destination: column {column!r} holds {bad!r}, not an interval as PostgreSQL writes it "
+                "(IntervalStyle postgres)"
+            )
+        field = parts.field
+        fraction = pc.utf8_rpad(field("f"), width=6, padding="0")
+        us = _ints(field("h")) * 3_600_000_000 + _ints(field("mi")) * 60_000_000 + _ints(field("s")) * 1_000_000
+        us += _ints(fraction)
+        out["us"] = np.where(_numpy(pc.equal(field("sign"), "-"), "?"), -us, us)
+        out["days"] = _ints(field("d"))
+        out["months"] = _ints(field("y")) * 12 + _ints(field("mo"))
+    else:
+        out["us"] = _micros(array, column, pa.duration("us"))
+    return out
+
+
+_NUMERIC_TEXT = r"^(?P<sign>[+-]?)(?P<i>\d*)(?:\.(?P<f>\d*))?$"
+_NUMERIC_SPECIAL = {"NaN": 0xC000, "Infinity": 0xD000, "-Infinity": 0xF000}
+_NUMERIC_SLICE = 16_384
+
+
+def numeric_text_values(array: pa.Array) -> pa.Array | None:
+    """``numeric_send`` of numbers in PostgreSQL's text form (``-12.50``, ``NaN``, ``Infinity``): any precision,
+    the display scale kept (``12.50`` stays ``12.50``). None when a value is in another form (an exponent): the
+    caller then goes through decimal128.
+
+    Why text: an unconstrained ``numeric`` or a ``numeric(p, s)`` wider than 38 digits has no Arrow decimal128, so
+    the Postgres source reads it as its text. Each slice of rows is padded to its widest value's base-10000 digit
+    groups (the server strips leading and trailing zero groups), so the digits are one reshape of the text bytes.
+    """
+    text = _decode(array).cast(pa.string())
+    special = pc.is_in(text, pa.array(list(_NUMERIC_SPECIAL)))
+    plain = pc.if_else(special, pa.scalar("0"), text)
+    parts = pc.extract_regex(plain.fill_null("0"), _NUMERIC_TEXT)
+    if parts.null_count:
+        return None
+    pieces = []
+    for start in range(0, len(text), _NUMERIC_SLICE):
+        part = parts.slice(start, _NUMERIC_SLICE)
+        integer, fraction = part.field("i"), part.field("f")
+        n = len(part)
+        iwidth = max(4, -(-(pc.max(pc.utf8_length(integer)).as_py() or 0) // 4) * 4)
+        fwidth = -(-(pc.max(pc.utf8_length(fraction)).as_py() or 0) // 4) * 4
+        groups = (iwidth + fwidth) // 4
+        padded = pc.binary_join_element_wise(
+            pc.utf8_lpad(integer, width=iwidth, padding="0"), pc.utf8_rpad(fraction, width=fwidth, padding="0"), ""
+        )
+        first = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
+        raw = np.frombuffer(padded.buffers()[2], np.uint8)[first : first + n * 4 * groups]
+        d = (raw.reshape(n, groups, 4).astype(np.uint16) - 48) @ np.array([1000, 100, 10, 1], np.uint16)
+        value = np.empty((n, 4 + groups), ">u2")
+        value[:, 0], value[:, 1] = groups, iwidth // 4 - 1
+        signs = np.where(_numpy(pc.equal(part.field("sign"), "-"), "?"), 0x4000, 0)
+        specials = special.slice(start, _NUMERIC_SLICE)
+        if pc.any(specials).as_py():
+            codes = pc.if_else(specials, pc.index_in(text.slice(start, n), pa.array(list(_NUMERIC_SPECIAL))), -1)
+            codes = _numpy(codes, "<i4")
+            signs = np.where(codes >= 0, np.array([*_NUMERIC_SPECIAL.values(), 0])[codes], signs)
+        value[:, 2] = signs
+        value[:, 3] = _numpy(pc.utf8_length(fraction), "<i4")
+        value[:, 4:] = d
+        width = 2 * (4 + groups)
+        offsets = pa.py_buffer(np.arange(0, width * (n + 1), width, dtype=np.int32))
+        pieces.append(pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(value.view(np.uint8))]))
+    values = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    if text.null_count:
+        values = pc.if_else(text.is_valid(), values, pa.scalar(None, pa.binary()))
+    return values
+
+
 # ---------------------------------------------------------------- fields
 
 
@@ -313,11 +417,13 @@ def encode_field(array: pa.Array, target: PgColumn) -> Field:
         return _fixed_or_nullable(micros.astype(">i8"), valid)
     if oid == TIME:
         return _fixed_or_nullable(_micros(array, name, pa.time64("us")).astype(">i8"), valid)
-    if oid == INTERVAL:  # microseconds, days, months
-        interval = np.zeros(len(array), [("us", ">i8"), ("days", ">i4"), ("months", ">i4")])
-        interval["us"] = _micros(array, name, pa.duration("us"))
-        return _fixed_or_nullable(interval, valid)
+    if oid == INTERVAL:
+        return _fixed_or_nullable(interval_values(array, name), valid)
     if oid == NUMERIC:
+        if _is_text(array.type):
+            text = numeric_text_values(array)
+            if text is not None:  # PostgreSQL's own text form, any precision, NaN and infinities
+                return _binary_field(text)
         return _fixed_or_nullable(numeric_values(_to_decimal(array, target)), valid)
     if oid == UUID:
         return _fixed_or_nullable(_uuid_values(array, name), valid)
