@@ -138,14 +138,21 @@ class DestinationDetails(Strict):
 
     @model_validator(mode="after")
     def _merge_keys(self) -> DestinationDetails:
-        """``deleted_flag`` and ``primary_key`` only mean something to a merge: set elsewhere they would be ignored."""
+        self.check_keys()
+        return self
+
+    def check_keys(self) -> None:
+        """``deleted_flag`` and ``primary_key`` only mean something to a merge: set elsewhere they would be ignored.
+
+        A method of its own so that a destination giving ``primary_key`` a wider meaning (postgres: the key of the
+        tables it creates) overrides it: the field's after-validators run on the destination's model too.
+        """
         if self.write_disposition != "merge":
             for key in ("deleted_flag", "primary_key"):
                 if getattr(self, key) is not None:
                     fail(type(self).__name__, [((key,), f"{key} applies to write_disposition: merge only", True)])
         if self.primary_key is not None and not self.primary_key:
             fail(type(self).__name__, [(("primary_key",), "give at least one column", True)])
-        return self
 
     @model_validator(mode="after")
     def _unnest_needs_schemas(self) -> DestinationDetails:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from bizon_fast.config.capabilities import DestinationCapabilities
 from bizon_fast.config.destination import DestinationDetails
-from bizon_fast.config.errors import require_dsn_or
+from bizon_fast.config.errors import fail, require_dsn_or
 
 
 class PostgresDestinationDetails(DestinationDetails):
@@ -25,6 +27,24 @@ class PostgresDestinationDetails(DestinationDetails):
         description="seconds a statement of the destination waits for a table lock (the full refresh's swap, "
         "an append, the stage's DDL) before the job fails, naming the session that holds it; nothing is published",
     )
+
+    primary_key: Literal["auto", "none"] | list[str] = Field(  # type: ignore[assignment]
+        "auto",
+        description="the primary key of a table the destination creates (a full refresh, a new table, a merge's "
+        "rebuild) and the key a merge upserts by: auto: the source's (the Postgres source reads it from the "
+        "catalog), none: no primary key (a merge then fails: it needs a key), or a list of columns",
+    )
+
+    def check_keys(self) -> None:
+        """Unlike other destinations, ``primary_key`` means something to every write disposition here (the key of
+        the table created); ``deleted_flag`` still only to a merge, which needs a key."""
+        title = type(self).__name__
+        if self.write_disposition != "merge" and self.deleted_flag is not None:
+            fail(title, [(("deleted_flag",), "deleted_flag applies to write_disposition: merge only", True)])
+        if isinstance(self.primary_key, list) and not self.primary_key:
+            fail(title, [(("primary_key",), "give at least one column (or auto, or none)", True)])
+        if self.write_disposition == "merge" and self.primary_key == "none":
+            fail(title, [(("primary_key",), "write_disposition: merge needs a key (auto or columns)", True)])
 
     @model_validator(mode="after")
     def _dsn_or_host(self) -> PostgresDestinationDetails:

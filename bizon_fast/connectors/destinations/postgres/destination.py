@@ -95,6 +95,7 @@ import pyarrow as pa
 
 from bizon_fast.clients import postgres as pgconn
 from bizon_fast.config.destination import DestinationDetails
+from bizon_fast.connectors.destinations.postgres.columns import StageColumn, source_key, source_type, table_columns
 from bizon_fast.connectors.destinations.postgres.config import CAPABILITIES, PostgresDestinationDetails
 from bizon_fast.connectors.destinations.postgres.evolution import INCOMPATIBLE, WIDEN, decide, widens
 from bizon_fast.connectors.destinations.postgres.locks import (
@@ -111,7 +112,6 @@ from bizon_fast.connectors.destinations.postgres.pgbinary import (
     VARCHAR,
     Encoder,
     PgColumn,
-    ddl_type,
 )
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
@@ -125,8 +125,6 @@ WRITE_COLUMN = "_bizon_fast_write"
 #: merge: a row's arrival within its split (seq << 32 | row), the tie-break after the cursor field
 POS_COLUMN = "_bizon_fast_pos"
 INTERNAL = (WRITE_COLUMN, POS_COLUMN)
-#: schema metadata of a batch naming its source's primary key (a JSON list), as the Postgres source attaches it
-PRIMARY_KEY_META = b"bizon_fast.primary_key"
 NO_KEY = (
     "destination.config.primary_key: merge needs a key: set destination.config.primary_key (a list of columns), "
     "or read a source table that has a primary key"
@@ -358,7 +356,7 @@ class PostgresDestination(Destination):
                 " AND NOT attisdropped) FROM pg_class c WHERE c.oid = to_regclass(%s)",
                 (self.target,),
             ).fetchone()
-            key = list(self.config.primary_key or [])
+            key = self.config.primary_key if isinstance(self.config.primary_key, list) else []
             keyed = not (target and key and self.merging and not self.replacing) or self._unique_on(conn, key)
         if target is None:
             return f"{where} table {self.destination} (new)"
@@ -414,7 +412,7 @@ class PostgresDestination(Destination):
                     (self.destination, self.context.job_id, stale),
                 )
             if self.declared is not None and not self._exists(cur, self.stage):
-                self._create_stage(cur, [(n, self._declared_type(t)) for n, t in self.declared])
+                self._create_stage(cur, [StageColumn(n, self._declared_type(t)) for n, t in self.declared])
             others = cur.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = %s AND c.relname LIKE %s AND c.relname <> %s",
@@ -448,10 +446,19 @@ class PostgresDestination(Destination):
             elif self.merging:
                 self._merge(cur, replace=full or not self._exists(cur, self.target))
             elif full or not self._exists(cur, self.target):
-                cur.execute(f"ALTER TABLE {self.stage} DROP COLUMN {WRITE_COLUMN}")
+                # the table's final shape (types cast, the key's index built) before the old table is locked
+                note = self._note(cur)
+                alters = [f"DROP COLUMN {WRITE_COLUMN}"]
+                alters += [f"ALTER COLUMN {_ident(n)} TYPE {t} USING {_ident(n)}::{t}" for n, t in self._casts(note)]
+                cur.execute(f"ALTER TABLE {self.stage} {', '.join(alters)}")
+                key = self._stage_key(cur)
+                if key:
+                    self._add_key(cur, self.stage, key)
                 log.info("postgres destination: swapping in %s (waits up to %gs for its lock)", self.target, timeout)
                 cur.execute(f"DROP TABLE IF EXISTS {self.target}")
                 cur.execute(f"ALTER TABLE {self.stage} RENAME TO {_ident(self.table)}")
+                if key:
+                    self._name_key(cur)
             else:
                 target_types = self._evolve(cur)
                 staged = [name for name, *_ in self._catalog(cur, self.stage) if name not in INTERNAL]
@@ -473,6 +480,38 @@ class PostgresDestination(Destination):
 
     def _fail(self, message: str) -> UserError:
         return UserError(f"destination {self.destination}: {message}; nothing was published")
+
+    @staticmethod
+    def _casts(note: dict[str, Any]) -> list[tuple[str, str]]:
+        """(column, type) of the stage's text columns that the table holds as another type (``columns.py``)."""
+        return list((note.get("casts") or {}).items())
+
+    def _add_key(self, cur: Any, relation: str, key: list[str], alters: tuple[str, ...] = ()) -> None:
+        """``ALTER TABLE relation [alters,] ADD PRIMARY KEY (key)``; duplicate or NULL keys fail the job in one line."""
+        present = {name for name, *_ in self._catalog(cur, relation)}
+        missing = [k for k in key if k not in present]
+        if missing:
+            raise self._fail(f"primary_key: {', '.join(missing)} not in the table's columns")
+        columns = ", ".join(_ident(k) for k in key)
+        try:
+            cur.execute(f"ALTER TABLE {relation} {''.join(a + ', ' for a in alters)}ADD PRIMARY KEY ({columns})")
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) not in ("23505", "23502"):  # unique_violation, not_null_violation
+                raise
+            detail = " ".join(str(exc).split())
+            raise self._fail(
+                f"primary key ({', '.join(key)}) cannot be created: {detail} (destination.config.primary_key: none "
+                "loads the rows without it)"
+            ) from None
+
+    def _name_key(self, cur: Any) -> None:
+        """The swapped-in table's primary key named as PostgreSQL names a table's own (``<table>_pkey``)."""
+        name = self.table.encode()[:58].decode(errors="ignore") + "_pkey"
+        row = cur.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'", (self.target,)
+        ).fetchone()
+        if row and row[0] != name and not self._exists(cur, _ident(self.schema, name)):
+            cur.execute(f"ALTER TABLE {self.target} RENAME CONSTRAINT {_ident(row[0])} TO {_ident(name)}")
 
     def _merge(self, cur: Any, *, replace: bool) -> None:
         """Upsert the stage's last version of each key into the target; a deleted_flag row removes its key.
@@ -518,9 +557,18 @@ class PostgresDestination(Destination):
         names = ", ".join(_ident(c) for c in columns)
         if replace:
             log.info("postgres destination: creating %s from the merged rows of the stage", self.target)
+            casts = dict(self._casts(self._note(cur)))
+            exprs = ", ".join(
+                f"CAST(l.{_ident(c)} AS {casts[c]}) AS {_ident(c)}" if c in casts else f"l.{_ident(c)}" for c in columns
+            )
+            not_null = cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND attnotnull",
+                (self.stage,),
+            ).fetchall()
+            alters = tuple(f"ALTER COLUMN {_ident(n)} SET NOT NULL" for (n,) in not_null if n in columns)
             cur.execute(f"DROP TABLE IF EXISTS {self.target}")
-            cur.execute(f"CREATE TABLE {self.target} AS SELECT {names} FROM ({latest}) l WHERE NOT ({deleted})")
-            cur.execute(f"ALTER TABLE {self.target} ADD PRIMARY KEY ({', '.join(_ident(k) for k in key)})")
+            cur.execute(f"CREATE TABLE {self.target} AS SELECT {exprs} FROM ({latest}) l WHERE NOT ({deleted})")
+            self._add_key(cur, self.target, key, alters)
             cur.execute(f"DROP TABLE {self.stage}")
             return
         target_types = self._evolve(cur)
@@ -546,13 +594,13 @@ class PostgresDestination(Destination):
         )
         cur.execute(f"DROP TABLE {self.stage}")
 
-    def _stage_key(self, cur: Any, *, recorded: bool = False) -> list[str] | None:
-        """The merge key: ``primary_key`` if configured, else the source's, as the stage's comment recorded it
-        (``recorded``: the comment only)."""
-        if self.config.primary_key and not recorded:
-            return list(self.config.primary_key)
-        comment = cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.stage,)).fetchone()[0]
-        return json.loads(comment).get("primary_key") if comment else None
+    def _stage_key(self, cur: Any) -> list[str] | None:
+        """The key: ``primary_key``'s columns if configured, else the source's as the stage's comment recorded it;
+        none for ``primary_key: none``."""
+        setting = self.config.primary_key
+        if isinstance(setting, list):
+            return list(setting)
+        return self._note(cur).get("primary_key") if setting == "auto" else None
 
     def _unique_on(self, cur: Any, key: list[str]) -> bool:
         """Whether the target has a primary key or a (non-partial, column-only) unique index on exactly ``key``."""
@@ -569,9 +617,11 @@ class PostgresDestination(Destination):
         """Columns new in the stage are added to the target, widened ones altered (one INFO line each), as the
         policy allows; returns the target's column types after that."""
         target = {name: (oid, typmod, sqltype) for name, oid, typmod, sqltype in self._catalog(cur, self.target)}
+        casts = dict(self._casts(self._note(cur)))
         for name, oid, typmod, sqltype in self._catalog(cur, self.stage):
             if name in INTERNAL:
                 continue
+            sqltype = casts.get(name, sqltype)
             if name not in target:
                 if self.policy != "evolve":
                     raise self._fail(f"column {name!r} ({sqltype}) is new (schema_evolution: {self.policy})")
@@ -619,27 +669,41 @@ class PostgresDestination(Destination):
     def _declared_type(kind: str) -> str:
         return DECLARED_TYPES.get(kind.upper(), kind) if kind else "text"
 
-    def _create_stage(self, cur: Any, columns: list[tuple[str, str]]) -> None:
-        columns = [(name, kind) for name, kind in columns if name not in INTERNAL]
+    def _create_stage(self, cur: Any, columns: list[StageColumn]) -> None:
+        """The stage; the types its text columns become (``casts``) are kept in its comment, for ``publish``."""
+        columns = [c for c in columns if c.name not in INTERNAL]
         if self.merging:
-            columns.append((POS_COLUMN, "bigint"))
-        defs = ", ".join(f"{_ident(name)} {kind}" for name, kind in columns)
+            columns.append(StageColumn(POS_COLUMN, "bigint"))
+        defs = ", ".join(c.ddl(_ident(c.name)) for c in columns)
         cur.execute(f"CREATE TABLE IF NOT EXISTS {self.stage} ({defs}, {WRITE_COLUMN} bigint NOT NULL)")
+        casts = {c.name: c.cast for c in columns if c.cast}
+        if casts:
+            self._set_note(cur, {**self._note(cur), "casts": casts})
 
-    def _stage_types(self, cur: Any, schema: pa.Schema) -> list[tuple[str, str]]:
-        """Stage columns for a batch schema: the target's types when appending to it, else from Arrow.
+    def _note(self, cur: Any) -> dict[str, Any]:
+        """The stage's comment: ``primary_key`` (the key of the table created, a merge's key) and ``casts``."""
+        comment = cur.execute("SELECT obj_description(to_regclass(%s), 'pg_class')", (self.stage,)).fetchone()[0]
+        return json.loads(comment) if comment else {}
+
+    def _set_note(self, cur: Any, note: dict[str, Any]) -> None:
+        cur.execute(f"COMMENT ON TABLE {self.stage} IS {_literal(cur, json.dumps(note))}")
+
+    def _stage_types(self, cur: Any, schema: pa.Schema) -> list[StageColumn]:
+        """Stage columns for a batch schema: the target's types when appending to it, else the source's exact
+        types (``columns.py``: the Postgres source's tags, NOT NULL), else from Arrow.
 
         Into an existing table the schema_evolution policy decides what a new or a widened column does,
         and an incompatible change fails here, before anything is published (see ``evolution.py``).
         """
         if self.declared is not None:
-            return [(n, self._declared_type(t)) for n, t in self.declared]
-        mapped = [(f.name, ddl_type(f.type)) for f in schema if f.name not in INTERNAL]
+            return [StageColumn(n, self._declared_type(t)) for n, t in self.declared]
+        exact = table_columns(cur, [f for f in schema if f.name not in INTERNAL], self.destination)
         if self.replacing or not self._exists(cur, self.target):
-            return mapped
+            return exact
         existing = {name: (oid, typmod, sqltype) for name, oid, typmod, sqltype in self._catalog(cur, self.target)}
         types = []
-        for name, mapped_type in mapped:
+        for column in exact:
+            name, mapped_type = column.name, column.cast or column.type
             if name not in existing:
                 if self.policy == "fail":
                     raise self._fail(f"column {name!r} ({mapped_type}) is new (schema_evolution: fail)")
@@ -650,9 +714,12 @@ class PostgresDestination(Destination):
                         name,
                     )
                     continue
-                types.append((name, mapped_type))
+                types.append(StageColumn(name, column.type, cast=column.cast))  # NOT NULL: not added to a table
                 continue
             oid, typmod, sqltype = existing[name]
+            if source_type(schema.field(name)) == sqltype and column.cast is None:
+                types.append(StageColumn(name, sqltype))  # the same type at the source: nothing to decide
+                continue
             elem = self._element(cur, oid)
             kind = schema.field(name).type
             decision = decide(oid, typmod, sqltype, elem, kind)
@@ -670,7 +737,7 @@ class PostgresDestination(Destination):
                 )
             if stage_type == sqltype and not PgColumn(name, oid, typmod, elem).supported:
                 stage_type = "text"  # the binary encoder does not write it: staged as text, cast at publish
-            types.append((name, stage_type))
+            types.append(StageColumn(name, stage_type))
         return types
 
     def _element(self, cur: Any, oid: int) -> int:
@@ -680,7 +747,7 @@ class PostgresDestination(Destination):
     def _ensure_stage(self, schema: pa.Schema, key: list[str] | None) -> None:
         """Create the stage from the first batch (under a lock: consumers race), then learn its columns.
 
-        A merge records its key (``primary_key``, else the source's) as the stage's comment, for ``publish``.
+        The key (``primary_key``, else the source's) is recorded in the stage's comment, for ``publish``.
         """
         if self.encoder is not None:
             return
@@ -689,9 +756,9 @@ class PostgresDestination(Destination):
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (pgconn.lock_key("bizon_fast_stage", self.stage),))
             if not self._exists(cur, self.stage):
                 self._create_stage(cur, self._stage_types(cur, schema))
-            if self.merging and self._stage_key(cur, recorded=True) is None:
-                comment = json.dumps({"primary_key": key})
-                cur.execute(f"COMMENT ON TABLE {self.stage} IS {_literal(cur, comment)}")
+            note = self._note(cur)
+            if note.get("primary_key") is None and key:
+                self._set_note(cur, {**note, "primary_key": key})
             columns = []
             for name, oid, typmod, _ in self._catalog(cur, self.stage):
                 if name != WRITE_COLUMN:
@@ -702,30 +769,33 @@ class PostgresDestination(Destination):
         self.stage_columns = [c.name for c in columns]
         self.encoder = Encoder(columns)
 
-    def _merge_key(self, batches: list[pa.RecordBatch]) -> list[str] | None:
-        """A merge's key for these rows: ``primary_key``, else the source's (schema metadata); checked against
-        the rows' columns. Fails the job (nothing published) when there is none."""
-        if not self.merging or not batches:
+    def _table_key(self, batches: list[pa.RecordBatch]) -> list[str] | None:
+        """The key for these rows (the primary key of a table created, a merge's key): ``primary_key``'s columns,
+        the source's (schema metadata) for ``auto``, none for ``none``; checked against the rows' columns. A merge
+        fails the job (nothing published) when there is none."""
+        if not batches:
             return None
-        key = self.config.primary_key
-        if not key:
-            raw = (batches[0].schema.metadata or {}).get(PRIMARY_KEY_META)
-            key = json.loads(raw) if raw else None
-        if not key:
+        setting = self.config.primary_key
+        explicit = isinstance(setting, list)
+        key = list(setting) if explicit else source_key(batches[0].schema) if setting == "auto" else None
+        if self.merging and not key:
             raise UserError(NO_KEY)
-        if self.declared is None and not is_source_records(batches[0].schema):
+        if key and self.declared is None and not is_source_records(batches[0].schema):
             names = batches[0].schema.names
             missing = [k for k in key if k not in names]
-            if missing:
+            if missing and (explicit or self.merging):
                 raise UserError(f"destination.config.primary_key: {', '.join(missing)} not in the rows' columns")
-            flag = self.config.deleted_flag
+            if missing:  # a transform dropped a column of the source's key
+                log.info("postgres destination: %s: no primary key (%s not in the rows)", self.destination, missing)
+                return None
+            flag = self.config.deleted_flag if self.merging else None
             if flag is not None and flag not in names:
                 raise UserError(f"destination.config.deleted_flag: {flag!r} is not a column of the rows")
             if flag is not None:
                 kind = batches[0].schema.field(flag).type
                 if not pa.types.is_boolean(kind) and not pa.types.is_null(kind):
                     raise UserError(NOT_BOOLEAN.format(flag=flag, kind=kind))
-        return list(key)
+        return key
 
     # ------------------------------------------------------------ consumer
 
@@ -761,7 +831,7 @@ class PostgresDestination(Destination):
         return batch.append_column(POS_COLUMN, pa.array(pos, pa.int64()))
 
     def write(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
-        key = self._merge_key(batches)
+        key = self._table_key(batches)
         rows = self._rows(split_id, first_seq, last_seq, batches)
         if rows:
             self._ensure_stage(rows[0].schema, key)
