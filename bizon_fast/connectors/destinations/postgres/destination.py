@@ -451,7 +451,9 @@ class PostgresDestination(Destination):
                 alters = [f"DROP COLUMN {WRITE_COLUMN}"]
                 alters += [f"ALTER COLUMN {_ident(n)} TYPE {t} USING {_ident(n)}::{t}" for n, t in self._casts(note)]
                 cur.execute(f"ALTER TABLE {self.stage} {', '.join(alters)}")
-                key = self._stage_key(cur)
+                # auto: the source's key where the table holds one row per key (a full refresh); an append's table
+                # gets later versions of the same keys, so only an explicit primary_key is created for it
+                key = self._stage_key(cur) if full or isinstance(self.config.primary_key, list) else None
                 if key:
                     self._add_key(cur, self.stage, key)
                 log.info("postgres destination: swapping in %s (waits up to %gs for its lock)", self.target, timeout)
