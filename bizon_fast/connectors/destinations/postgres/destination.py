@@ -27,6 +27,13 @@ incompatible change fails the job before anything is published, naming the colum
 ``freeze`` keeps the table's columns and types: new columns are dropped, a widening fails the job (the
 rows would not fit). A merge fails (nothing published) on a NULL in the key or a non-boolean ``deleted_flag``.
 
+**Types and keys** (``columns.py``): a table the destination creates gets the source's exact column types where
+the source tagged them (the Postgres source does: ``jsonb``, ``numeric(p,s)``, ``uuid``, arrays, ``interval``...),
+NOT NULL for non-nullable fields, and a primary key (``primary_key``: ``auto``, the source's, for a full refresh
+and a merge; ``none``; or a list of columns, also for a new append target), added to the stage before the swap so
+the old table is locked only for the swap itself. Types the encoder does not write are staged as text and cast
+when the table is created (``ALTER COLUMN ... TYPE`` before the swap, ``CAST`` in a merge's ``CREATE TABLE AS``).
+
 Columns: a typed batch keeps its Arrow columns (types mapped by ``pgbinary.ddl_type``), a bizon
 source-records batch becomes bizon's six envelope columns, and ``unnest`` with ``record_schemas``
 writes the declared columns with their declared types (BigQuery names such as STRING, INTEGER,
