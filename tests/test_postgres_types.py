@@ -213,3 +213,115 @@ def test_a_merge_creates_the_same_shape(pg_admin, schema, tmp_path: Path) -> Non
     assert (
         pg_admin.execute(f"SELECT count(*) FROM {dst} WHERE doc = '{{\"changed\": true}}'").fetchone()[0] == 31
     )  # ids 0, 100 ... 3000
+
+
+def _tagged_batch(first: int, n: int) -> pa.RecordBatch:
+    """Rows as the Postgres source hands them over: jsonb and uuid as text, numeric(12,2) as decimal128, tagged."""
+    from decimal import Decimal
+
+    def tag(name: str, kind: pa.DataType, pg: str) -> pa.Field:
+        return pa.field(name, kind, metadata={b"bizon_fast.pg_type": pg.encode()})
+
+    ids = list(range(first, first + n))
+    schema = pa.schema(
+        [
+            tag("id", pa.int64(), "bigint"),
+            tag("doc", pa.string(), "jsonb"),
+            tag("docs", pa.list_(pa.string()), "json[]"),
+            tag("uid", pa.string(), "uuid"),
+            tag("amount", pa.decimal128(12, 2), "numeric(12,2)"),
+            tag("free", pa.string(), "numeric"),
+        ]
+    )
+    return pa.record_batch(
+        [
+            pa.array(ids, pa.int64()),
+            pa.array([f'{{"k": {i}, "s": "x"}}' if i % 5 else None for i in ids]),
+            pa.array([[f'{{"i": {i}}}', "[1, 2]"] for i in ids]),
+            pa.array([f"00000000-0000-0000-0000-{i:012d}" for i in ids]),
+            pa.array([Decimal(i) / 4 for i in ids], pa.decimal128(12, 2)),
+            pa.array(["NaN" if i == first else str(i) for i in ids]),
+        ],
+        schema=schema,
+    )
+
+
+def test_parquet_gets_the_closest_types(tmp_path: Path) -> None:
+    """The file destination's Parquet: jsonb / json[] as Parquet's JSON logical type (the same text), numeric(p,s) as
+    DECIMAL, uuid and unconstrained numeric as strings (``sourcetypes.py`` says why)."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from bizon_fast.connectors.registry import destination_class
+    from bizon_fast.destination.base import DestinationContext
+
+    cls = destination_class("file")
+    details = cls.config_class.model_validate({"format": "parquet", "destination_id": str(tmp_path / "out")})
+    d = cls(
+        details, DestinationContext(job_id="j", pipeline="p", source_name="s", stream="e", sync_mode="full_refresh")
+    )
+    batches = [_tagged_batch(0, 50), _tagged_batch(50, 50)]
+    try:
+        d.prepare({})
+        d.write("a", 0, 1, batches)
+        d.publish()
+    finally:
+        d.close()
+    files = sorted((tmp_path / "out").glob("*.parquet"))
+    assert files
+    physical = {c.name: c.logical_type.type for c in pq.ParquetFile(files[0]).schema}
+    assert physical["doc"] == "JSON" and physical["element"] == "JSON" and physical["uid"] == "STRING"
+    assert physical["amount"] == "DECIMAL" and physical["free"] == "STRING"
+    table = ds.dataset(tmp_path / "out").to_table().sort_by("id")
+    assert table.num_rows == 100
+    assert table.column("doc").type == pa.json_() and table.column("docs").type == pa.list_(pa.json_())
+    expected = pa.Table.from_batches(batches)
+    assert table.column("doc").cast(pa.string()).to_pylist() == expected.column("doc").to_pylist()
+    for name in ("id", "uid", "amount", "free"):
+        assert table.column(name).to_pylist() == expected.column(name).to_pylist(), name
+
+
+@pytest.mark.parametrize("name", ["bigquery", "bigquery_streaming_v2"])
+def test_bigquery_gets_json_and_numeric(bq_emulator, bq_dataset, name: str) -> None:  # noqa: ANN001 - service fixtures
+    """BigQuery (load jobs, the Storage Write API): jsonb -> JSON (and json[] -> REPEATED JSON), numeric(12,2) -> NUMERIC, uuid and an
+    unconstrained numeric (it may hold NaN) -> STRING; the documents read back as JSON values.
+
+    The types are checked on the stage the rows are loaded into: the emulator's ``CREATE OR REPLACE TABLE ... AS
+    SELECT`` (the full refresh's publish) reports a JSON column as STRING in the new table's schema, though it
+    still holds JSON values (BigQuery itself keeps the type)."""
+    from bizon_fast.connectors.registry import destination_class
+    from bizon_fast.destination.base import DestinationContext
+    from native_bench.services import BQEMU_PROJECT
+
+    cls = destination_class(name)
+    details = cls.config_class.model_validate(
+        {"project_id": BQEMU_PROJECT, "dataset_id": bq_dataset, "destination_id": "typed"}
+    )
+    d = cls(
+        details, DestinationContext(job_id="j", pipeline="p", source_name="s", stream="e", sync_mode="full_refresh")
+    )
+    client = bq_emulator.client()
+    try:
+        d.check_connection()
+        d.prepare({})
+        d.write("a", 0, 0, [_tagged_batch(0, 40)])
+        staged = {f.name: (f.field_type, f.mode) for f in client.get_table(d.stage_id).schema}
+        d.publish()
+        rows = list(client.query(f"SELECT id, doc, TO_JSON_STRING(doc) FROM `{bq_dataset}.typed` ORDER BY id").result())
+    finally:
+        d.close()
+        client.close()
+    assert {k: v for k, v in staged.items() if not k.startswith("_")} == {
+        "id": ("INT64", "NULLABLE"),
+        "doc": ("JSON", "NULLABLE"),
+        "docs": ("JSON", "REPEATED"),
+        "uid": ("STRING", "NULLABLE"),
+        "amount": ("NUMERIC", "NULLABLE"),
+        "free": ("STRING", "NULLABLE"),
+    }
+    assert len(rows) == 40
+    assert [tuple(r.values()) for r in rows[:3]] == [
+        (0, None, None),
+        (1, {"k": 1, "s": "x"}, '{"k":1,"s":"x"}'),  # a JSON value, not the text '{"k": 1, "s": "x"}'
+        (2, {"k": 2, "s": "x"}, '{"k":2,"s":"x"}'),
+    ]

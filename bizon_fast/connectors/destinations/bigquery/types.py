@@ -2,8 +2,8 @@
 
 Timestamps with a zone are TIMESTAMP, naive ones DATETIME (BigQuery's own distinction); decimals up
 to precision 38 / scale 9 are NUMERIC, wider ones BIGNUMERIC; lists are REPEATED, structs RECORD
-(a list of lists has no BigQuery form, so it is stored as JSON). Extension or odd types fall back to
-STRING so a load never fails on a type alone.
+(a list of lists has no BigQuery form, so it is stored as JSON). A source's json / jsonb text columns are JSON
+(``sourcetypes.py``). Extension or odd types fall back to STRING so a load never fails on a type alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+
+from bizon_fast.connectors.destinations.sourcetypes import is_json
 
 #: bizon's declared type names -> BigQuery standard names
 DECLARED = {
@@ -53,8 +55,10 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
 
 
-def schema_field(name: str, t: pa.DataType, nullable: bool = True) -> Any:
-    """The ``SchemaField`` of one Arrow field (REPEATED for lists, nested fields for structs)."""
+def schema_field(name: str, t: pa.DataType, nullable: bool = True, json: bool = False) -> Any:
+    """The ``SchemaField`` of one Arrow field (REPEATED for lists, nested fields for structs).
+
+    ``json``: the strings are JSON documents (a source's json / jsonb column, ``sourcetypes.is_json``): JSON."""
     from google.cloud.bigquery import SchemaField
 
     mode = "NULLABLE"
@@ -62,7 +66,7 @@ def schema_field(name: str, t: pa.DataType, nullable: bool = True) -> Any:
         if _is_list(t.value_type):
             return SchemaField(name, "JSON", mode="NULLABLE")
         t, mode = t.value_type, "REPEATED"
-    kind = bq_type(t)
+    kind = "JSON" if json else bq_type(t)
     fields: tuple[Any, ...] = ()
     if kind == "RECORD":
         fields = tuple(schema_field(f.name, f.type, f.nullable) for f in t)
@@ -70,8 +74,9 @@ def schema_field(name: str, t: pa.DataType, nullable: bool = True) -> Any:
 
 
 def bq_schema(schema: pa.Schema) -> list[Any]:
-    """The BigQuery schema of an Arrow schema, every column NULLABLE (bizon relaxed REQUIRED in 0.4.1)."""
-    return [schema_field(f.name, f.type) for f in schema]
+    """The BigQuery schema of an Arrow schema, every column NULLABLE (bizon relaxed REQUIRED in 0.4.1); a source's
+    json / jsonb columns (field metadata ``bizon_fast.pg_type``) are JSON."""
+    return [schema_field(f.name, f.type, json=is_json(f)) for f in schema]
 
 
 def declared_schema(columns: Sequence[Any]) -> list[Any]:

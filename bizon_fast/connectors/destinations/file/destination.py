@@ -90,6 +90,7 @@ from bizon_fast.connectors.destinations.file.merge import (
     unify,
 )
 from bizon_fast.connectors.destinations.jsontext import text_bytes
+from bizon_fast.connectors.destinations.sourcetypes import parquet_closest
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.faults import fault_point
@@ -417,7 +418,8 @@ class FileDestination(Destination):
             return frame.to_arrow()
         # only the source's primary key is kept (merge reads it back from the part): the rest is run bookkeeping
         key = (batch.schema.metadata or {}).get(PRIMARY_KEY_META)
-        return pa.Table.from_batches([batch.replace_schema_metadata({PRIMARY_KEY_META: key} if key else None)])
+        table = pa.Table.from_batches([batch.replace_schema_metadata({PRIMARY_KEY_META: key} if key else None)])
+        return parquet_closest(table)  # a source's json / jsonb text columns as Parquet JSON
 
     def _sync(self, out: BinaryIO) -> None:
         if self.config.fsync:

@@ -1,8 +1,8 @@
 """The columns a table created by the Postgres destination gets: the source's exact types, NOT NULL, its key.
 
 A Postgres source tags each Arrow field with its column's type as ``format_type()`` writes it (field metadata
-``bizon_fast.pg_type``: ``jsonb``, ``numeric(12,2)``, ``integer[]``, ``character varying(20)``...), reads NOT NULL
-columns as non-nullable fields, and names its table's primary key in the schema metadata
+``bizon_fast.pg_type``, ``sourcetypes.py``: ``jsonb``, ``numeric(12,2)``, ``integer[]``, ``character varying(20)``),
+reads NOT NULL columns as non-nullable fields, and names its table's primary key in the schema metadata
 (``bizon_fast.primary_key``). Arrow alone cannot tell ``jsonb`` from ``text`` or ``uuid`` from ``text`` (all are
 strings), so without the tag a Postgres -> Postgres copy would change the data's shape.
 
@@ -28,11 +28,10 @@ import pyarrow as pa
 
 from bizon_fast.connectors.destinations.postgres.evolution import INCOMPATIBLE, decide
 from bizon_fast.connectors.destinations.postgres.pgbinary import NUMERIC, PgColumn, ddl_type
+from bizon_fast.connectors.destinations.sourcetypes import pg_type
 
 log = logging.getLogger("bizon_fast.destination.postgres")
 
-#: field metadata: the column's PostgreSQL type at the source (the Postgres source's ``PG_TYPE_META``)
-PG_TYPE_META = b"bizon_fast.pg_type"
 #: schema metadata of a batch naming its source's primary key (a JSON list), as the Postgres source attaches it
 PRIMARY_KEY_META = b"bizon_fast.primary_key"
 
@@ -55,12 +54,6 @@ class StageColumn:
         return f"{quoted} {self.type}" + (" NOT NULL" if self.not_null else "")
 
 
-def source_type(field: pa.Field) -> str | None:
-    """The PostgreSQL type a source tagged the field with, if any."""
-    raw = (field.metadata or {}).get(PG_TYPE_META)
-    return raw.decode() if raw else None
-
-
 def source_key(schema: pa.Schema) -> list[str] | None:
     """The primary key a source named in the batch's schema metadata, if any."""
     raw = (schema.metadata or {}).get(PRIMARY_KEY_META)
@@ -76,7 +69,7 @@ def table_columns(cur: Any, fields: list[pa.Field], where: str) -> list[StageCol
 
     ``where`` names the table in the log line that says a tagged type was not kept.
     """
-    tagged = sorted({t for f in fields if (t := source_type(f))})
+    tagged = sorted({t for f in fields if (t := pg_type(f))})
     known: dict[str, tuple[int, int, int, str]] = {}
     if tagged:
         for name, oid, base, elem, category in cur.execute(_RESOLVE, (tagged,)).fetchall():
@@ -86,7 +79,7 @@ def table_columns(cur: Any, fields: list[pa.Field], where: str) -> list[StageCol
     for field in fields:
         not_null = not field.nullable
         mapped = StageColumn(field.name, ddl_type(field.type), not_null)
-        tag = source_type(field)
+        tag = pg_type(field)
         if tag is None:
             out.append(mapped)
             continue

@@ -102,7 +102,7 @@ import pyarrow as pa
 
 from bizon_fast.clients import postgres as pgconn
 from bizon_fast.config.destination import DestinationDetails
-from bizon_fast.connectors.destinations.postgres.columns import StageColumn, source_key, source_type, table_columns
+from bizon_fast.connectors.destinations.postgres.columns import StageColumn, source_key, table_columns
 from bizon_fast.connectors.destinations.postgres.config import CAPABILITIES, PostgresDestinationDetails
 from bizon_fast.connectors.destinations.postgres.evolution import INCOMPATIBLE, WIDEN, decide, widens
 from bizon_fast.connectors.destinations.postgres.locks import (
@@ -120,6 +120,7 @@ from bizon_fast.connectors.destinations.postgres.pgbinary import (
     Encoder,
     PgColumn,
 )
+from bizon_fast.connectors.destinations.sourcetypes import pg_type
 from bizon_fast.destination.base import Destination, DestinationContext
 from bizon_fast.errors import StepFailed, UserError
 from bizon_fast.faults import fault_point
@@ -726,7 +727,7 @@ class PostgresDestination(Destination):
                 types.append(StageColumn(name, column.type, cast=column.cast))  # NOT NULL: not added to a table
                 continue
             oid, typmod, sqltype = existing[name]
-            if source_type(schema.field(name)) == sqltype and column.cast is None:
+            if pg_type(schema.field(name)) == sqltype and column.cast is None:
                 types.append(StageColumn(name, sqltype))  # the same type at the source: nothing to decide
                 continue
             elem = self._element(cur, oid)
