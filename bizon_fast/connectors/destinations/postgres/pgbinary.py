@@ -265,55 +265,84 @@ def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-#: an interval as PostgreSQL writes it (IntervalStyle ``postgres``, the default): ``1 year 2 mons -3 days +04:05:06.7``
-_INTERVAL_TEXT = (
-    r"^(?:(?P<y>[+-]?\d+) years? ?)?(?:(?P<mo>[+-]?\d+) mons? ?)?(?:(?P<d>[+-]?\d+) days? ?)?"
-    r"(?:(?P<sign>[+-]?)(?P<h>\d+):(?P<mi>\d\d):(?P<s>\d\d)(?:\.(?P<f>\d{1,6}))?)?$"
-)
 _INTERVAL = np.dtype([("us", ">i8"), ("days", ">i4"), ("months", ">i4")])
+#: the unit words of an interval as PostgreSQL writes it (IntervalStyle ``postgres``, the default), in months / days
+_INTERVAL_UNITS = {"year": (12, 0), "years": (12, 0), "mon": (1, 0), "mons": (1, 0), "day": (0, 1), "days": (0, 1)}
 
 
 def _ints(text: pa.Array) -> np.ndarray:
-    """int64 of a column of optional integer texts (an empty or NULL text is 0)."""
-    text = pc.replace_substring(text, "+", "")  # PostgreSQL writes "-1 years +3 days"
+    """int64 of a column of optional integer texts (an empty or NULL text is 0; a leading + is allowed)."""
+    text = pc.utf8_ltrim(text, characters="+")  # PostgreSQL writes "-1 years +3 days"
     text = pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
     return _numpy(pc.cast(text, pa.int64()), "<i8")
+
+
+def _pairs(text: pa.Array, separator: str) -> tuple[pa.Array, pa.Array]:
+    """Each value cut at its first ``separator`` (the second part empty when there is none)."""
+    marked = pc.binary_join_element_wise(text, pc.if_else(pc.match_substring(text, separator), "", separator), "")
+    flat = pc.split_pattern(marked, separator, max_splits=1).flatten()
+    return flat.take(pa.array(np.arange(0, len(flat), 2))), flat.take(pa.array(np.arange(1, len(flat), 2)))
 
 
 def interval_values(array: pa.Array, column: str) -> np.ndarray:
     """``interval_send`` values (microseconds, days, months): from a duration, an Arrow month_day_nano interval,
     or PostgreSQL's text form (what the Postgres source reads an interval as). Microseconds, days and months stay
-    apart, as PostgreSQL keeps them: ``1 mon`` is not ``30 days``."""
+    apart, as PostgreSQL keeps them: ``1 mon`` is not ``30 days``.
+
+    The text (``1 year 2 mons -3 days +04:05:06.789``) is split into words once for the whole column: a unit word
+    takes the number before it, a word with colons is the time; anything else fails the write naming the value."""
     out = np.zeros(len(array), _INTERVAL)
     kind = array.type
     if pa.types.is_interval(kind):  # month_day_nano: int32 months, int32 days, int64 nanoseconds, little-endian
         parts = np.frombuffer(array.buffers()[1], [("m", "<i4"), ("d", "<i4"), ("ns", "<i8")])
         parts = parts[array.offset : array.offset + len(array)]
         out["months"], out["days"], out["us"] = parts["m"], parts["d"], parts["ns"] // 1000
-    elif _is_text(kind):
-        text = _decode(array).cast(pa.string()).fill_null("")
-        parts = pc.extract_regex(text, _INTERVAL_TEXT)
-        if parts.null_count:
-            bad = pc.filter(text, parts.is_null())[0].as_py()
-            raise UserError(
-                f"destination: column {column!r} holds {bad!r}, not an interval as PostgreSQL writes it "
-                "(IntervalStyle postgres)"
-            )
-        field = parts.field
-        fraction = pc.utf8_rpad(field("f"), width=6, padding="0")
-        us = _ints(field("h")) * 3_600_000_000 + _ints(field("mi")) * 60_000_000 + _ints(field("s")) * 1_000_000
-        us += _ints(fraction)
-        out["us"] = np.where(_numpy(pc.equal(field("sign"), "-"), "?"), -us, us)
-        out["days"] = _ints(field("d"))
-        out["months"] = _ints(field("y")) * 12 + _ints(field("mo"))
-    else:
+        return out
+    if not _is_text(kind):
         out["us"] = _micros(array, column, pa.duration("us"))
+        return out
+    text = _decode(array).cast(pa.string()).fill_null("00:00:00")
+    words = pc.split_pattern(text, " ")
+    flat = words.flatten()
+    row = _numpy(pc.list_parent_indices(words), "<i8")
+    units = pa.array(list(_INTERVAL_UNITS))
+    unit = _numpy(pc.index_in(flat, value_set=units).fill_null(-1), "<i4")
+    clock = _numpy(pc.match_substring(flat, ":"), "?")
+    is_unit = unit >= 0
+    number = np.zeros(len(flat), bool)  # the word before a unit word, in the same value
+    number[:-1] = is_unit[1:] & (row[:-1] == row[1:])
+    after_number = np.zeros(len(flat), bool)
+    after_number[1:] = number[:-1]
+    wrong = ~(number | clock | is_unit) | (number & (is_unit | clock)) | (is_unit & ~after_number)
+    if wrong.any():
+        bad = text[int(row[np.flatnonzero(wrong)[0]])].as_py()
+        raise UserError(
+            f"destination: column {column!r} holds {bad!r}, not an interval as PostgreSQL writes it "
+            "(IntervalStyle postgres)"
+        )
+    if number.any():
+        values = _ints(flat.filter(pa.array(number)))
+        which = unit[np.flatnonzero(number) + 1]
+        factor = np.array([_INTERVAL_UNITS[u] for u in units.to_pylist()], np.int64)[which]
+        rows = row[number]
+        out["months"] = np.bincount(rows, weights=values * factor[:, 0], minlength=len(text)).astype(np.int64)
+        out["days"] = np.bincount(rows, weights=values * factor[:, 1], minlength=len(text)).astype(np.int64)
+    if clock.any():
+        times = flat.filter(pa.array(clock))
+        negative = _numpy(pc.starts_with(times, "-"), "?")
+        hours, rest = _pairs(pc.utf8_ltrim(times, characters="+-"), ":")
+        minutes, seconds = _pairs(rest, ":")
+        whole, fraction = _pairs(seconds, ".")
+        us = _ints(hours) * 3_600_000_000 + _ints(minutes) * 60_000_000 + _ints(whole) * 1_000_000
+        us += _ints(pc.utf8_rpad(fraction, width=6, padding="0"))
+        out["us"][row[clock]] = np.where(negative, -us, us)
     return out
 
 
-_NUMERIC_TEXT = r"^(?P<sign>[+-]?)(?P<i>\d*)(?:\.(?P<f>\d*))?$"
+_NUMERIC_TEXT = r"^[+-]?\d*(\.\d*)?$"
 _NUMERIC_SPECIAL = {"NaN": 0xC000, "Infinity": 0xD000, "-Infinity": 0xF000}
-_NUMERIC_SLICE = 16_384
+#: bytes of padded digits one pass may hold: past it (a few very wide values) the rows are done in slices
+_NUMERIC_PASS_BYTES = 128 << 20
 
 
 def numeric_text_values(array: pa.Array) -> pa.Array | None:
@@ -322,44 +351,39 @@ def numeric_text_values(array: pa.Array) -> pa.Array | None:
     caller then goes through decimal128.
 
     Why text: an unconstrained ``numeric`` or a ``numeric(p, s)`` wider than 38 digits has no Arrow decimal128, so
-    the Postgres source reads it as its text. Each slice of rows is padded to its widest value's base-10000 digit
-    groups (the server strips leading and trailing zero groups), so the digits are one reshape of the text bytes.
+    the Postgres source reads it as its text. Every value is padded to the widest one's base-10000 digit groups
+    (the server strips leading and trailing zero groups), so the digits are one reshape of the text bytes.
     """
     text = _decode(array).cast(pa.string())
-    special = pc.is_in(text, pa.array(list(_NUMERIC_SPECIAL)))
-    plain = pc.if_else(special, pa.scalar("0"), text)
-    parts = pc.extract_regex(plain.fill_null("0"), _NUMERIC_TEXT)
-    if parts.null_count:
+    special = pc.is_in(text, value_set=pa.array(list(_NUMERIC_SPECIAL)))
+    plain = pc.if_else(special, pa.scalar("0"), text).fill_null("0")
+    if not pc.all(pc.match_substring_regex(plain, _NUMERIC_TEXT)).as_py():
         return None
-    pieces = []
-    for start in range(0, len(text), _NUMERIC_SLICE):
-        part = parts.slice(start, _NUMERIC_SLICE)
-        integer, fraction = part.field("i"), part.field("f")
-        n = len(part)
-        iwidth = max(4, -(-(pc.max(pc.utf8_length(integer)).as_py() or 0) // 4) * 4)
-        fwidth = -(-(pc.max(pc.utf8_length(fraction)).as_py() or 0) // 4) * 4
-        groups = (iwidth + fwidth) // 4
-        padded = pc.binary_join_element_wise(
-            pc.utf8_lpad(integer, width=iwidth, padding="0"), pc.utf8_rpad(fraction, width=fwidth, padding="0"), ""
-        )
-        first = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
-        raw = np.frombuffer(padded.buffers()[2], np.uint8)[first : first + n * 4 * groups]
-        d = (raw.reshape(n, groups, 4).astype(np.uint16) - 48) @ np.array([1000, 100, 10, 1], np.uint16)
-        value = np.empty((n, 4 + groups), ">u2")
-        value[:, 0], value[:, 1] = groups, iwidth // 4 - 1
-        signs = np.where(_numpy(pc.equal(part.field("sign"), "-"), "?"), 0x4000, 0)
-        specials = special.slice(start, _NUMERIC_SLICE)
-        if pc.any(specials).as_py():
-            codes = pc.if_else(specials, pc.index_in(text.slice(start, n), pa.array(list(_NUMERIC_SPECIAL))), -1)
-            codes = _numpy(codes, "<i4")
-            signs = np.where(codes >= 0, np.array([*_NUMERIC_SPECIAL.values(), 0])[codes], signs)
-        value[:, 2] = signs
-        value[:, 3] = _numpy(pc.utf8_length(fraction), "<i4")
-        value[:, 4:] = d
-        width = 2 * (4 + groups)
-        offsets = pa.py_buffer(np.arange(0, width * (n + 1), width, dtype=np.int32))
-        pieces.append(pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(value.view(np.uint8))]))
-    values = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    n = len(plain)
+    negative = _numpy(pc.starts_with(plain, "-"), "?")
+    integer, fraction = _pairs(pc.utf8_ltrim(plain, characters="+-"), ".")
+    iwidth = max(4, -(-(pc.max(pc.utf8_length(integer)).as_py() or 0) // 4) * 4)
+    fwidth = -(-(pc.max(pc.utf8_length(fraction)).as_py() or 0) // 4) * 4
+    if n > 1 and n * (iwidth + fwidth) > _NUMERIC_PASS_BYTES:  # a few very wide values: slices of their own widths
+        half = n // 2
+        return pa.concat_arrays([numeric_text_values(array.slice(0, half)), numeric_text_values(array.slice(half))])
+    groups = (iwidth + fwidth) // 4
+    padded = pc.binary_join_element_wise(
+        pc.utf8_lpad(integer, width=iwidth, padding="0"), pc.utf8_rpad(fraction, width=fwidth, padding="0"), ""
+    )
+    first = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
+    raw = np.frombuffer(padded.buffers()[2], np.uint8)[first : first + n * 4 * groups]
+    value = np.empty((n, 4 + groups), ">u2")
+    value[:, 0], value[:, 1] = groups, iwidth // 4 - 1
+    value[:, 2] = np.where(negative, 0x4000, 0)
+    if pc.any(special).as_py():
+        code = _numpy(pc.index_in(text, value_set=pa.array(list(_NUMERIC_SPECIAL))).fill_null(-1), "<i4")
+        value[:, 2] = np.where(code >= 0, np.array([*_NUMERIC_SPECIAL.values(), 0], np.uint16)[code], value[:, 2])
+    value[:, 3] = _numpy(pc.utf8_length(fraction), "<i4")
+    value[:, 4:] = (raw.reshape(n, groups, 4).astype(np.uint16) - 48) @ np.array([1000, 100, 10, 1], np.uint16)
+    width = 2 * (4 + groups)
+    offsets = pa.py_buffer(np.arange(0, width * (n + 1), width, dtype=np.int32))
+    values = pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(value.view(np.uint8))])
     if text.null_count:
         values = pc.if_else(text.is_valid(), values, pa.scalar(None, pa.binary()))
     return values
