@@ -283,8 +283,8 @@ def test_parquet_gets_the_closest_types(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["bigquery", "bigquery_streaming_v2"])
 def test_bigquery_gets_json_and_numeric(bq_emulator, bq_dataset, name: str) -> None:  # noqa: ANN001 - service fixtures
-    """BigQuery (load jobs, the Storage Write API): jsonb -> JSON (and json[] -> REPEATED JSON), numeric(12,2) -> NUMERIC, uuid and an
-    unconstrained numeric (it may hold NaN) -> STRING; the documents read back as JSON values.
+    """BigQuery (load jobs, the Storage Write API): jsonb -> JSON (and json[] -> REPEATED JSON), numeric(12,2) ->
+    NUMERIC, uuid and an unconstrained numeric (it may hold NaN) -> STRING; the documents read back as JSON values.
 
     The types are checked on the stage the rows are loaded into: the emulator's ``CREATE OR REPLACE TABLE ... AS
     SELECT`` (the full refresh's publish) reports a JSON column as STRING in the new table's schema, though it
