@@ -155,14 +155,16 @@ def test_primary_key_none_and_an_explicit_list(pg_admin, schema, tmp_path: Path)
     assert describe(pg_admin, dst) == source_shape(pg_admin, src)
 
 
-def _run_direct(schema: str, job: str, batches: list[pa.RecordBatch], **config: object) -> None:
-    """One full-refresh job straight through the destination (no CLI): prepare, one write, publish."""
+def _run_direct(
+    schema: str, job: str, batches: list[pa.RecordBatch], sync_mode: str = "full_refresh", **config: object
+) -> None:
+    """One job straight through the destination (no CLI): prepare, one write, publish."""
     from bizon_fast.connectors.registry import destination_class
     from bizon_fast.destination.base import DestinationContext
 
     cls = destination_class("postgres")
     details = cls.config_class.model_validate({"dsn": DSN, "destination_id": f"{schema}.dst", **config})
-    context = DestinationContext(job_id=job, pipeline="p", source_name="s", stream="e", sync_mode="full_refresh")
+    context = DestinationContext(job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode)
     d = cls(details, context)
     try:
         d.prepare({})
@@ -174,7 +176,8 @@ def _run_direct(schema: str, job: str, batches: list[pa.RecordBatch], **config: 
 
 def test_a_key_that_cannot_be_created_fails_in_one_line(pg_admin, schema) -> None:
     """Duplicate keys, or a key column the rows lack, fail the job before anything is published: the last table
-    stays. Tagged fields without a source key and ``auto`` create no key."""
+    stays. Tagged fields without a source key and ``auto`` create no key, nor does ``auto`` for a new append
+    target; an explicit list does."""
     from bizon_fast.errors import UserError
 
     tag = {b"bizon_fast.pg_type": b"jsonb"}
@@ -191,6 +194,15 @@ def test_a_key_that_cannot_be_created_fails_in_one_line(pg_admin, schema) -> Non
         _run_direct(schema, "j3", [keyed], primary_key=["nope"])
     assert pg_admin.execute(f"SELECT count(*) FROM {schema}.dst").fetchone()[0] == 3  # j1's table
     _run_direct(schema, "j4", [keyed.slice(0, 2)])
+    assert primary_key(pg_admin, f"{schema}.dst") == ["id"]
+    # a new append target: auto creates no key (later runs append new versions of the same keys), a list does
+    pg_admin.execute(f"DROP TABLE {schema}.dst")
+    _run_direct(schema, "j5", [keyed.slice(0, 2)], "incremental")
+    assert primary_key(pg_admin, f"{schema}.dst") == []
+    _run_direct(schema, "j6", [keyed.slice(0, 2)], "incremental")
+    assert pg_admin.execute(f"SELECT count(*) FROM {schema}.dst").fetchone()[0] == 4
+    pg_admin.execute(f"DROP TABLE {schema}.dst")
+    _run_direct(schema, "j7", [keyed.slice(0, 2)], "incremental", primary_key=["id"])
     assert primary_key(pg_admin, f"{schema}.dst") == ["id"]
 
 
