@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -54,15 +53,17 @@ def json_target(destination_id: str) -> str:
     return destination_id if destination_id.lower().endswith(JSON_SUFFIXES) else f"{destination_id}.json"
 
 
-def append_file(out: BinaryIO, src: Path) -> None:
-    """Append ``src`` to ``out`` in the kernel (copy_file_range) when it can, else through a buffer."""
+def append_file(out: BinaryIO, src: Path, start: int = 0, end: int | None = None) -> None:
+    """Append bytes ``start..end`` of ``src`` (to its end by default) to ``out``: in the kernel (copy_file_range)
+    when it can, else through a buffer."""
     out.flush()
     with open(src, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        stop = os.fstat(f.fileno()).st_size if end is None else end
+        size = stop - start
         copied = 0
         try:
             while copied < size:
-                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, COPY_CHUNK))
+                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, COPY_CHUNK), start + copied)
                 if n == 0:
                     break
                 copied += n
@@ -70,6 +71,14 @@ def append_file(out: BinaryIO, src: Path) -> None:
             if copied:
                 raise
         if copied < size:
-            f.seek(copied)
+            f.seek(start + copied)
             out.seek(0, os.SEEK_END)
-            shutil.copyfileobj(f, out, 1 << 20)
+            left = size - copied
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                view = memoryview(chunk)
+                while view:  # an unbuffered file may take part of a write
+                    view = view[out.write(view) :]
