@@ -74,7 +74,7 @@ from bizon_fast.connectors.destinations.envelope import (
     unnest,
 )
 from bizon_fast.connectors.destinations.file.config import CAPABILITIES, FileDestinationDetails
-from bizon_fast.connectors.destinations.file.file_io import append_file, file_label, label_in_name
+from bizon_fast.connectors.destinations.file.file_io import BackgroundWrites, append_file, file_label, label_in_name
 from bizon_fast.connectors.destinations.file.file_stream import StreamAppender
 from bizon_fast.connectors.destinations.file.merge import (
     PRIMARY_KEY_META,
@@ -107,6 +107,9 @@ from bizon_fast.source.records import extracted_at_of, is_source_records
 logger = logging.getLogger("bizon_fast.destination.file")
 
 TMP_PREFIX = ".tmp-"
+#: rows formatted per chunk of a typed batch's json lines (~7 MB of synthetic lines): big enough that a chunk's
+#: fixed costs vanish, small enough that a batch makes several chunks to overlap with their writes
+LINES_CHUNK_ROWS = 16_384
 #: a full disk, a quota, a file-size limit: retrying the same write cannot help
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -207,6 +210,7 @@ class FileDestination(Destination):
         self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
         self._appender: StreamAppender | None = None
         self._segment: SegmentWriter | None = None  # json batch mode: this consumer's staging log (segments.py)
+        self._writes = BackgroundWrites()
         #: the job's rows become the dataset: write_disposition replace, or a full refresh (or a reset) that is
         #: not an explicit append (a merge's full refresh: the job's rows deduplicated by key)
         disposition = config.write_disposition
@@ -303,6 +307,7 @@ class FileDestination(Destination):
         if self._segment is not None:
             self._segment.close()
             self._segment = None
+        self._writes.close()
 
     # ------------------------------------------------------------ consumer
 
@@ -422,10 +427,19 @@ class FileDestination(Destination):
                 )
                 frame.write_ndjson(out)
             else:
-                lines = envelope_lines(
-                    batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
-                )
-                out.write(text_bytes(lines))
+                try:
+                    for start in range(0, batch.num_rows, LINES_CHUNK_ROWS):  # chunk k+1 formatted while k is written
+                        lines = envelope_lines(
+                            batch.slice(start, LINES_CHUNK_ROWS),
+                            job_id=job_id,
+                            split_id=split_id,
+                            seq=seq,
+                            loaded_at=loaded_at,
+                            row_offset=offset + start,
+                        )
+                        self._writes.submit(out, text_bytes(lines))
+                finally:
+                    self._writes.drain()
             rows += batch.num_rows
         return rows
 

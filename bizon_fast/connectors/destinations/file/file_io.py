@@ -7,6 +7,7 @@ import its stream mode without ``file_stream.py`` importing ``destination.py`` b
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import re
@@ -82,3 +83,41 @@ def append_file(out: BinaryIO, src: Path, start: int = 0, end: int | None = None
                 view = memoryview(chunk)
                 while view:  # an unbuffered file may take part of a write
                     view = view[out.write(view) :]
+
+
+class BackgroundWrites:
+    """Writes to ``out`` in one background thread, so the next chunk is formatted while this one is written.
+
+    Writing a json batch to the page cache costs about as much as formatting it, and both release the GIL
+    (the write syscall; Arrow, numpy and polars kernels): overlapped, a consumer spends the longer of the two
+    instead of their sum. ``drain`` waits for every write and re-raises the first failure; a chunk's buffer
+    stays alive until it is written.
+    """
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[concurrent.futures.Future[int]] = []
+
+    def submit(self, out: BinaryIO, view: memoryview) -> None:
+        """Write ``view`` to ``out`` after the writes submitted before it (the view keeps its buffer alive)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="file-writer")
+        while len(self._pending) > 1:  # at most one chunk formatted ahead: memory stays two chunks
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(out.write, view))
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as exc:  # every write is waited for before the first failure is raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
