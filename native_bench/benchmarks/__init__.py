@@ -15,6 +15,7 @@ from native_bench.benchmarks import (
     pg,
     recovery,
     showcase,
+    supervisor,
     transforms,
     transport,
 )
@@ -26,6 +27,7 @@ ALL: list[ModuleType] = [
     alternatives,
     files,
     checkpoint,
+    supervisor,
     pg,
     merge,
     bigquery,

@@ -1,0 +1,216 @@
+"""Supervisor capacity: how many batches a second the one supervisor process can broker and commit, from its own
+CPU per batch, and what that means for 16 producers + 16 consumers at the default batch size.
+
+Every batch crosses the supervisor (a slot granted, its ``Filled`` report, its assignment to a consumer, the
+``Written`` ack, the cursor commit), so on a large machine either the supervisor's single core or the workers'
+cores bind first. A 2-core machine cannot run 32 workers, so the ceiling is measured where it shows: tiny batches
+(``batch_rows`` 4, ``batch_size_mb`` 0.0001: one source batch per ring batch) into ``noop`` (``buffer_size: 0``:
+one write per batch), so the workers do almost nothing per batch and the supervisor's share is as large as it
+gets. The supervisor's CPU (user+sys of that process alone, from ``getrusage`` at its exit) is measured at two
+run lengths; the difference over the difference in batches is its CPU per batch, start-up and planning cancelled
+out, and one core's worth of it is the ceiling in batches/s. The projection multiplies that ceiling by the rows of
+a default batch (``engine.queue.config.batch_size_mb`` 4 MiB of synthetic rows) and sets it against 16 x the rows/s
+one worker pair moves at the default batch size (synthetic -> noop at 1 worker, in the same run, also at two
+lengths: the steady rate, start-up cancelled, is what 16 pairs would multiply).
+Assumed, not measured: the supervisor's cost per batch stays flat from 2 to 32 worker pipes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from native_bench import pipelines, verify
+from native_bench.context import Context
+from native_bench.proctree import RunStats, measure
+from native_bench.result import BenchResult, fmt, median, ratio, table
+from native_bench.rounds import interleave, summarize
+
+NAME = "supervisor"
+TITLE = "Supervisor capacity: batches/s one supervisor core can broker and commit; 16+16 workers projected"
+TINY_ROWS = 4  # rows per batch in the tiny-batch runs
+TINY_BATCH_MB = 0.0001  # below one tiny batch's bytes: every source batch becomes its own ring batch
+PROJECTED_WORKERS = 16
+DEFAULT_BATCH_MB = 4.0  # engine.queue.config.batch_size_mb's default
+SYNTHETIC_BATCH_ROWS = 65_536  # the synthetic source's default batch_rows
+RUSAGE_ENV = "NB_SUPERVISOR_RUSAGE"
+#: ``bizon-fast`` in this interpreter, writing its own (the supervisor's) user+sys CPU to $NB_SUPERVISOR_RUSAGE
+#: at exit; workers leave through os._exit and never run it
+_CLI = (
+    "import atexit, os, resource\n"
+    "def _dump():\n"
+    "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
+    f"    open(os.environ[{RUSAGE_ENV!r}], 'w').write(repr(r.ru_utime + r.ru_stime))\n"
+    "atexit.register(_dump)\n"
+    "import sys\n"
+    "sys.argv[0] = 'bizon-fast'\n"
+    "from bizon_fast.cli import main\n"
+    "main()\n"
+)
+
+
+def _tiny(batches: int) -> dict[str, Any]:
+    return pipelines.synthetic_pipeline(
+        f"supervisor_tiny_{batches}",
+        batches * TINY_ROWS,
+        "noop",
+        {"buffer_size": 0},
+        splits=16,
+        source={"batch_rows": TINY_ROWS},
+        engine={"queue": {"config": {"batch_size_mb": TINY_BATCH_MB}}},
+    )
+
+
+def _run(config: dict[str, Any], workers: int, ctx: Context) -> RunStats:
+    """``bizon-fast run`` of ``config`` like ``pipelines.run_bizon_fast``, plus the supervisor's own CPU
+    (``extra["supervisor_cpu_s"]``)."""
+
+    def body(folder: Path) -> RunStats:
+        (folder / "out").mkdir()
+        (folder / "pipeline.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        report = folder / "supervisor.rusage"
+        env = {**os.environ, "BIZON_FAST_LOG_DIR": str(folder / "logs"), RUSAGE_ENV: str(report)}
+        cmd = [sys.executable, "-c", _CLI, "run", "pipeline.yml", "--workers", str(workers), "--quiet"]
+        stats = measure(cmd, cwd=folder, env=env, timeout=pipelines.TIMEOUT_S)
+        if report.exists():
+            stats.extra["supervisor_cpu_s"] = float(report.read_text())
+        return stats
+
+    rows = int(config["source"]["rows"])
+    return pipelines.in_fresh_dir(ctx.scratch, body, rows, lambda folder: verify.pipeline_output(folder, config))
+
+
+def _default_batch_rows() -> int:
+    """Rows of one ring batch at the defaults: synthetic batches of 65,536 rows, coalesced to 4 MiB or more."""
+    row_bytes = pipelines.synthetic_bytes({"source": {"rows": 1, "payload_bytes": 32}})
+    per_source_batch = SYNTHETIC_BATCH_ROWS * row_bytes
+    return SYNTHETIC_BATCH_ROWS * max(1, math.ceil(DEFAULT_BATCH_MB * 2**20 / per_source_batch))
+
+
+def run(ctx: Context) -> BenchResult:
+    short, long = ctx.size(4_000, 1_000), ctx.size(16_000, 4_000)
+    default_short, default_long = ctx.size(4_000_000, 1_000_000), ctx.size(16_000_000, 4_000_000)
+    defaults = {
+        n: pipelines.with_rows(pipelines.example("synthetic_to_noop.yml"), n, f"supervisor_default_{n}")
+        for n in (default_short, default_long)
+    }
+    contenders = {
+        f"tiny{n}/{w}": (lambda n=n, w=w: _run(_tiny(n), w, ctx)) for w in ctx.worker_counts for n in (short, long)
+    }
+    contenders |= {f"default{n}/1": (lambda c=c: _run(c, 1, ctx)) for n, c in defaults.items()}
+    runs = interleave(contenders, ctx.rounds)
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for w in ctx.worker_counts:
+        a, b = runs[f"tiny{short}/{w}"], runs[f"tiny{long}/{w}"]
+        sa, sb = summarize(a, short * TINY_ROWS), summarize(b, long * TINY_ROWS)
+        for s in (sa, sb):
+            if "failure" in s:
+                notes.append(f"tiny batches at {w} workers: {s['failure']}")
+        sup_a = median(r.extra.get("supervisor_cpu_s") for r in a if r.ok)
+        sup_b = median(r.extra.get("supervisor_cpu_s") for r in b if r.ok)
+        extra = long - short
+        per_batch = (sup_b - sup_a) / extra if sup_a is not None and sup_b is not None else None
+        wall = sb["wall_s"] - sa["wall_s"] if sa["wall_s"] is not None and sb["wall_s"] is not None else None
+        rows.append(
+            {
+                "workers": w,
+                "batches": f"{short:,} / {long:,}",
+                "wall_s": sb["wall_s"],
+                "batches_per_s": extra / wall if wall and wall > 0 else None,
+                "supervisor_cpu_s": sup_b,
+                "supervisor_us_per_batch": per_batch * 1e6 if per_batch else None,
+                "ceiling_batches_per_s": 1 / per_batch if per_batch and per_batch > 0 else None,
+                "tree_cpu_s": sb["cpu_s"],
+            }
+        )
+    base = {n: summarize(runs[f"default{n}/1"], n, pipelines.synthetic_bytes(c)) for n, c in defaults.items()}
+    for n, summary in base.items():
+        if "failure" in summary:
+            notes.append(f"synthetic -> noop, {n:,} rows at 1 worker: {summary['failure']}")
+    plain = base[default_long]["rows_per_s"]
+    walls = [base[n]["wall_s"] for n in (default_short, default_long)]
+    # steady state: the extra rows over the extra time (start-up cancelled); the plain rate if the noise hid it
+    steady = (
+        (default_long - default_short) / (walls[1] - walls[0]) if None not in walls and walls[1] > walls[0] else None
+    )
+    ceiling = median(r["ceiling_batches_per_s"] for r in rows)
+    batch_rows = _default_batch_rows()
+    per_worker = steady or plain
+    supervisor_rows = ceiling * batch_rows if ceiling else None
+    workers_rows = PROJECTED_WORKERS * per_worker if per_worker else None
+    needed = workers_rows / batch_rows if workers_rows else None
+    binds = None
+    if supervisor_rows and workers_rows:
+        binds = "supervisor" if supervisor_rows < workers_rows else "workers' cores"
+    metrics: dict[str, float | None] = {
+        "supervisor_us_per_batch": median(r["supervisor_us_per_batch"] for r in rows),
+        "supervisor_ceiling_batches_per_s": ceiling,
+        "tiny_batches_per_s_w1": rows[0]["batches_per_s"],
+        "default_batch_rows": float(batch_rows),
+        "per_worker_rows_per_s": per_worker,
+        "per_worker_rows_per_s_with_startup": plain,
+        "projected_supervisor_rows_per_s": supervisor_rows,
+        "projected_16x16_workers_rows_per_s": workers_rows,
+        "projected_16x16_supervisor_load": ratio(needed, ceiling),
+    }
+    projection = table(
+        ["projection (16 producers + 16 consumers, default batches)", "value"],
+        [
+            ["rows in a default batch (4 MiB of synthetic rows)", fmt(batch_rows)],
+            ["supervisor ceiling, batches/s (one core)", fmt(ceiling)],
+            ["= rows/s the supervisor can carry", fmt(supervisor_rows)],
+            ["rows/s of 1 worker pair, start-up included (synthetic -> noop, long run)", fmt(plain)],
+            ["rows/s of 1 worker pair, steady (extra rows / extra time, long - short run)", fmt(steady)],
+            [f"= rows/s of {PROJECTED_WORKERS} worker pairs (linear, from the steady rate)", fmt(workers_rows)],
+            [f"batches/s {PROJECTED_WORKERS} pairs need", fmt(needed)],
+            [
+                "supervisor core busy at that rate",
+                fmt(100 * metrics["projected_16x16_supervisor_load"], 1, " %")
+                if metrics["projected_16x16_supervisor_load"] is not None
+                else "n/a",
+            ],
+            ["binds first", binds or "n/a"],
+        ],
+    )
+    return BenchResult(
+        name=NAME,
+        title=TITLE,
+        description="",
+        rows=rows,
+        metrics=metrics,
+        notes=notes,
+        markdown=_markdown(rows) + "\n\n" + projection,
+    )
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    cells = [
+        [
+            str(r["workers"]),
+            r["batches"],
+            fmt(r["wall_s"], 2),
+            fmt(r["batches_per_s"]),
+            fmt(r["supervisor_cpu_s"], 2),
+            fmt(r["supervisor_us_per_batch"], 1),
+            fmt(r["ceiling_batches_per_s"]),
+            fmt(r["tree_cpu_s"], 1),
+        ]
+        for r in rows
+    ]
+    headers = [
+        "workers",
+        "tiny batches (short / long run)",
+        "wall s (long)",
+        "batches/s moved",
+        "supervisor CPU s (long)",
+        "supervisor µs/batch",
+        "ceiling batches/s (1 core)",
+        "tree CPU s (long)",
+    ]
+    return table(headers, cells)
