@@ -167,7 +167,10 @@ def run(ctx: Context) -> BenchResult:
             ["= rows/s the supervisor can carry", fmt(supervisor_rows)],
             ["rows/s of 1 worker pair, start-up included (synthetic -> noop, long run)", fmt(plain)],
             ["rows/s of 1 worker pair, steady (extra rows / extra time, long - short run)", fmt(steady)],
-            [f"= rows/s of {PROJECTED_WORKERS} worker pairs (linear, from the steady rate)", fmt(workers_rows)],
+            [
+                f"= rows/s of {PROJECTED_WORKERS} worker pairs (linear; steady rate, else the one above)",
+                fmt(workers_rows),
+            ],
             [f"batches/s {PROJECTED_WORKERS} pairs need", fmt(needed)],
             [
                 "supervisor core busy at that rate",
