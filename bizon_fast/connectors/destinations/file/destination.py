@@ -11,8 +11,9 @@ the pipeline file, see :mod:`bizon_fast.config.paths`; left out, the stream's na
 Staging (the crash-safety contract). Next to the target, a hidden directory holds one folder per job::
 
     <dir>/.<target name>.bizon-fast/
-        <job_id>/part-<split_id>-<first_seq:010d>-<last_seq:010d>.<ndjson|parquet>   one per write()
+        <job_id>/part-<split_id>-<first_seq:010d>-<last_seq:010d>.parquet   one per write()
         <job_id>/.tmp-<part>-<random>          a part being written (renamed into place when complete)
+        <job_id>/segment-<uuid>.ndjson|.index  json: one consumer's writes appended, and their (split, seqs, bytes)
         <job_id>.ready[.tmp]                   json publish: the complete new target, before its swap
         <job_id>.old                           parquet full refresh: the previous dataset, set aside
         <job_id>.merged[.tmp]                  parquet merge / schema change: the complete new dataset, before its swap
@@ -25,6 +26,8 @@ with the other characters replaced by ``_`` and followed by ``.`` and a hash of 
 - ``write`` writes one part to a temporary name, deletes parts of the same split whose seq range
   overlaps (left by a consumer that died after writing but before reporting), then renames the part
   into place. A replay of a range therefore replaces, never duplicates, and never exposes a torn file.
+  json writes go to the consumer's segment instead, with the same contract entry for entry (``segments.py``):
+  a one-consumer job then publishes its segment by a rename, where parts cost a second copy of every byte.
 - ``prepare`` (supervisor, before workers start) deletes temporary files, parts past each split's
   committed seq, and the staging of every other job (bizon would publish such leftovers; we don't).
 - ``publish`` of a merge (``write_disposition: merge``, parquet, incremental) or of rows that change the
