@@ -12,7 +12,7 @@ from native_bench.context import Context
 
 def test_a_default_batch_is_one_synthetic_source_batch() -> None:
     """65,536 synthetic rows are ~5 MB of Arrow, over the 4 MiB default: the producer sends each one alone."""
-    assert supervisor._default_batch_rows() == 65_536
+    assert supervisor.default_batch_rows() == 65_536
 
 
 @pytest.mark.timeout(120)

@@ -85,7 +85,7 @@ def _run(config: dict[str, Any], workers: int, ctx: Context) -> RunStats:
     return pipelines.in_fresh_dir(ctx.scratch, body, rows, lambda folder: verify.pipeline_output(folder, config))
 
 
-def _default_batch_rows() -> int:
+def default_batch_rows() -> int:
     """Rows of one ring batch at the defaults: synthetic batches of 65,536 rows, coalesced to 4 MiB or more."""
     row_bytes = pipelines.synthetic_bytes({"source": {"rows": 1, "payload_bytes": 32}})
     per_source_batch = SYNTHETIC_BATCH_ROWS * row_bytes
@@ -140,7 +140,7 @@ def run(ctx: Context) -> BenchResult:
         (default_long - default_short) / (walls[1] - walls[0]) if None not in walls and walls[1] > walls[0] else None
     )
     ceiling = median(r["ceiling_batches_per_s"] for r in rows)
-    batch_rows = _default_batch_rows()
+    batch_rows = default_batch_rows()
     per_worker = steady or plain
     supervisor_rows = ceiling * batch_rows if ceiling else None
     workers_rows = PROJECTED_WORKERS * per_worker if per_worker else None
