@@ -29,5 +29,11 @@ def test_quick_run_at_one_worker_measures_the_supervisor_alone(tmp_path: Path) -
     assert m["supervisor_us_per_batch"] is not None and m["supervisor_us_per_batch"] > 0
     assert m["supervisor_ceiling_batches_per_s"] == pytest.approx(1e6 / m["supervisor_us_per_batch"])
     assert m["projected_supervisor_rows_per_s"] == pytest.approx(m["supervisor_ceiling_batches_per_s"] * 65_536)
-    assert m["projected_16x16_workers_rows_per_s"] == pytest.approx(16 * m["per_worker_rows_per_s"])
-    assert "| binds first | " in result.markdown
+    for dest in ("noop", "parquet", "json"):
+        per_worker = m[f"{dest}_per_worker_rows_per_s"]
+        assert per_worker is not None and per_worker > 0
+        assert m[f"{dest}_projected_16x16_rows_per_s"] == pytest.approx(16 * per_worker)
+        load = m[f"{dest}_projected_16x16_supervisor_load"]
+        assert load == pytest.approx(16 * per_worker / 65_536 / m["supervisor_ceiling_batches_per_s"])
+        assert f"| synthetic -> {dest} |" in result.markdown
+    assert "binds first |" in result.markdown

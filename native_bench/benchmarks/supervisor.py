@@ -10,8 +10,8 @@ gets. The supervisor's CPU (user+sys of that process alone, from ``getrusage`` a
 run lengths; the difference over the difference in batches is its CPU per batch, start-up and planning cancelled
 out, and one core's worth of it is the ceiling in batches/s. The projection multiplies that ceiling by the rows of
 a default batch (``engine.queue.config.batch_size_mb`` 4 MiB of synthetic rows) and sets it against 16 x the rows/s
-one worker pair moves at the default batch size (synthetic -> noop at 1 worker, in the same run, also at two
-lengths: the steady rate, start-up cancelled, is what 16 pairs would multiply).
+one worker pair moves at the default batch size (synthetic -> noop, Parquet and NDJSON at 1 worker, in the same
+run, each at two lengths: the steady rate, start-up cancelled, is what 16 pairs would multiply).
 Assumed, not measured: the supervisor's cost per batch stays flat from 2 to 32 worker pipes.
 """
 
@@ -92,17 +92,38 @@ def default_batch_rows() -> int:
     return SYNTHETIC_BATCH_ROWS * max(1, math.ceil(DEFAULT_BATCH_MB * 2**20 / per_source_batch))
 
 
+#: destination -> (example config, short and long run rows: full, then quick) of the 1-worker runs at default batches
+WORKLOADS: dict[str, tuple[str, tuple[int, int], tuple[int, int]]] = {
+    "noop": ("synthetic_to_noop.yml", (4_000_000, 16_000_000), (500_000, 2_000_000)),
+    "parquet": ("synthetic_to_parquet.yml", (1_000_000, 4_000_000), (100_000, 400_000)),
+    "json": ("synthetic_to_json.yml", (500_000, 2_000_000), (50_000, 200_000)),
+}
+
+
+def _per_worker(runs: dict[str, list[RunStats]], dest: str, sizes: tuple[int, int], notes: list[str]) -> dict:
+    """One worker pair's rows/s at default batches: start-up included (long run), and steady (the extra rows
+    over the extra time of the long run, start-up cancelled; None when the noise made it negative)."""
+    summaries = [summarize(runs[f"{dest}{n}/1"], n) for n in sizes]
+    for n, summary in zip(sizes, summaries, strict=True):
+        if "failure" in summary:
+            notes.append(f"synthetic -> {dest}, {n:,} rows at 1 worker: {summary['failure']}")
+    walls = [summary["wall_s"] for summary in summaries]
+    steady = None
+    if None not in walls and walls[1] > walls[0]:
+        steady = (sizes[1] - sizes[0]) / (walls[1] - walls[0])
+    return {"with_startup": summaries[1]["rows_per_s"], "steady": steady}
+
+
 def run(ctx: Context) -> BenchResult:
     short, long = ctx.size(4_000, 1_000), ctx.size(16_000, 4_000)
-    default_short, default_long = ctx.size(4_000_000, 1_000_000), ctx.size(16_000_000, 4_000_000)
-    defaults = {
-        n: pipelines.with_rows(pipelines.example("synthetic_to_noop.yml"), n, f"supervisor_default_{n}")
-        for n in (default_short, default_long)
-    }
     contenders = {
         f"tiny{n}/{w}": (lambda n=n, w=w: _run(_tiny(n), w, ctx)) for w in ctx.worker_counts for n in (short, long)
     }
-    contenders |= {f"default{n}/1": (lambda c=c: _run(c, 1, ctx)) for n, c in defaults.items()}
+    sizes = {dest: ctx.size(full, quick) for dest, (_, full, quick) in WORKLOADS.items()}
+    for dest, (example, _, _) in WORKLOADS.items():
+        for n in sizes[dest]:
+            config = pipelines.with_rows(pipelines.example(example), n, f"supervisor_{dest}_{n}")
+            contenders[f"{dest}{n}/1"] = lambda c=config: _run(c, 1, ctx)
     runs = interleave(contenders, ctx.rounds)
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -129,57 +150,56 @@ def run(ctx: Context) -> BenchResult:
                 "tree_cpu_s": sb["cpu_s"],
             }
         )
-    base = {n: summarize(runs[f"default{n}/1"], n, pipelines.synthetic_bytes(c)) for n, c in defaults.items()}
-    for n, summary in base.items():
-        if "failure" in summary:
-            notes.append(f"synthetic -> noop, {n:,} rows at 1 worker: {summary['failure']}")
-    plain = base[default_long]["rows_per_s"]
-    walls = [base[n]["wall_s"] for n in (default_short, default_long)]
-    # steady state: the extra rows over the extra time (start-up cancelled); the plain rate if the noise hid it
-    steady = (
-        (default_long - default_short) / (walls[1] - walls[0]) if None not in walls and walls[1] > walls[0] else None
-    )
     ceiling = median(r["ceiling_batches_per_s"] for r in rows)
     batch_rows = default_batch_rows()
-    per_worker = steady or plain
     supervisor_rows = ceiling * batch_rows if ceiling else None
-    workers_rows = PROJECTED_WORKERS * per_worker if per_worker else None
-    needed = workers_rows / batch_rows if workers_rows else None
-    binds = None
-    if supervisor_rows and workers_rows:
-        binds = "supervisor" if supervisor_rows < workers_rows else "workers' cores"
     metrics: dict[str, float | None] = {
         "supervisor_us_per_batch": median(r["supervisor_us_per_batch"] for r in rows),
         "supervisor_ceiling_batches_per_s": ceiling,
         "tiny_batches_per_s_w1": rows[0]["batches_per_s"],
         "default_batch_rows": float(batch_rows),
-        "per_worker_rows_per_s": per_worker,
-        "per_worker_rows_per_s_with_startup": plain,
         "projected_supervisor_rows_per_s": supervisor_rows,
-        "projected_16x16_workers_rows_per_s": workers_rows,
-        "projected_16x16_supervisor_load": ratio(needed, ceiling),
     }
-    projection = table(
-        ["projection (16 producers + 16 consumers, default batches)", "value"],
-        [
-            ["rows in a default batch (4 MiB of synthetic rows)", fmt(batch_rows)],
-            ["supervisor ceiling, batches/s (one core)", fmt(ceiling)],
-            ["= rows/s the supervisor can carry", fmt(supervisor_rows)],
-            ["rows/s of 1 worker pair, start-up included (synthetic -> noop, long run)", fmt(plain)],
-            ["rows/s of 1 worker pair, steady (extra rows / extra time, long - short run)", fmt(steady)],
+    cells = []
+    for dest in WORKLOADS:
+        rate = _per_worker(runs, dest, sizes[dest], notes)
+        per_worker = rate["steady"] or rate["with_startup"]
+        workers_rows = PROJECTED_WORKERS * per_worker if per_worker else None
+        load = ratio(workers_rows / batch_rows if workers_rows else None, ceiling)
+        binds = None if load is None else ("supervisor" if load > 1 else "workers' cores")
+        metrics[f"{dest}_per_worker_rows_per_s"] = per_worker
+        metrics[f"{dest}_per_worker_rows_per_s_with_startup"] = rate["with_startup"]
+        metrics[f"{dest}_projected_16x16_rows_per_s"] = workers_rows
+        metrics[f"{dest}_projected_16x16_supervisor_load"] = load
+        cells.append(
             [
-                f"= rows/s of {PROJECTED_WORKERS} worker pairs (linear; steady rate, else the one above)",
+                f"synthetic -> {dest}",
+                fmt(rate["with_startup"]),
+                fmt(rate["steady"]),
                 fmt(workers_rows),
-            ],
-            [f"batches/s {PROJECTED_WORKERS} pairs need", fmt(needed)],
-            [
-                "supervisor core busy at that rate",
-                fmt(100 * metrics["projected_16x16_supervisor_load"], 1, " %")
-                if metrics["projected_16x16_supervisor_load"] is not None
-                else "n/a",
-            ],
-            ["binds first", binds or "n/a"],
+                fmt(workers_rows / batch_rows if workers_rows else None),
+                fmt(100 * load, 1, " %") if load is not None else "n/a",
+                binds or "n/a",
+            ]
+        )
+    head = (
+        f"Supervisor ceiling: **{fmt(ceiling)} batches/s** on one core ({fmt(metrics['supervisor_us_per_batch'], 1)} "
+        f"µs of its CPU a batch); a default batch is {fmt(batch_rows)} synthetic rows (4 MiB), so the supervisor "
+        f"can carry **{fmt(supervisor_rows)} rows/s**. Against it, {PROJECTED_WORKERS} producers + "
+        f"{PROJECTED_WORKERS} consumers, each pair as fast as one pair here (steady rate; start-up included where "
+        "the noise hid it):"
+    )
+    projection = table(
+        [
+            "workload (1 worker pair, default batches)",
+            "rows/s, start-up included",
+            "rows/s, steady",
+            f"x {PROJECTED_WORKERS} pairs, rows/s",
+            "batches/s needed",
+            "supervisor core busy",
+            "binds first",
         ],
+        cells,
     )
     return BenchResult(
         name=NAME,
@@ -188,7 +208,7 @@ def run(ctx: Context) -> BenchResult:
         rows=rows,
         metrics=metrics,
         notes=notes,
-        markdown=_markdown(rows) + "\n\n" + projection,
+        markdown=_markdown(rows) + "\n\n" + head + "\n\n" + projection,
     )
 
 
