@@ -19,6 +19,7 @@ The crash contract is the parts' one, entry for entry:
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 import uuid
@@ -82,12 +83,31 @@ def read_entries(job_dir: Path) -> list[Entry]:
 
 def resolve(entries: Iterable[Entry]) -> list[Entry]:
     """The entries that hold the job's rows, sorted by (split, first seq): each later write of a split replaces
-    the earlier ones it overlaps; a write of no bytes only drops what it overlaps."""
+    the earlier ones it overlaps; a write of no bytes only drops what it overlaps.
+
+    So an entry survives when no later entry of its split overlaps it: walked from the last written back, each
+    is checked against the union of the seq ranges written after it (disjoint intervals, found by bisection),
+    in O(n log n) however many writes a job made.
+    """
+    by_label: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_label.setdefault(entry.label, []).append(entry)
     kept: list[Entry] = []
-    for entry in sorted(entries, key=lambda e: e.written):
-        kept = [k for k in kept if not (k.label == entry.label and k.first <= entry.last and k.last >= entry.first)]
-        if entry.end > entry.start:
-            kept.append(entry)
+    for group in by_label.values():
+        starts: list[int] = []  # the union of later writes' seq ranges: sorted, disjoint [starts[i], ends[i]]
+        ends: list[int] = []
+        for entry in sorted(group, key=lambda e: e.written, reverse=True):
+            i = bisect.bisect_right(starts, entry.last)  # intervals starting after it cannot overlap it
+            overlapped = bisect.bisect_left(ends, entry.first, 0, i) < i  # one of those ends at or after its start
+            if not overlapped and entry.end > entry.start:
+                kept.append(entry)
+            # merge it into the union with the intervals it overlaps or touches (seqs are integers): consecutive
+            # writes keep the union one interval, so the lists stay short
+            i = bisect.bisect_right(starts, entry.last + 1)
+            j = bisect.bisect_left(ends, entry.first - 1, 0, i)
+            lo = min(entry.first, starts[j]) if j < i else entry.first
+            hi = max(entry.last, ends[i - 1]) if j < i else entry.last
+            starts[j:i], ends[j:i] = [lo], [hi]
     return sorted(kept, key=lambda e: (e.label, e.first))
 
 
