@@ -262,6 +262,8 @@ def doc_blocks(
             blocks["bizon-ratio"] = ratio
     if "transforms" in by and by["transforms"].markdown:
         blocks["transforms"] = "\n" + by["transforms"].markdown + "\n"
+    if "supervisor" in by and by["supervisor"].markdown:
+        blocks["supervisor"] = "\n" + by["supervisor"].markdown + "\n"
     if "recovery" in by and (line := _recovery_line(by["recovery"])):
         blocks["recovery"] = line
     return blocks

@@ -16,6 +16,7 @@ from native_bench.benchmarks import (
     pgwrite,
     recovery,
     showcase,
+    supervisor,
     transforms,
     transport,
 )
@@ -27,6 +28,7 @@ ALL: list[ModuleType] = [
     alternatives,
     files,
     checkpoint,
+    supervisor,
     pg,
     pgwrite,
     merge,

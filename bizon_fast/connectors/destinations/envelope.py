@@ -22,12 +22,17 @@ import msgspec
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bizon_fast.connectors.destinations.jsontext import (
-    concat,
+    LARGE_STRING,
+    Piece,
+    evaluate,
     isoformat,
+    join,
     json_string,
     object_pieces,
+    or_null,
     plain_strings,
     row_json,
     timestamps_as_text,
@@ -144,35 +149,38 @@ def envelope(
 def envelope_lines(
     batch: pa.RecordBatch, *, job_id: str, split_id: str, seq: int, loaded_at: datetime, row_offset: int = 0
 ) -> pa.Array:
-    """``envelope`` of a typed batch as bizon NDJSON lines (newline included), one string per row.
+    """``envelope`` of a typed batch as bizon NDJSON lines (newline included), one ``large_string`` per row.
 
-    The line is assembled as text in one ``concat_str``: the constant timestamps are formatted once,
-    and ``source_data`` is built already escaped for its place inside a JSON string.
+    The line is assembled as text in one Arrow join (``jsontext.join``): the constant timestamps are
+    formatted once, and ``source_data`` is built already escaped for its place inside a JSON string.
     """
     extracted = isoformat(extracted_at_of(batch.schema))
     text_batch = timestamps_as_text(batch.replace_schema_metadata(None))
-    frame: pl.DataFrame = pl.from_arrow(text_batch)  # type: ignore[assignment]
-    ids = pl.from_arrow(bizon_ids(job_id, split_id, seq, batch.num_rows, row_offset))
-    pieces: list[str | pl.Expr] = [
+    ids = bizon_ids(job_id, split_id, seq, batch.num_rows, row_offset)
+    pieces: list[Piece] = [
         '{"bizon_id":"',
-        pl.lit(ids),
+        ids,
         f'","bizon_extracted_at":"{extracted}","bizon_loaded_at":"{isoformat(loaded_at)}","source_record_id":',
     ]
     if "id" in text_batch.schema.names:
         id_array = text_batch.column("id")
-        as_text = pl.col("id").cast(pl.String)
-        if pa.types.is_integer(id_array.type) or plain_strings(id_array):
-            record_id: list[str | pl.Expr] = ['"', as_text, '"']
+        record_id: list[Piece]
+        if pa.types.is_integer(id_array.type):
+            record_id = ['"', pc.cast(id_array, LARGE_STRING), '"']
+        elif plain_strings(id_array):
+            record_id = ['"', id_array, '"']
         else:
+            as_text = pl.col("id").cast(pl.String)
             record_id = [pl.struct(as_text.alias("v")).struct.json_encode().str.slice(5).str.head(-1)]
         if id_array.null_count:
-            record_id = [pl.when(pl.col("id").is_null()).then(pl.lit("null")).otherwise(concat(record_id))]
+            record_id = [or_null(record_id, pl.col("id"))]
         pieces += record_id
     else:
         prefix = json_string(f"{split_id}:{seq}:")[:-1]
-        pieces += [prefix, pl.int_range(row_offset, row_offset + pl.len()).cast(pl.String), '"']
+        rows = pa.array(np.arange(row_offset, row_offset + batch.num_rows, dtype=np.int64))
+        pieces += [prefix, pc.cast(rows, LARGE_STRING), '"']
     pieces += [f',"source_timestamp":"{extracted}","source_data":"', *object_pieces(text_batch, nested=True), '"}\n']
-    return frame.select(concat(pieces).alias("line")).to_series().to_arrow()
+    return join(evaluate(pieces, text_batch))
 
 
 # ---------------------------------------------------------------- unnest

@@ -11,8 +11,9 @@ the pipeline file, see :mod:`bizon_fast.config.paths`; left out, the stream's na
 Staging (the crash-safety contract). Next to the target, a hidden directory holds one folder per job::
 
     <dir>/.<target name>.bizon-fast/
-        <job_id>/part-<split_id>-<first_seq:010d>-<last_seq:010d>.<ndjson|parquet>   one per write()
+        <job_id>/part-<split_id>-<first_seq:010d>-<last_seq:010d>.parquet   one per write()
         <job_id>/.tmp-<part>-<random>          a part being written (renamed into place when complete)
+        <job_id>/segment-<uuid>.ndjson|.index  json: one consumer's writes appended, and their (split, seqs, bytes)
         <job_id>.ready[.tmp]                   json publish: the complete new target, before its swap
         <job_id>.old                           parquet full refresh: the previous dataset, set aside
         <job_id>.merged[.tmp]                  parquet merge / schema change: the complete new dataset, before its swap
@@ -25,6 +26,8 @@ with the other characters replaced by ``_`` and followed by ``.`` and a hash of 
 - ``write`` writes one part to a temporary name, deletes parts of the same split whose seq range
   overlaps (left by a consumer that died after writing but before reporting), then renames the part
   into place. A replay of a range therefore replaces, never duplicates, and never exposes a torn file.
+  json writes go to the consumer's segment instead, with the same contract entry for entry (``segments.py``):
+  a one-consumer job then publishes its segment by a rename, where parts cost a second copy of every byte.
 - ``prepare`` (supervisor, before workers start) deletes temporary files, parts past each split's
   committed seq, and the staging of every other job (bizon would publish such leftovers; we don't).
 - ``publish`` of a merge (``write_disposition: merge``, parquet, incremental) or of rows that change the
@@ -74,7 +77,7 @@ from bizon_fast.connectors.destinations.envelope import (
     unnest,
 )
 from bizon_fast.connectors.destinations.file.config import CAPABILITIES, FileDestinationDetails
-from bizon_fast.connectors.destinations.file.file_io import append_file, file_label, label_in_name
+from bizon_fast.connectors.destinations.file.file_io import BackgroundWrites, append_file, file_label, label_in_name
 from bizon_fast.connectors.destinations.file.file_stream import StreamAppender
 from bizon_fast.connectors.destinations.file.merge import (
     PRIMARY_KEY_META,
@@ -89,6 +92,15 @@ from bizon_fast.connectors.destinations.file.merge import (
     same_columns,
     unify,
 )
+from bizon_fast.connectors.destinations.file.segments import (
+    Entry,
+    SegmentWriter,
+    copy_entries,
+    drop_uncommitted,
+    read_entries,
+    resolve,
+    whole_segment,
+)
 from bizon_fast.connectors.destinations.jsontext import text_bytes
 from bizon_fast.connectors.destinations.sourcetypes import parquet_closest
 from bizon_fast.destination.base import Destination, DestinationContext
@@ -99,6 +111,9 @@ from bizon_fast.source.records import extracted_at_of, is_source_records
 logger = logging.getLogger("bizon_fast.destination.file")
 
 TMP_PREFIX = ".tmp-"
+#: rows formatted per chunk of a typed batch's json lines (~7 MB of synthetic lines): big enough that a chunk's
+#: fixed costs vanish, small enough that a batch makes several chunks to overlap with their writes
+LINES_CHUNK_ROWS = 16_384
 #: a full disk, a quota, a file-size limit: retrying the same write cannot help
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -198,6 +213,8 @@ class FileDestination(Destination):
         unnest = config.unnest and not self.streaming  # streaming: per destination_id, by file_stream
         self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
         self._appender: StreamAppender | None = None
+        self._segment: SegmentWriter | None = None  # json batch mode: this consumer's staging log (segments.py)
+        self._writes = BackgroundWrites()
         #: the job's rows become the dataset: write_disposition replace, or a full refresh (or a reset) that is
         #: not an explicit append (a merge's full refresh: the job's rows deduplicated by key)
         disposition = config.write_disposition
@@ -265,6 +282,7 @@ class FileDestination(Destination):
                 part = parse_part(entry.name, self.ext)
                 if entry.name.startswith(TMP_PREFIX) or (part and part[1] > committed_by_label.get(part[0], -1)):
                     _remove(entry)
+            drop_uncommitted(self.job_dir, committed_by_label)
         elif not any(seq >= 0 for seq in committed.values()) and not (
             self.ready.exists() or self.aside.exists() or self.merged.exists()
         ):
@@ -290,6 +308,10 @@ class FileDestination(Destination):
     def close(self) -> None:
         if self._appender is not None:
             self._appender.close()
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+        self._writes.close()
 
     # ------------------------------------------------------------ consumer
 
@@ -298,6 +320,9 @@ class FileDestination(Destination):
             self._stream().write(split_id, first_seq, last_seq, batches)
             return
         self.ensure_job_dir()
+        if self.ext == "ndjson":
+            self._write_segment(split_id, first_seq, last_seq, batches)
+            return
         name = part_name(split_id, first_seq, last_seq, self.ext)
         tmp = self.job_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex}"
         try:
@@ -319,6 +344,21 @@ class FileDestination(Destination):
                     _fsync_dir(self.job_dir)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _write_segment(self, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]) -> None:
+        """Append the write's lines to this consumer's segment, then index them (see ``segments.py``)."""
+        if self._segment is None:
+            self._segment = SegmentWriter(self.job_dir, fsync=self.config.fsync)
+        segment = self._segment
+        try:
+            self._write_lines(segment.out, split_id, first_seq, last_seq, batches)
+        except BaseException as exc:
+            segment.rollback()
+            if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+                raise disk_error(exc, segment.path, "writing") from None
+            raise
+        fault_point("file.mid_part_write")  # the lines are in the segment, not yet in its index
+        segment.commit(file_label(split_id), first_seq, last_seq)
 
     def batch_view(self, destination_id: str) -> FileDestination:
         """This destination in a batch mode, writing ``destination_id``: its target, format and unnest columns.
@@ -361,24 +401,50 @@ class FileDestination(Destination):
             frames = _merge_frames(frames)
         if self.config.format == "parquet":
             return self._write_parquet(path, split_id, frames, loaded_at)
+        with open(path, "wb") as out:
+            rows = self._format_json(out, split_id, frames, loaded_at)
+            self._sync(out)
+        return rows
+
+    def _write_lines(
+        self, out: BinaryIO, split_id: str, first_seq: int, last_seq: int, batches: list[pa.RecordBatch]
+    ) -> int:
+        """The write's NDJSON lines appended to ``out``; the rows written."""
+        frames = list(row_origins(batches, first_seq, last_seq))
+        if not frames:
+            return 0
+        if len(batches) != last_seq - first_seq + 1:
+            frames = _merge_frames(frames)
+        return self._format_json(out, split_id, frames, datetime.now(UTC))
+
+    def _format_json(
+        self, out: BinaryIO, split_id: str, frames: list[tuple[int, int, pa.RecordBatch]], loaded_at: datetime
+    ) -> int:
         rows = 0
         job_id = self.context.job_id
-        with open(path, "wb") as out:
-            for seq, offset, batch in frames:
-                if self.columns is not None:
-                    unnest(batch, self.columns, enforce_types=False).write_ndjson(out)
-                elif is_source_records(batch.schema):
-                    frame = envelope(
-                        batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
-                    )
-                    frame.write_ndjson(out)
-                else:
-                    lines = envelope_lines(
-                        batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
-                    )
-                    out.write(text_bytes(lines))
-                rows += batch.num_rows
-            self._sync(out)
+        for seq, offset, batch in frames:
+            if self.columns is not None:
+                unnest(batch, self.columns, enforce_types=False).write_ndjson(out)
+            elif is_source_records(batch.schema):
+                frame = envelope(
+                    batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
+                )
+                frame.write_ndjson(out)
+            else:
+                try:
+                    for start in range(0, batch.num_rows, LINES_CHUNK_ROWS):  # chunk k+1 formatted while k is written
+                        lines = envelope_lines(
+                            batch.slice(start, LINES_CHUNK_ROWS),
+                            job_id=job_id,
+                            split_id=split_id,
+                            seq=seq,
+                            loaded_at=loaded_at,
+                            row_offset=offset + start,
+                        )
+                        self._writes.submit(out, text_bytes(lines))
+                finally:
+                    self._writes.drain()
+            rows += batch.num_rows
         return rows
 
     def _write_parquet(
@@ -432,17 +498,21 @@ class FileDestination(Destination):
         if not self.ready.exists():
             if not self.job_dir.is_dir():
                 return  # already published (or nothing was ever staged)
+            entries = self.staged_entries()
+            whole = whole_segment(entries) if self.replacing else None
             building = self.ready.with_name(self.ready.name + ".tmp")
             try:
-                with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
-                    if not self.replacing and self.target.is_file():
-                        append_file(out, self.target)
-                        if out.tell() and not self._ends_with_newline(self.target):
-                            out.write(b"\n")
-                    for part in self._sorted_parts():
-                        append_file(out, part)
-                    self._sync(out)
-                os.replace(building, self.ready)
+                if whole is not None:  # one consumer wrote the splits in order: its segment is the new file
+                    os.replace(whole, self.ready)
+                else:
+                    with open(building, "wb", buffering=0) as out:  # unbuffered: copies go straight to the fd
+                        if not self.replacing and self.target.is_file():
+                            append_file(out, self.target)
+                            if out.tell() and not self._ends_with_newline(self.target):
+                                out.write(b"\n")
+                        copy_entries(out, entries)
+                        self._sync(out)
+                    os.replace(building, self.ready)
             except BaseException as exc:
                 building.unlink(missing_ok=True)  # a half-built copy only takes the space a rerun needs
                 if isinstance(exc, OSError) and not exc.filename:  # copy_file_range names no file
@@ -455,6 +525,17 @@ class FileDestination(Destination):
         if self.config.fsync:
             _fsync_dir(self.target.parent)
         logger.info("file destination: published %s (%s)", self.target, self.context.sync_mode)
+
+    def staged_entries(self) -> list[Entry]:
+        """The job's staged json writes in (split, seq) order: segment entries, and parts staged by a version
+        that wrote one file per write (their modification time orders them against the entries)."""
+        parts = [
+            Entry(
+                split, first, last, self.job_dir / name, 0, (st := os.stat(self.job_dir / name)).st_size, st.st_mtime_ns
+            )
+            for name, (split, first, last) in self._parts()
+        ]
+        return resolve(read_entries(self.job_dir) + parts)
 
     @staticmethod
     def _ends_with_newline(path: Path) -> bool:

@@ -7,10 +7,10 @@ import its stream mode without ``file_stream.py`` importing ``destination.py`` b
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -54,15 +54,17 @@ def json_target(destination_id: str) -> str:
     return destination_id if destination_id.lower().endswith(JSON_SUFFIXES) else f"{destination_id}.json"
 
 
-def append_file(out: BinaryIO, src: Path) -> None:
-    """Append ``src`` to ``out`` in the kernel (copy_file_range) when it can, else through a buffer."""
+def append_file(out: BinaryIO, src: Path, start: int = 0, end: int | None = None) -> None:
+    """Append bytes ``start..end`` of ``src`` (to its end by default) to ``out``: in the kernel (copy_file_range)
+    when it can, else through a buffer."""
     out.flush()
     with open(src, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        stop = os.fstat(f.fileno()).st_size if end is None else end
+        size = stop - start
         copied = 0
         try:
             while copied < size:
-                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, COPY_CHUNK))
+                n = os.copy_file_range(f.fileno(), out.fileno(), min(size - copied, COPY_CHUNK), start + copied)
                 if n == 0:
                     break
                 copied += n
@@ -70,6 +72,52 @@ def append_file(out: BinaryIO, src: Path) -> None:
             if copied:
                 raise
         if copied < size:
-            f.seek(copied)
+            f.seek(start + copied)
             out.seek(0, os.SEEK_END)
-            shutil.copyfileobj(f, out, 1 << 20)
+            left = size - copied
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                view = memoryview(chunk)
+                while view:  # an unbuffered file may take part of a write
+                    view = view[out.write(view) :]
+
+
+class BackgroundWrites:
+    """Writes to ``out`` in one background thread, so the next chunk is formatted while this one is written.
+
+    Writing a json batch to the page cache costs about as much as formatting it, and both release the GIL
+    (the write syscall; Arrow, numpy and polars kernels): overlapped, a consumer spends the longer of the two
+    instead of their sum. ``drain`` waits for every write and re-raises the first failure; a chunk's buffer
+    stays alive until it is written.
+    """
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[concurrent.futures.Future[int]] = []
+
+    def submit(self, out: BinaryIO, view: memoryview) -> None:
+        """Write ``view`` to ``out`` after the writes submitted before it (the view keeps its buffer alive)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="file-writer")
+        while len(self._pending) > 1:  # at most one chunk formatted ahead: memory stays two chunks
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(out.write, view))
+
+    def drain(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = []
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as exc:  # every write is waited for before the first failure is raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -1,0 +1,178 @@
+"""bizon NDJSON lines byte for byte, and the file destination's json staging log (segments).
+
+The expected lines in ``fixtures/json_varied_expected.json`` were written by the polars ``concat_str`` encoder
+this one replaced (``envelope_lines`` and ``row_json`` of ``fixtures/json_varied.py``'s batches): nulls,
+NaN and infinities, -0.0 and 1e20, unicode, quotes, backslashes and control characters, timestamps in three
+units and zones, dates, decimals, lists, structs, binary, and ids that are ints, plain or escaped strings, or
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from bizon_fast.config.source import SourceConfig
+from bizon_fast.connectors.destinations.envelope import envelope_lines
+from bizon_fast.connectors.destinations.file import destination as file_destination
+from bizon_fast.connectors.destinations.file.config import FileDestinationDetails
+from bizon_fast.connectors.destinations.file.destination import FileDestination
+from bizon_fast.connectors.destinations.jsontext import row_json
+from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
+from bizon_fast.destination.base import DestinationContext
+from bizon_fast.source.base import Split
+from bizon_fast.source.records import with_extracted_at
+from tests.fixtures.json_varied import varied_batches
+
+EXTRACTED = datetime(2024, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+LOADED = datetime(2024, 3, 4, 5, 6, 8, tzinfo=UTC)
+EXPECTED = json.loads((Path(__file__).parent / "fixtures" / "json_varied_expected.json").read_text())
+LOADED_AT = re.compile(rb'"bizon_loaded_at":"[^"]*"')
+
+
+def test_lines_are_byte_identical_to_the_pinned_encoder() -> None:
+    for i, batch in enumerate(varied_batches()):
+        batch = with_extracted_at(batch, EXTRACTED)
+        lines = envelope_lines(batch, job_id="job-1", split_id="sp", seq=i, loaded_at=LOADED, row_offset=10)
+        assert lines.to_pylist() == EXPECTED[2 * i], f"batch {i}"
+        assert row_json(batch).to_pylist() == EXPECTED[2 * i + 1], f"batch {i}"
+        for line in lines.to_pylist():  # and each is one JSON document whose source_data is JSON too
+            json.loads(json.loads(line)["source_data"])
+
+
+def synthetic(rows: int, start: int = 0) -> pa.RecordBatch:
+    src = SyntheticSource(SourceConfig(name="synthetic", stream="events", batch_rows=rows, payload_bytes=16))
+    (batch,) = [b.batch for b in src.read(Split(id="s", params={"start": start, "stop": start + rows}), None)]
+    return with_extracted_at(batch, EXTRACTED)
+
+
+def dest(tmp_path: Path, worker: str = "consumer-0", **kw) -> FileDestination:
+    context = DestinationContext(
+        job_id="job-1", pipeline="p", source_name="synthetic", stream="events", sync_mode="full_refresh", worker=worker
+    )
+    return FileDestination(FileDestinationDetails(destination_id=str(tmp_path / "events"), **kw), context)
+
+
+def expected_bytes(batch: pa.RecordBatch, split: str, seq: int) -> bytes:
+    lines = envelope_lines(batch, job_id="job-1", split_id=split, seq=seq, loaded_at=LOADED)
+    return "".join(lines.to_pylist()).encode()
+
+
+def published(path: Path) -> bytes:
+    return LOADED_AT.sub(b'"bizon_loaded_at":"' + LOADED.isoformat().encode() + b'"', path.read_bytes())
+
+
+@pytest.mark.parametrize("fsync", [False, True])
+def test_one_consumer_in_order_publishes_its_segment_by_rename(tmp_path: Path, fsync: bool) -> None:
+    """A batch larger than a formatting chunk is written in chunks, overlapped with their writes: same bytes."""
+    a, b = synthetic(40_000), synthetic(1_000, start=40_000)
+    assert a.num_rows > file_destination.LINES_CHUNK_ROWS
+    d = dest(tmp_path, fsync=fsync)
+    d.prepare({})
+    d.write("s1", 0, 0, [a])
+    d.write("s2", 0, 0, [b])
+    (segment,) = {e.path for e in d.staged_entries()}
+    inode = os.stat(segment).st_ino
+    d.close()
+    d.publish()
+    assert os.stat(d.target).st_ino == inode  # renamed, not copied
+    assert published(d.target) == expected_bytes(a, "s1", 0) + expected_bytes(b, "s2", 0)
+    assert not d.staging_root.exists()
+
+
+def test_consumers_out_of_order_and_a_torn_write_publish_each_row_once(tmp_path: Path) -> None:
+    batches = [synthetic(500, start=500 * k) for k in range(4)]
+    one, two = dest(tmp_path, "consumer-1"), dest(tmp_path, "consumer-2")
+    two.write("s", 2, 3, batches[2:])  # the later seqs first, by another consumer
+    one.write("s", 0, 0, batches[:1])
+    one.write("s", 1, 1, batches[1:2])
+    # consumer 1 then dies in the middle of seq 2's write: bytes in its segment, no index line
+    assert one._segment is not None
+    one._segment.out.write(b'{"torn": ')
+    one._segment.out.flush()
+    two.write("s", 2, 3, batches[2:])  # the replay of 2..3 (the same rows): replaces two's first write
+    sup = dest(tmp_path, "supervisor")
+    assert [(e.first, e.last) for e in sup.staged_entries()] == [(0, 0), (1, 1), (2, 3)]
+    sup.publish()
+    text = published(sup.target)
+    body = expected_bytes(batches[0], "s", 0) + expected_bytes(batches[1], "s", 1)
+    body += expected_bytes(batches[2], "s", 2) + expected_bytes(batches[3], "s", 3)  # one batch a seq
+    assert text == body
+    ids = [json.loads(line)["source_record_id"] for line in text.splitlines()]
+    assert ids == [str(i) for i in range(2000)]
+
+
+def test_a_failed_write_leaves_no_bytes_and_the_next_write_follows(tmp_path: Path, monkeypatch) -> None:
+    a, b = synthetic(40_000), synthetic(100, start=40_000)
+    d = dest(tmp_path)
+    real = file_destination.envelope_lines
+    calls = []
+
+    def fail_second_chunk(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(file_destination, "envelope_lines", fail_second_chunk)
+    with pytest.raises(Exception, match="No space left on device"):
+        d.write("s", 0, 0, [a])
+    monkeypatch.setattr(file_destination, "envelope_lines", real)
+    assert d.staged_entries() == []
+    assert d._segment is not None and os.stat(d._segment.path).st_size == 0  # the first chunk's bytes were taken back
+    d.write("s", 0, 0, [a])
+    d.write("s", 1, 1, [b])
+    d.close()
+    d.publish()
+    assert published(d.target) == expected_bytes(a, "s", 0) + expected_bytes(b, "s", 1)
+
+
+def test_prepare_forgets_uncommitted_writes_of_a_segment(tmp_path: Path) -> None:
+    batches = [synthetic(100, start=100 * k) for k in range(3)]
+    d = dest(tmp_path)
+    for seq, batch in enumerate(batches):
+        d.write("s", seq, seq, [batch])
+    d.close()
+    rerun = dest(tmp_path)
+    rerun.prepare({"s": 1})  # seq 2 was written but never committed
+    assert [(e.first, e.last) for e in rerun.staged_entries()] == [(0, 0), (1, 1)]
+    rerun.write("s", 2, 2, [batches[2]])
+    rerun.close()
+    rerun.publish()
+    ids = [json.loads(line)["source_record_id"] for line in rerun.target.read_text().splitlines()]
+    assert ids == [str(i) for i in range(300)]
+
+
+def test_resolve_keeps_what_no_later_write_of_its_split_overlaps() -> None:
+    """``resolve`` against the rule spelled out (each write drops the earlier ones it overlaps), on random logs."""
+    import random
+
+    from bizon_fast.connectors.destinations.file.segments import Entry, resolve
+
+    def spelled_out(entries: list[Entry]) -> list[Entry]:
+        kept: list[Entry] = []
+        for e in sorted(entries, key=lambda e: e.written):
+            kept = [k for k in kept if not (k.label == e.label and k.first <= e.last and k.last >= e.first)]
+            if e.end > e.start:
+                kept.append(e)
+        return sorted(kept, key=lambda e: (e.label, e.first))
+
+    rng = random.Random(13)
+    for _ in range(1_000):
+        log = []
+        for written in range(rng.randint(0, 12)):
+            first = rng.randint(0, 10)
+            empty = rng.random() < 0.15  # a write of no rows
+            log.append(
+                Entry(rng.choice("ab"), first, first + rng.randint(0, 3), Path("x"), 0, 0 if empty else 5, written)
+            )
+        assert resolve(log) == spelled_out(log), log
+    # a long job's log: one write a seq, resolved in well under a second
+    many = [Entry("s", i, i, Path("x"), i, i + 1, i) for i in range(100_000)]
+    assert resolve(many) == many
