@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,8 +89,36 @@ def connect(
     return conn
 
 
+def connect_arrow(info: str, *, key: str, application_name: str = "bizon-fast") -> Any:
+    """An autocommit ADBC connection (``adbc_driver_postgresql.dbapi``), or a one-line UserError like ``connect``.
+
+    Why ADBC next to psycopg: a statement without bind parameters comes back as a binary COPY that the
+    driver decodes into Arrow arrays in C, with no Python object per value (the source's bulk reads).
+    """
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        import adbc_driver_manager
+        from adbc_driver_postgresql import dbapi
+    except ImportError:  # pragma: no cover - the extra is part of the test install
+        raise UserError("postgres needs adbc-driver-postgresql: pip install 'bizon-fast[postgres]'") from None
+    try:
+        return dbapi.connect(make_conninfo(info, application_name=application_name), autocommit=True)
+    except adbc_driver_manager.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"{key}: cannot connect to PostgreSQL at {where(info)}: {reason}") from None
+
+
 def is_transient(exc: BaseException, conn: Any = None) -> bool:
-    """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry."""
+    """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry.
+
+    Both clients' errors count: psycopg's ``OperationalError`` and ADBC's (which says ``IO`` and may lack
+    a SQLSTATE when the socket is gone, as psycopg's does).
+    """
+    adbc = sys.modules.get("adbc_driver_manager")  # an ADBC error can only come from an imported ADBC
+    if adbc is not None and isinstance(exc, adbc.OperationalError):
+        state = getattr(exc, "sqlstate", None)
+        return state is None or state.startswith(_TRANSIENT_STATES)
     psycopg = _psycopg()
     if not isinstance(exc, psycopg.OperationalError):
         return False
