@@ -23,7 +23,7 @@ resume gets new splits (read from scratch) rather than resumed ones with shifted
 Incremental (``sync_mode: incremental``): when the engine sets ``self.watermark`` (the maximum of
 ``cursor_field`` the last successful job read), every chunk also filters ``cursor_field > watermark``,
 and key ranges are planned over the matching rows only (cheap when ``cursor_field`` is indexed).
-A table's primary key (from ``pg_index``, read once per split) rides on every batch as the schema
+A table's primary key (from ``pg_index``, read with the columns) rides on every batch as the schema
 metadata ``bizon_fast.primary_key`` (a JSON list of columns): a destination's merge takes it as its key.
 
 A lost connection is re-opened and the chunk read again, five times with backoff, then the error
