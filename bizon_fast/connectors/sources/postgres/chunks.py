@@ -218,9 +218,7 @@ def _no_infinity(col: Column, values: pa.Array) -> None:
 def _uuid_text(raw: pa.FixedSizeBinaryArray) -> pa.Array:
     """16-byte uuids as their canonical text (``8-4-4-4-12`` lowercase hex), by numpy lookups over the whole array."""
     n = len(raw)
-    if raw.offset:
-        raw = pa.concat_arrays([raw])  # offset 0: the buffers start at the first value
-    data = np.frombuffer(raw.buffers()[1], np.uint8, count=n * 16).reshape(n, 16)
+    data = np.frombuffer(raw.buffers()[1], np.uint8, count=n * 16, offset=raw.offset * 16).reshape(n, 16)
     digits = np.empty((n, 32), np.uint8)
     digits[:, 0::2] = _HEX[data >> 4]
     digits[:, 1::2] = _HEX[data & 15]
@@ -228,5 +226,7 @@ def _uuid_text(raw: pa.FixedSizeBinaryArray) -> pa.Array:
     for start, end, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
         text[:, at : at + end - start] = digits[:, start:end]
     offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int32)
-    validity = raw.buffers()[0] if raw.null_count else None
+    validity = None
+    if raw.null_count:  # packed anew: the input's bitmap may start at a bit offset
+        validity = pa.py_buffer(np.packbits(raw.is_valid().to_numpy(zero_copy_only=False), bitorder="little"))
     return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(text)])
