@@ -103,10 +103,14 @@ def _with_server_cpu(run: Callable[[], RunStats]) -> Callable[[], RunStats]:
 
 def _uri() -> str:
     """``pg.DSN`` as a postgresql:// URI (ConnectorX takes only URIs)."""
+    from urllib.parse import quote
+
     from psycopg.conninfo import conninfo_to_dict
 
     p = conninfo_to_dict(pg.DSN)
-    auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
+    auth = quote(p.get("user", "postgres"), safe="") + (
+        f":{quote(p['password'], safe='')}" if p.get("password") else ""
+    )
     return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p.get('dbname', 'postgres')}"
 
 
