@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,6 +19,7 @@ from bizon_fast.errors import UserError
 
 if TYPE_CHECKING:
     import psycopg
+    import pyarrow as pa
 
 log = logging.getLogger("bizon_fast.postgres")
 
@@ -88,8 +90,83 @@ def connect(
     return conn
 
 
+class ArrowSession:
+    """An autocommit ADBC PostgreSQL session whose statements come back as Arrow tables.
+
+    Why ADBC next to psycopg: a statement without bind parameters comes back as a binary COPY that the
+    driver decodes into Arrow arrays in C, with no Python object per value (the source's bulk reads).
+    Why the driver manager's own objects rather than its DB-API module: that module imports polars and
+    pandas when they are installed (~0.1 s in every worker that opens a session), and a table per
+    statement is all this needs. The GIL is released while a statement runs and while its rows are read.
+    """
+
+    def __init__(self, database: Any, conn: Any) -> None:
+        self.database = database
+        self.conn = conn
+
+    @classmethod
+    def open(cls, info: str, *, key: str, application_name: str = "bizon-fast", database: Any = None) -> ArrowSession:
+        """A new session (on ``database``, an ``AdbcDatabase`` from an earlier session, when given: opening one
+        loads the server's type catalog, ~50 ms), or a one-line UserError like ``connect``'s."""
+        from psycopg.conninfo import make_conninfo
+
+        try:
+            import adbc_driver_manager
+            import adbc_driver_postgresql
+        except ImportError:  # pragma: no cover - the extra is part of the test install
+            raise UserError("postgres needs adbc-driver-postgresql: pip install 'bizon-fast[postgres]'") from None
+        try:
+            if database is None:
+                database = adbc_driver_postgresql.connect(make_conninfo(info, application_name=application_name))
+            conn = adbc_driver_manager.AdbcConnection(database)
+            conn.set_autocommit(True)
+        except adbc_driver_manager.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise UserError(f"{key}: cannot connect to PostgreSQL at {where(info)}: {reason}") from None
+        return cls(database, conn)
+
+    def table(self, sql: str) -> pa.Table:
+        """The rows of one statement (no bind parameters: the driver reads them by binary COPY)."""
+        import adbc_driver_manager
+        import pyarrow as pa
+
+        stmt = adbc_driver_manager.AdbcStatement(self.conn)
+        try:
+            stmt.set_sql_query(sql)
+            handle, _ = stmt.execute_query()
+            with pa.RecordBatchReader.from_stream(handle) as reader:
+                return reader.read_all()
+        finally:
+            stmt.close()
+
+    def execute(self, sql: str) -> None:
+        """A statement without rows (``SET``, ``CREATE TEMP TABLE ... AS``)."""
+        import adbc_driver_manager
+
+        stmt = adbc_driver_manager.AdbcStatement(self.conn)
+        try:
+            stmt.set_sql_query(sql)
+            stmt.execute_update()
+        finally:
+            stmt.close()
+
+    def close(self, *, database: bool = True) -> None:
+        """Close the session (and its database, unless ``database=False`` keeps it for the next session)."""
+        self.conn.close()
+        if database:
+            self.database.close()
+
+
 def is_transient(exc: BaseException, conn: Any = None) -> bool:
-    """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry."""
+    """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry.
+
+    Both clients' errors count: psycopg's ``OperationalError`` and ADBC's (which says ``IO`` and may lack
+    a SQLSTATE when the socket is gone, as psycopg's does).
+    """
+    adbc = sys.modules.get("adbc_driver_manager")  # an ADBC error can only come from an imported ADBC
+    if adbc is not None and isinstance(exc, adbc.OperationalError):
+        state = getattr(exc, "sqlstate", None)
+        return state is None or state.startswith(_TRANSIENT_STATES)
     psycopg = _psycopg()
     if not isinstance(exc, psycopg.OperationalError):
         return False

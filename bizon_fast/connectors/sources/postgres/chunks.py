@@ -1,41 +1,36 @@
-"""Columnar chunks: the server packs a range of rows into a few large values, numpy unpacks them into Arrow.
+"""Columnar chunks: one binary COPY of a key (or block) range, decoded to Arrow by the ADBC driver.
 
-Why not COPY: libpq hands COPY data over one row per message, and psycopg's per-message read costs
-~0.75 us of client CPU per row before any parsing (pyarrow's CSV reader then adds ~0.36 us). Here
-one query returns one row per chunk, built by aggregates:
+Each chunk is one ``SELECT`` with its bounds inlined as literals, run through the ADBC PostgreSQL
+driver (``adbc_driver_postgresql``): a query without bind parameters goes out as ``COPY (...) TO
+STDOUT (FORMAT binary)`` and the driver decodes the stream into Arrow arrays in C. What is left in
+Python is a few vector operations per column and chunk (below), never a loop over rows.
 
-- ``count(*)`` and, on a key range, ``max(key)``;
-- one ``string_agg`` of a fixed-width *record* per row: the binary ``*send`` form of every
-  fixed-width column (int2/4/8, float4/8, bool, date, time, timestamp[tz]) -- NULLs coalesced to
-  zeros plus a null flag byte -- and the int4 byte length (-1 for NULL) of every variable column;
-- one ``string_agg`` per variable-width column (text, bytea; other types as their text form),
-  NULLs skipped, so the values lie back to back and the record's lengths give their offsets.
+Why ADBC and not the hand-written aggregate decoder this module used to hold (the server packed a
+range of rows into a few ``string_agg`` values of fixed-width records that numpy unpacked): measured on
+the same 3M-row table (bigint PK, text, int, timestamptz, jsonb; ``native_bench``'s ``pgread`` table),
+same run, one split read in one process, 5 interleaved rounds on a busy 2-core machine, medians: the
+aggregate decoder 8.5 s (0.5 s client CPU + 4.6 s server CPU), ADBC 5.4 s (1.1 s + 2.3 s): 1.6x the
+rows/s, half the server's CPU, a third less CPU in all. Binary COPY costs the server only the
+``*send`` functions, where the aggregates also built and concatenated a record per row.
 
-The client reads the record as a big-endian numpy structured array and builds every Arrow array
-from buffers, so its cost is a few vector operations per column and chunk. Measured on a 1M-row,
-~110 B/row, 8-column table (2-vCPU guest, CPU seconds per 1M rows): chunks 1.1 server + 0.3
-client (fetch and decode); COPY CSV 0.85 server + 0.78 psycopg's per-row read + 0.36 pyarrow's CSV
-parse; COPY binary 0.6 server + 0.75 read before any parsing. Either COPY costs the producer's
-Python thread more than the whole chunk path; the server's part runs in its own process.
-
-All aggregates of one query see the same input rows in the same order (one Agg node feeds each
-tuple to every transition function), so element i of every column is the same row. Parallel query
-is switched off for the session so that no partial aggregates are combined.
-
-Types: integers, floats, bool, date, time, timestamp and timestamptz (UTC) map to their Arrow
-types; numeric(p,s) with p <= 38 to decimal128(p,s) (unconstrained numeric to string); bytea to
-binary; one-dimensional arrays to lists (of ints, floats, bools and strings, or of dates,
-timestamps and decimals parsed from their text); json, jsonb, uuid and every other type to string
-(their PostgreSQL text form; char(n) loses its trailing blanks, as in a cast to text). Values
-Arrow cannot hold ('infinity' dates and timestamps, numeric NaN in a numeric(p,s) column) fail the
-read with the column's name.
+Types (unchanged from the aggregate decoder, so batches look the same to every destination):
+integers, floats, bool, date, time, timestamp and timestamptz (UTC) map to their Arrow types;
+numeric(p,s) with p <= 38 to decimal128(p,s) (unconstrained numeric to string); bytea to binary;
+json and jsonb to string (the driver's ``arrow.json`` storage); uuid to its canonical text (the
+driver's 16 bytes formatted by numpy); one-dimensional arrays of integers, bools, floats, text,
+dates and timestamps to lists of those; arrays of numeric to lists of decimals (or strings); every
+other type, and arrays of them, to its PostgreSQL text form, cast to ``text`` in the select list
+(char(n) loses its trailing blanks, as in any cast to text; interval is written in the session's
+``IntervalStyle = postgres``). Values Arrow cannot hold ('infinity' dates and timestamps, numeric
+NaN in a numeric(p,s) column) and arrays of more than one dimension fail the read with the
+column's name. Every field carries its Postgres type as metadata (``PG_TYPE_META``) and is
+non-nullable exactly when the column is NOT NULL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,48 +38,52 @@ import pyarrow.compute as pc
 
 from bizon_fast.errors import UserError
 
-#: 2000-01-01, PostgreSQL's epoch, in the units of the Arrow types
-PG_EPOCH_DAYS = 10_957
-PG_EPOCH_US = 946_684_800_000_000
-
-# oid -> (send function, width, big-endian numpy dtype, arrow type)
-FIXED: dict[int, tuple[str, int, str, pa.DataType]] = {
-    16: ("boolsend", 1, "u1", pa.bool_()),
-    21: ("int2send", 2, ">i2", pa.int16()),
-    23: ("int4send", 4, ">i4", pa.int32()),
-    20: ("int8send", 8, ">i8", pa.int64()),
-    700: ("float4send", 4, ">f4", pa.float32()),
-    701: ("float8send", 8, ">f8", pa.float64()),
-    1082: ("date_send", 4, ">i4", pa.date32()),
-    1083: ("time_send", 8, ">i8", pa.time64("us")),
-    1114: ("timestamp_send", 8, ">i8", pa.timestamp("us")),
-    1184: ("timestamptz_send", 8, ">i8", pa.timestamp("us", tz="UTC")),
+# oid -> arrow type of the fixed-width types ADBC decodes as is
+FIXED: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    21: pa.int16(),
+    23: pa.int32(),
+    20: pa.int64(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1082: pa.date32(),
+    1083: pa.time64("us"),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"),
 }
 BYTEA = 17
+NUMERIC = 1700
+UUID = 2950
+JSON_TYPES = (114, 3802)  # json, jsonb
+#: strings ADBC decodes as is: text, varchar, name (char(n) is cast to text: that drops its padding)
+STRINGS = (25, 1043, 19)
 #: field metadata of every column read from Postgres: its type as ``format_type()`` writes it (domains resolved to
 #: their base type), e.g. ``numeric(12,2)``, ``jsonb``, ``integer[]``; a Postgres destination recreates it exactly
 PG_TYPE_META = b"bizon_fast.pg_type"
-NUMERIC = 1700
 INTEGER_OIDS = (20, 21, 23)
-#: array elements that array_to_json writes as plain JSON values of the element's Arrow type
-JSON_ELEMENTS: dict[int, pa.DataType] = {
+#: array elements ADBC decodes into lists of these Arrow types (the types the aggregate decoder gave them)
+LIST_ELEMENTS: dict[int, pa.DataType] = {
     16: pa.bool_(),
     21: pa.int16(),
     23: pa.int32(),
     20: pa.int64(),
     25: pa.string(),
     1043: pa.string(),
-    1042: pa.string(),
+    1042: pa.string(),  # elements of char(n)[] keep their padding, as array_to_json wrote them
     19: pa.string(),
-}
-#: array elements sent as text and parsed into these Arrow types
-TEXT_ELEMENTS: dict[int, pa.DataType] = {
-    700: pa.float32(),  # as text: array_to_json writes NaN and Infinity as JSON strings
+    700: pa.float32(),
     701: pa.float64(),
     1082: pa.date32(),
     1114: pa.timestamp("us"),
     1184: pa.timestamp("us", tz="UTC"),
 }
+#: the values ADBC gives 'infinity' and '-infinity' (PostgreSQL's int extremes shifted to the Unix epoch, wrapped)
+_EPOCH_DAYS, _EPOCH_US = 10_957, 946_684_800_000_000
+_INFINITIES = {
+    "date": np.array([2**31 - 1 + _EPOCH_DAYS - 2**32, -(2**31) + _EPOCH_DAYS], np.int64),
+    "timestamp": np.array([2**63 - 1 + _EPOCH_US - 2**64, -(2**63) + _EPOCH_US], np.int64),
+}
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
 @dataclass(frozen=True)
@@ -112,24 +111,33 @@ class Column:
 
     def arrow_type(self) -> pa.DataType:
         if self.oid in FIXED:
-            return FIXED[self.oid][3]
+            return FIXED[self.oid]
         if self.oid == BYTEA:
             return pa.binary()
         if self.oid == NUMERIC:
             return self.numeric_type()
         if self.elem:
-            if self.elem in JSON_ELEMENTS:
-                return pa.list_(JSON_ELEMENTS[self.elem])
-            if self.elem in TEXT_ELEMENTS:
-                return pa.list_(TEXT_ELEMENTS[self.elem])
+            if self.elem in LIST_ELEMENTS:
+                return pa.list_(LIST_ELEMENTS[self.elem])
             if self.elem == NUMERIC:
                 return pa.list_(self.numeric_type())
             return pa.list_(pa.string())
         return pa.string()
 
-    @property
-    def fixed(self) -> bool:
-        return self.oid in FIXED
+    def select(self) -> str:
+        """The select-list expression: the column as is where ADBC decodes it to its Arrow type, else as text.
+
+        Unconstrained numeric goes as text because ADBC writes NaN as ``nan``, where the text form is ``NaN``;
+        numeric arrays as ``text[]`` because ADBC's list of opaque numerics cannot be cast to decimals.
+        """
+        name = quote(self.name)
+        if self.elem:
+            return name if self.elem in LIST_ELEMENTS else f"{name}::text[]"
+        if self.oid in FIXED or self.oid in STRINGS or self.oid in (BYTEA, UUID, *JSON_TYPES):
+            return name
+        if self.oid == NUMERIC and pa.types.is_decimal(self.numeric_type()):
+            return name
+        return f"{name}::text"
 
 
 def quote(name: str) -> str:
@@ -137,7 +145,7 @@ def quote(name: str) -> str:
 
 
 class ChunkPlan:
-    """The SQL of a chunk query over some row source, and the decoder of its one result row."""
+    """The select list of a chunk query over some row source, and the conversion of ADBC's result to the schema."""
 
     def __init__(self, columns: Sequence[Column]) -> None:
         if not columns:
@@ -149,141 +157,76 @@ class ChunkPlan:
                 for c in self.columns
             ]
         )
-        fields: list[tuple[str, str]] = []
-        pieces: list[str] = []
-        for i, col in enumerate(self.columns):
-            alias = f"c{i}"
-            if col.fixed:
-                send, width, dtype, _ = FIXED[col.oid]
-                if not col.nullable:
-                    pieces.append(f"{send}({alias})")
-                elif col.oid == 16:  # a bool's NULL is a third value, no flag needed
-                    pieces.append(f"coalesce(boolsend({alias}), '\\x02'::bytea)")
-                else:
-                    pieces.append(f"coalesce({send}({alias}), '\\x{'00' * width}'::bytea)")
-                fields.append((f"v{i}", dtype))
-            else:
-                pieces.append(f"int4send(coalesce(octet_length({alias}), -1))")
-                fields.append((f"l{i}", ">i4"))
-        for i, col in enumerate(self.columns):
-            if col.fixed and col.nullable and col.oid != 16:
-                pieces.append(f"boolsend(c{i} IS NULL)")
-                fields.append((f"n{i}", "u1"))
-        self.record = np.dtype(fields)
-        aggregates = ["count(*)::int8", "max(k)", f"string_agg({' || '.join(pieces)}, ''::bytea)"]
-        self.var_index: dict[int, int] = {}
-        for i, col in enumerate(self.columns):
-            if not col.fixed:
-                self.var_index[i] = len(aggregates)
-                empty = "''::bytea" if col.oid == BYTEA else "''"
-                aggregates.append(f"string_agg(c{i}, {empty})")
-        self.aggregates = ", ".join(aggregates)
+        items = [f"{c.select()} AS c{i}" for i, c in enumerate(self.columns)]
+        # ADBC flattens a multi-dimensional array into one list: its dimensions ride along to be checked
+        self.arrays = [i for i, c in enumerate(self.columns) if c.elem]
+        items += [f"array_ndims({quote(self.columns[i].name)}) AS d{i}" for i in self.arrays]
+        self.select_list = ", ".join(items)
 
-    def select_list(self) -> str:
-        """The inner select list: each column in the form its aggregate needs, aliased c0, c1 ..."""
-        items = []
-        for i, col in enumerate(self.columns):
-            name = quote(col.name)
-            if col.fixed or col.oid in (BYTEA, 25):
-                expr = name
-            elif col.elem:
-                if col.elem in JSON_ELEMENTS:
-                    expr = f"array_to_json({name})::text"
-                else:
-                    expr = f"array_to_json({name}::text[])::text"
-            else:
-                expr = f"{name}::text"
-            items.append(f"{expr} AS c{i}")
-        return ", ".join(items)
+    def query(self, source: str, where: str) -> str:
+        """The chunk query: the rows of ``source`` matching ``where`` (bounds inlined: ADBC COPYs only then)."""
+        return f"SELECT {self.select_list} FROM {source} WHERE {where}"
 
-    def query(self, source: str, where: str, key: str | None) -> str:
-        """The chunk query: rows of ``source`` matching ``where``, ``key`` feeding ``max(k)``."""
-        inner = self.select_list()
-        k = quote(key) if key else "NULL::int8"
-        return f"SELECT {self.aggregates} FROM (SELECT {inner}, {k} AS k FROM {source} WHERE {where}) s"
-
-    # ------------------------------------------------------------ decoding
-
-    def decode(self, row: Sequence[Any]) -> pa.RecordBatch:
-        n = int(row[0])
-        if n == 0:
+    def decode(self, table: pa.Table) -> pa.RecordBatch:
+        """ADBC's result of ``query`` as one batch of ``schema``: each column a few vector operations."""
+        batch = table.combine_chunks().to_batches()
+        if not batch:
             return _empty(self.schema)
-        record = np.frombuffer(row[2], dtype=self.record)
-        if len(record) != n:
-            raise RuntimeError(f"chunk record holds {len(record)} rows, count(*) says {n}")
-        arrays = []
-        for i, col in enumerate(self.columns):
-            arrays.append(self._fixed(col, i, record) if col.fixed else self._variable(col, i, record, row))
+        columns = batch[0].columns
+        for k, i in enumerate(self.arrays):
+            dims = columns[len(self.columns) + k]
+            if dims.null_count < len(dims) and pc.max(dims).as_py() > 1:
+                raise UserError(
+                    f"source: array column {self.columns[i].name!r} holds a multi-dimensional array (only "
+                    "one-dimensional arrays are supported): read it through a query that flattens or casts it"
+                )
+        types = self.schema.types
+        arrays = [self._convert(col, columns[i], types[i]) for i, col in enumerate(self.columns)]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
-    def _fixed(self, col: Column, i: int, record: np.ndarray) -> pa.Array:
-        _, _, dtype, arrow = FIXED[col.oid]
-        raw = record[f"v{i}"]
-        if col.oid == 16:
-            values = raw.astype(np.bool_) if not col.nullable else raw == 1
-            valid = None if not col.nullable else raw != 2
-            return pa.array(values, pa.bool_(), mask=None if valid is None or valid.all() else ~valid)
-        values = raw.astype(np.dtype(dtype).newbyteorder("="))
-        valid = record[f"n{i}"] == 0 if col.nullable else None
-        if col.oid in (1082, 1114, 1184):
-            limit = np.iinfo(values.dtype)
-            if np.any((values == limit.max) | (values == limit.min)):
-                raise UserError(
-                    f"source: column {col.name!r} holds 'infinity', which Arrow cannot represent; "
-                    "read it through a query: that maps it to NULL or a date"
-                )
-            values += PG_EPOCH_DAYS if col.oid == 1082 else PG_EPOCH_US
-        buffers = [_validity(valid), pa.py_buffer(values)]
-        return pa.Array.from_buffers(arrow, len(values), buffers)
-
-    def _variable(self, col: Column, i: int, record: np.ndarray, row: Sequence[Any]) -> pa.Array:
-        lengths = record[f"l{i}"].astype(np.int64)
-        valid = lengths >= 0
-        offsets = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(np.where(valid, lengths, 0), out=offsets[1:])
-        data = row[self.var_index[i]] or b""  # string_agg of no non-NULL value is NULL
-        if offsets[-1] != len(data):
-            raise RuntimeError(f"column {col.name!r}: lengths add up to {offsets[-1]}, data has {len(data)} bytes")
-        kind = pa.binary() if col.oid == BYTEA else pa.string()
-        if offsets[-1] >= 2**31:
-            kind = pa.large_binary() if col.oid == BYTEA else pa.large_string()
-        else:
-            offsets = offsets.astype(np.int32)
-        validity = None if valid.all() else _validity(valid)
-        array = pa.Array.from_buffers(kind, len(lengths), [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
-        target = col.arrow_type()
-        if col.elem:
-            return _parse_arrays(col, array, target)
-        if target != array.type:
-            try:
-                return pc.cast(array, target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise UserError(f"source: column {col.name!r} cannot be read as {target}: {exc}") from None
-        return array
+    def _convert(self, col: Column, array: pa.Array, target: pa.DataType) -> pa.Array:
+        if isinstance(array.type, pa.BaseExtensionType):  # arrow.json (text), arrow.uuid (16 bytes), arrow.opaque
+            array = _uuid_text(array.storage) if col.oid == UUID else array.storage
+        if col.oid in (1082, 1114, 1184) or col.elem in (1082, 1114, 1184):
+            _no_infinity(col, array.flatten() if col.elem else array)
+        if array.type == target:
+            return array
+        try:
+            return pc.cast(array, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise UserError(f"source: column {col.name!r} cannot be read as {target}: {exc}") from None
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema)
 
 
-def _validity(valid: np.ndarray | None) -> pa.Buffer | None:
-    if valid is None or valid.all():
-        return None
-    return pa.py_buffer(np.packbits(valid, bitorder="little"))
-
-
-def _parse_arrays(col: Column, text: pa.Array, target: pa.DataType) -> pa.Array:
-    """One-dimensional arrays from their JSON text (polars' vectorized JSON decoder)."""
-    import polars as pl
-
-    element = target.value_type
-    decoded_as = element if col.elem in JSON_ELEMENTS else pa.string()
-    polars_type = pl.List(pl.from_arrow(pa.array([], decoded_as)).dtype)
-    try:
-        decoded = pl.from_arrow(text).str.json_decode(polars_type).to_arrow()  # type: ignore[union-attr]
-        return pc.cast(decoded, target)
-    except Exception as exc:  # noqa: BLE001 - polars and arrow raise several kinds; the message says why
+def _no_infinity(col: Column, values: pa.Array) -> None:
+    """'infinity' and '-infinity' have no Arrow value: fail the read rather than write a wrong date."""
+    if len(values) == 0 or values.null_count == len(values):
+        return
+    ints = values.view(pa.int32() if pa.types.is_date32(values.type) else pa.int64())
+    bounds = pc.min_max(ints).values()
+    sentinels = _INFINITIES["date" if pa.types.is_date32(values.type) else "timestamp"]
+    if any(b.as_py() in sentinels for b in bounds):
         raise UserError(
-            f"source: array column {col.name!r} cannot be read as {target} (only one-dimensional arrays "
-            f"are supported): {exc}"
-        ) from None
+            f"source: column {col.name!r} holds 'infinity', which Arrow cannot represent; "
+            "read it through a query: that maps it to NULL or a date"
+        )
+
+
+def _uuid_text(raw: pa.FixedSizeBinaryArray) -> pa.Array:
+    """16-byte uuids as their canonical text (``8-4-4-4-12`` lowercase hex), by numpy lookups over the whole array."""
+    n = len(raw)
+    data = np.frombuffer(raw.buffers()[1], np.uint8, count=n * 16, offset=raw.offset * 16).reshape(n, 16)
+    digits = np.empty((n, 32), np.uint8)
+    digits[:, 0::2] = _HEX[data >> 4]
+    digits[:, 1::2] = _HEX[data & 15]
+    text = np.full((n, 36), ord("-"), np.uint8)
+    for start, end, at in ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24)):
+        text[:, at : at + end - start] = digits[:, start:end]
+    offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int32)
+    validity = None
+    if raw.null_count:  # packed anew: the input's bitmap may start at a bit offset
+        validity = pa.py_buffer(np.packbits(raw.is_valid().to_numpy(zero_copy_only=False), bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(text)])

@@ -23,11 +23,13 @@ resume gets new splits (read from scratch) rather than resumed ones with shifted
 Incremental (``sync_mode: incremental``): when the engine sets ``self.watermark`` (the maximum of
 ``cursor_field`` the last successful job read), every chunk also filters ``cursor_field > watermark``,
 and key ranges are planned over the matching rows only (cheap when ``cursor_field`` is indexed).
-A table's primary key (from ``pg_index``, read once per split) rides on every batch as the schema
+A table's primary key (from ``pg_index``, read with the columns) rides on every batch as the schema
 metadata ``bizon_fast.primary_key`` (a JSON list of columns): a destination's merge takes it as its key.
 
 A lost connection is re-opened and the chunk read again, five times with backoff, then the error
-is raised. Rows come out as Arrow batches built column-wise (see ``chunks.py``).
+is raised. Planning, the catalog and ``describe()`` use psycopg; each split reader reads its chunks on one
+ADBC connection, each chunk one binary COPY decoded to Arrow in C (see ``chunks.py``), the next chunk
+fetched by a thread while the current one is handed on.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from bizon_fast.clients import postgres as pgconn
@@ -59,7 +63,7 @@ CHUNK_BYTES = 4 << 20
 MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 1_024, 262_144
 SESSION = (
     "SET jit = off",  # chunk queries are short and many: compiling them costs more than it saves
-    "SET max_parallel_workers_per_gather = 0",  # partial aggregates would be combined out of row order
+    "SET max_parallel_workers_per_gather = 0",  # splits are the parallelism; a chunk's few MB gain nothing
     "SET DateStyle = 'ISO, YMD'",
     "SET IntervalStyle = 'postgres'",
     "SET extra_float_digits = 3",
@@ -91,21 +95,6 @@ def _coerce(config: SourceConfig) -> PostgresSourceConfig:
         raise ConfigError(f"invalid postgres source config: {details}") from None
 
 
-def _raw_loaders(conn: Any) -> None:
-    """text and bytea results as raw bytes: the chunk's big values go straight into Arrow buffers."""
-    from psycopg.adapt import Loader
-    from psycopg.pq import Format
-
-    class RawBytes(Loader):
-        format = Format.BINARY
-
-        def load(self, data: Any) -> bytes:
-            return bytes(data)
-
-    conn.adapters.register_loader("text", RawBytes)
-    conn.adapters.register_loader("bytea", RawBytes)
-
-
 class PostgresSource(Source):
     name = "postgres"
     supports_incremental = True
@@ -121,6 +110,10 @@ class PostgresSource(Source):
         else:
             self.relation = None
         self._plan: dict[str, Any] | None = None
+        #: a finished split reader's ADBC connection and the ``describe()`` it read with: the next split this
+        #: process reads starts on them (opening ADBC costs ~50 ms, describing ~20 ms: most of a small split)
+        self._idle: tuple[pgconn.ArrowSession, dict[str, Any]] | None = None
+        self._database: Any = None  # the ADBC database the reader sessions of this process open from
 
     @staticmethod
     def streams() -> list[str]:
@@ -137,12 +130,19 @@ class PostgresSource(Source):
     # ------------------------------------------------------------ connections
 
     def connect(self) -> Any:
-        """A new autocommit session with the source's settings and raw loaders: planning and each split reader
-        (which reconnects through it after a lost connection) open their own."""
+        """A new psycopg autocommit session with the source's settings: planning and the catalog (``describe``)."""
         conn = pgconn.connect(self.info, key=KEY, autocommit=True)
         conn.execute("; ".join(SESSION))
-        _raw_loaders(conn)
         return conn
+
+    def connect_reader(self) -> pgconn.ArrowSession:
+        """A new ADBC autocommit session with the source's settings: a split reader's chunks. Sessions of one
+        process share one ADBC database (opening that loads the server's type catalog, once)."""
+        session = pgconn.ArrowSession.open(self.info, key=KEY, database=self._database)
+        self._database = session.database
+        for statement in SESSION:  # one at a time: ADBC prepares each statement
+            session.execute(statement)
+        return session
 
     def location(self) -> str:
         """What is read, as messages name it: the table (stream) or ``source.query``."""
@@ -235,19 +235,22 @@ class PostgresSource(Source):
             return row[0]
         return None
 
-    def incremental_filter(self, info: dict[str, Any]) -> tuple[str, list[Any]]:
-        """The incremental condition and its parameters ("TRUE" when reading everything)."""
+    def incremental_filter(self, info: dict[str, Any]) -> str:
+        """The incremental condition ("TRUE" when reading everything), the watermark a quoted literal cast to the
+        column's type: ADBC reads through COPY only statements without bind parameters."""
+        from psycopg import sql
+
         field = self.config.cursor_field
         if self.config.sync_mode != "incremental" or self.watermark is None or not field:
-            return "TRUE", []
+            return "TRUE"
         col = next((c for c in info["columns"] if c.name == field), None)
         if col is None:
             raise UserError(f"source.cursor_field: {field!r} is not a column of {self.location()}")
-        return f"{quote(field)} > CAST(%s AS {col.sqltype})", [self.watermark]
+        return f"{quote(field)} > CAST({sql.Literal(self.watermark).as_string(None)} AS {col.sqltype})"
 
     def source_sql(self) -> str:
-        """The table, or the query as a subquery; ``%`` doubled as it goes into parametrized statements."""
-        return self.relation if self.relation is not None else f"({self.config.query.replace('%', '%%')}) q"
+        """The table, or the query as a subquery (statements built on it carry no bind parameters)."""
+        return self.relation if self.relation is not None else f"({self.config.query}) q"
 
     def plan(self) -> dict[str, Any]:
         if self._plan is None:
@@ -257,15 +260,14 @@ class PostgresSource(Source):
 
     def _make_plan(self, conn: Any) -> dict[str, Any]:
         info = self.describe(conn)
-        where, params = self.incremental_filter(info)
+        where = self.incremental_filter(info)
         info["total"] = info["tuples"] if where == "TRUE" and self.relation is not None else None
         n = self.config.splits
         if info["key"] is not None:
             k = quote(info["key"])
             lo, hi, count = conn.execute(
                 f"SELECT min({k}), max({k}), {'count(*)' if where != 'TRUE' else 'NULL'}"
-                f" FROM {self.source_sql()} WHERE {where}",
-                params,
+                f" FROM {self.source_sql()} WHERE {where}"
             ).fetchone()
             if count is not None:
                 info["total"] = count
@@ -343,7 +345,8 @@ class PostgresSource(Source):
     # ------------------------------------------------------------ reading (producer)
 
     def read(self, split: Split, position: Any | None) -> Iterator[SourceBatch]:
-        """Chunks are fetched one ahead in a thread: the server computes the next while this one is decoded."""
+        """Chunks are fetched and decoded one ahead in a thread: the server sends the next while this one is
+        handed on (ADBC's fetch releases the GIL)."""
         reader = _SplitReader(self, split)
         if split.params.get("nulls"):
             walk = reader.null_keys(position)
@@ -353,14 +356,15 @@ class PostgresSource(Source):
             walk = reader.blocks(position)
         primary_key = reader.info.get("primary_key")
         meta = {PRIMARY_KEY_META: json.dumps(primary_key).encode()} if primary_key else None
+        finished = False
         try:
-            for plan, row, pos in _ahead(walk):
-                batch = plan.decode(row)
+            for batch, pos in _ahead(walk):
                 if meta is not None:  # the table's primary key, for a merge into the destination
                     batch = batch.replace_schema_metadata({**(batch.schema.metadata or {}), **meta})
                 yield SourceBatch(batch, pos)
+            finished = True
         finally:
-            reader.close()
+            reader.close(keep=finished)
 
 
 _DONE = object()
@@ -413,48 +417,72 @@ def _next_step(width: int, found: int, chunk_rows: int) -> int:
     return max(1, width // 4, min(width * 4, width * chunk_rows // found))
 
 
+def _int8(value: int) -> str:
+    """An integer bound as a bigint literal (quoted: a bare negative literal would be parsed as numeric)."""
+    return f"'{int(value)}'::int8"
+
+
 class _SplitReader:
-    """Reads one split chunk by chunk on its own connection, reconnecting when the connection is lost."""
+    """Reads one split chunk by chunk on its own ADBC connection, reconnecting when the connection is lost."""
 
     def __init__(self, source: PostgresSource, split: Split) -> None:
         self.source = source
         self.split = split
-        self.conn: Any = None
+        self.conn: pgconn.ArrowSession | None = None
         self.info: dict[str, Any] = {}
         self.temp: str | None = None
-        self._open()
+        if source._idle is not None:  # the connection of the split this process read before
+            (self.conn, self.info), source._idle = source._idle, None
+            self._prepare()
+        else:
+            self._open()
 
     def _open(self) -> None:
-        conn = self.source.connect()  # first: while the server is away the old, broken one stays
+        """A new connection (and a fresh ``describe()``): at the start, and after the connection was lost."""
+        with self.source.connect() as catalog:  # first: while the server is away the old, broken one stays
+            info = self.source.describe(catalog)
+        conn = self.source.connect_reader()
         self.close()
         self.conn = conn
-        self.info = self.source.describe(self.conn)
+        self.info = info
+        self._prepare()
+
+    def _prepare(self) -> None:
         self.plan = ChunkPlan(self.info["columns"])
-        self.where, self.params = self.source.incremental_filter(self.info)
+        self.where = self.source.incremental_filter(self.info)
         self.relation = self.source.source_sql()
         if self.source.relation is None and self.info["key"] is None:
             self.temp = f"bizon_fast_query_{secrets.token_hex(6)}"
             self.conn.execute(f"CREATE TEMP TABLE {self.temp} AS {self.source.config.query}")
             self.relation = self.temp
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Close the connection, or with ``keep`` (the split read to its end) leave it to the next split."""
+        if keep and self.conn is not None and self.temp is None:
+            self.source._idle, self.conn = (self.conn, self.info), None
         if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+            conn, self.conn = self.conn, None
+            try:
+                conn.close(database=False)  # the database stays for the next session of this process
+            except Exception as exc:  # noqa: BLE001 - a broken connection may fail to close; it is dropped anyway
+                log.debug("closing a source connection: %s", exc)
 
-    def _fetch(self, where: str, params: list[Any], key: str | None) -> tuple[ChunkPlan, tuple]:
-        """One chunk's row (count, max key, packed columns), reconnecting and retrying when the connection is lost."""
-        query = self.plan.query(self.relation, f"({self.where}) AND {where}", key)
+    def _scalar(self, query: str) -> Any:
+        return self.conn.table(query).column(0)[0].as_py()
 
-        def attempt() -> tuple:
-            return self.conn.execute(query, [*self.params, *params], binary=True).fetchone()
+    def _fetch(self, where: str) -> pa.RecordBatch:
+        """One chunk as a batch, reconnecting and reading it again when the connection is lost."""
+        query = self.plan.query(self.relation, f"({self.where}) AND {where}")
 
-        row = pgconn.with_retries(
-            attempt, reconnect=self._open, what=f"source ({self.source.location()})", conn=lambda: self.conn
+        def attempt() -> pa.Table:
+            return self.conn.table(query)
+
+        table = pgconn.with_retries(
+            attempt, reconnect=self._open, what=f"source ({self.source.location()})", conn=lambda: None
         )
-        return self.plan, row
+        return self.plan.decode(table)
 
-    def keys(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
+    def keys(self, position: Any | None) -> Iterator[tuple[pa.RecordBatch, Any]]:
         params = self.split.params
         key = quote(self.info["key"])
         chunk_rows = self.info["chunk_rows"]
@@ -466,34 +494,33 @@ class _SplitReader:
                 return
             if upto_end is None and (hi is None or (after is not None and after >= hi)):
                 # the open end of the last split: whatever lies above, in one chunk
-                cond, args = (f"{key} > %s::int8", [after]) if after is not None else ("TRUE", [])
-                plan, row = self._fetch(cond, args, self.info["key"])
-                if row[0]:
-                    yield plan, row, row[1]
+                batch = self._fetch(f"{key} > {_int8(after)}" if after is not None else "TRUE")
+                if batch.num_rows:
+                    yield batch, pc.max(batch.column(self.info["key"])).as_py()
                 return
             start = after if after is not None else lo - 1
             upper = min(INT8_MAX, start + step)
             if upto_end is not None:
                 upper = min(upper, upto_end)
             if after is None:
-                cond, args = f"{key} <= %s::int8", [upper]
+                cond = f"{key} <= {_int8(upper)}"
             else:
-                cond, args = f"{key} > %s::int8 AND {key} <= %s::int8", [after, upper]
-            plan, row = self._fetch(cond, args, None)
-            found = row[0]
+                cond = f"{key} > {_int8(after)} AND {key} <= {_int8(upper)}"
+            batch = self._fetch(cond)
+            found = batch.num_rows
             if found:
-                yield plan, row, upper
+                yield batch, upper
             after = upper
             step = _next_step(max(1, upper - start), found, chunk_rows)
 
-    def null_keys(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
+    def null_keys(self, position: Any | None) -> Iterator[tuple[pa.RecordBatch, Any]]:
         """The rows whose split key is NULL, in one chunk (position 1 once read)."""
         if position is None:
-            plan, row = self._fetch(f"{quote(self.info['key'])} IS NULL", [], None)
-            if row[0]:
-                yield plan, row, 1
+            batch = self._fetch(f"{quote(self.info['key'])} IS NULL")
+            if batch.num_rows:
+                yield batch, 1
 
-    def blocks(self, position: Any | None) -> Iterator[tuple[ChunkPlan, tuple, Any]]:
+    def blocks(self, position: Any | None) -> Iterator[tuple[pa.RecordBatch, Any]]:
         params = self.split.params
         chunk_rows = self.info["chunk_rows"]
         block = position if position is not None else params["first"]
@@ -509,14 +536,14 @@ class _SplitReader:
                 if block >= limit:
                     return
             upper = min(block + step, limit)
-            plan, row = self._fetch("ctid >= %s::tid AND ctid < %s::tid", [f"({block},0)", f"({upper},0)"], None)
-            if row[0]:
-                yield plan, row, upper
-            step = _next_step(upper - block, row[0], chunk_rows)
+            batch = self._fetch(f"ctid >= '({int(block)},0)'::tid AND ctid < '({int(upper)},0)'::tid")
+            if batch.num_rows:
+                yield batch, upper
+            step = _next_step(upper - block, batch.num_rows, chunk_rows)
             block = upper
 
     def _blocks(self) -> int:
-        rel = self.temp or self.source.relation
-        return self.conn.execute(
-            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int", (rel,)
-        ).fetchone()[0]
+        from psycopg import sql
+
+        rel = sql.Literal(self.temp or self.source.relation).as_string(None)
+        return self._scalar(f"SELECT pg_relation_size({rel}::regclass) / current_setting('block_size')::int")
