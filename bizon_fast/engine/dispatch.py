@@ -92,16 +92,17 @@ class RingDispatch:
         if kind == "shm":
             for name in cleanup_stale_segments():
                 log.warning("removed the shared-memory segment %s of a dead earlier run", name)
-        self.store = create_store(kind, layout.slot_size, layout.n_slots)
-        self.slots = SlotPool(layout.n_slots, self.pool.send)
+        self.store = create_store(kind, layout.slot_size, layout.n_slots, layout.warm_slots)
+        self.slots = SlotPool(layout.n_slots, self.pool.send, self.store.ready)
         log.info(
-            "job %s: %d producers, %d consumers, ring of %d x %d KiB slots (%s)",
+            "job %s: %d producers, %d consumers, ring of %d x %d KiB slots (%s, %d pre-faulted)",
             job_id,
             producers,
             consumers,
             layout.n_slots,
             layout.slot_size // 1024,
             kind,
+            layout.warm_slots,
         )
         try:
             yield

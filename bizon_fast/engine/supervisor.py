@@ -260,8 +260,14 @@ class Supervisor:
         """Run the workers until every split is done and committed, or the run stops or fails."""
         commits = self._commits
         pending = [s.id for s in splits if not commits[s.id].done]
-        producers = min(self.cfg.engine.runner.config.producer_count(), max(1, len(pending)))
-        consumers = self.cfg.engine.runner.config.consumer_count()
+        runner = self.cfg.engine.runner.config
+        # a producer reads one split at a time, and on the ring a split's batches stay on one consumer (its home):
+        # workers beyond the splits would only idle, each holding an interpreter and its share of the ring. A
+        # consumer count asked for by name is kept; a broker's consumers serve its partitions, not these splits.
+        producers = min(runner.producer_count(), max(1, len(pending)))
+        consumers = runner.consumer_count()
+        if runner.consumers is None and self.cfg.engine.queue.type not in ("kafka", "rabbitmq"):
+            consumers = min(consumers, max(1, len(pending)))
         self.progress.start(total_rows, commits.committed_rows(), self._split_progress(splits))
         try:
             if pending:

@@ -7,9 +7,16 @@ a SIGKILLed supervisor carries the dead pid in its name and is removed by the ne
 (``cleanup_stale_segments``).
 
 Why pre-fault: the first touch of a tmpfs page costs a fault plus zeroing, about 10x a copy into a
-mapped page. The supervisor allocates every page up front (``posix_fallocate``, which also turns a
-full /dev/shm into a clean error instead of a SIGBUS mid-job) and maps them with ``MAP_POPULATE``;
-each worker maps with ``MAP_POPULATE`` too, so no page fault lands on the hot path.
+mapped page. The supervisor allocates the pages before any worker writes them (``posix_fallocate``,
+which also turns a full /dev/shm into a clean error instead of a SIGBUS mid-job) and maps them with
+``MAP_POPULATE``; each worker maps with ``MAP_POPULATE`` too, so no page fault lands on the hot path.
+
+Why not every slot up front: a ring sized for the consumers' buffers (``buffer_size``) is mostly idle
+in a small job, and pre-faulting it all made a 300k-record API pull hold 256 MiB of RAM it never used.
+So only the first ``warm_slots`` slots (what the workers need to stream) are pre-faulted at creation;
+the free list hands out low slots first, and each other slot is pre-faulted by the supervisor the first
+time it grants it (``ready``: ``MADV_POPULATE_WRITE``, an ENOSPC still a clean error), one slot ahead
+of the producer's write. The ring's memory then follows what the job really buffers.
 
 The store moves bytes only: which slot is free or filled is brokered by the supervisor over pipes.
 """
@@ -42,6 +49,11 @@ _SLOT_ALIGN = mmap.PAGESIZE
 # psutil's process start time is derived from boot time in whole seconds; allow that much error.
 _START_TIME_SLACK_S = 2.0
 
+# madvise(2) options of Linux 5.14+ (Python 3.11's mmap module does not name them): fault pages in now,
+# allocating them, and fail with EFAULT/ENOMEM -- never SIGBUS -- when /dev/shm is full
+_MADV_POPULATE_READ = 22
+_MADV_POPULATE_WRITE = 23
+
 
 def _stride(slot_size: int) -> int:
     return -(-slot_size // _SLOT_ALIGN) * _SLOT_ALIGN
@@ -72,6 +84,8 @@ class ShmRing(BatchStore):
     def __init__(self, spec: StoreSpec, path: str, mm: mmap.mmap, owner: bool) -> None:
         self.spec = spec
         self.path = path
+        warm = spec.n_slots if spec.warm_slots is None else spec.warm_slots
+        self._ready = bytearray([1]) * warm + bytearray(spec.n_slots - warm)  # supervisor: slots pre-faulted
         # By pid, not by flag: only the process that created the segment may unlink it.
         self._owner_pid = os.getpid() if owner else None
         self._stride = _stride(spec.slot_size)
@@ -81,10 +95,18 @@ class ShmRing(BatchStore):
         self._view: memoryview | None = memoryview(mm)
 
     @classmethod
-    def create(cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX) -> ShmRing:
-        """Create, size, and pre-fault a new segment (supervisor only); the caller must ``destroy`` it."""
+    def create(
+        cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX, warm_slots: int | None = None
+    ) -> ShmRing:
+        """Create, size, and pre-fault a new segment (supervisor only); the caller must ``destroy`` it.
+
+        ``warm_slots``: pre-fault only the first so many slots now, the others as they are first granted
+        (``ready``); None pre-faults all of them.
+        """
         if slot_size <= 0 or n_slots <= 0:
             raise ValueError(f"slot_size and n_slots must be positive, got {slot_size} and {n_slots}")
+        if warm_slots is not None and warm_slots >= n_slots:
+            warm_slots = None
         if not os.path.isdir(SHM_DIR):
             raise UserError(f"{SHM_DIR} does not exist on this system: set engine.queue.type to python_queue")
         size = _segment_bytes(slot_size, n_slots)
@@ -97,6 +119,12 @@ class ShmRing(BatchStore):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
+            if warm_slots is not None:
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)  # populating holes would allocate them all
+                _populate(mm, 0, warm_slots * _stride(slot_size), write=True, need=size, free=free)
+                os.close(fd)
+                spec = StoreSpec(kind="shm", name=name, slot_size=slot_size, n_slots=n_slots, warm_slots=warm_slots)
+                return cls(spec, path, mm, owner=True)
             allocated = True
             try:
                 # Allocates every page now: a full tmpfs fails here, not with SIGBUS in a worker later.
@@ -131,10 +159,31 @@ class ShmRing(BatchStore):
             actual = os.fstat(fd).st_size
             if actual != size:
                 raise ValueError(f"segment {spec.name} is {actual} bytes, spec says {size}")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            if spec.warm_slots is None:
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            else:  # the warm slots only: the others are mapped as they are first touched (already allocated)
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
+                _populate(mm, 0, spec.warm_slots * _stride(spec.slot_size), write=False)
         finally:
             os.close(fd)
         return cls(spec, path, mm, owner=False)
+
+    def ready(self, slot: int) -> None:
+        """Pre-fault ``slot`` if it is not yet (supervisor, when granting it): allocated, zeroed and mapped."""
+        if self._ready[slot]:
+            return
+        if self._mmap is None:
+            raise ValueError(f"ring {self.spec.name} is closed")
+        free = os.statvfs(SHM_DIR)
+        _populate(
+            self._mmap,
+            slot * self._stride,
+            self._stride,
+            write=True,
+            need=self._stride,
+            free=free.f_bavail * free.f_frsize,
+        )
+        self._ready[slot] = 1
 
     def _slot_view(self, slot: int, nbytes: int) -> memoryview:
         view = self._view
@@ -190,6 +239,29 @@ class ShmRing(BatchStore):
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _populate(mm: mmap.mmap, offset: int, length: int, *, write: bool, need: int = 0, free: int = 0) -> None:
+    """Fault ``length`` bytes of ``mm`` from ``offset`` in now; ``write`` allocates holes (a full tmpfs: UserError).
+
+    ``MADV_POPULATE_*`` does it in one call; on a kernel without it, one touch per page does the same
+    (a write allocates; /dev/shm was checked for room when the ring was made).
+    """
+    if length <= 0:
+        return
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ, offset, length)
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EFAULT, errno.ENOMEM, errno.ENOSPC):
+            raise _no_room(need, free) from exc
+        if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 5.14
+            raise
+    pages = np.frombuffer(mm, dtype=np.uint8)[offset : offset + length : mmap.PAGESIZE]
+    if write:
+        pages[:] = pages  # a write per page allocates it, keeping whatever a slot held
+    else:
+        int(pages.sum())
 
 
 def _pid_is_alive(pid: int, segment_ctime: float) -> bool:
