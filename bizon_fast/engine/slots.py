@@ -27,18 +27,12 @@ class RingLayout:
     slot_size: int
     n_slots: int
     max_held: int  # slots a consumer may hold at once
-    warm_slots: int  # slots pre-faulted at start: what the workers need to stream; the rest when first granted
 
 
 def ring_layout(
     *, batch_size_mb: float, ring_size_mb: float | None, buffer_size_mb: float, producers: int, consumers: int
 ) -> RingLayout:
-    """Slot size (twice a batch, so a batch over its target fits), slot count and per-consumer held-slot budget.
-
-    The slot count covers every consumer's buffer (``buffer_size``), but only the slots the workers need to
-    stream -- each producer's grants and two per consumer -- are pre-faulted at start: the rest take memory
-    only when a job really buffers that much (a small job's ring stays small; see ``transport/ring.py``).
-    """
+    """Slot size (twice a batch, so a batch over its target fits), slot count and per-consumer held-slot budget."""
     batch_bytes = int(batch_size_mb * MiB)
     slot_size = max(64 * 1024, math.ceil(2 * batch_bytes / 4096) * 4096)
     buffer_bytes = int(buffer_size_mb * MiB)
@@ -55,23 +49,15 @@ def ring_layout(
         max_held = max(2, min(max_held, (n_slots - producers * GRANTS_PER_PRODUCER) // consumers))
     else:
         n_slots = producers * GRANTS_PER_PRODUCER + consumers * max_held + 2
-    warm = min(n_slots, producers * GRANTS_PER_PRODUCER + consumers * 2)
-    return RingLayout(slot_size, n_slots, max_held, warm)
+    return RingLayout(slot_size, n_slots, max_held)
 
 
 class SlotPool:
-    def __init__(
-        self,
-        n_slots: int,
-        send: Callable[[WorkerHandle, m.Msg], None],
-        prepare: Callable[[int], None] = lambda slot: None,
-    ) -> None:
+    def __init__(self, n_slots: int, send: Callable[[WorkerHandle, m.Msg], None]) -> None:
         self.size = n_slots
-        # low slots first, and a freed slot is the next granted: the pre-faulted slots serve most of a run
         self.free: list[int] = list(range(n_slots - 1, -1, -1))
         self.waiting: deque[WorkerHandle] = deque()  # producers waiting for a slot
         self.send = send
-        self.prepare = prepare  # the store pre-faults a slot not yet used, before the producer writes it
 
     def top_up(self, w: WorkerHandle) -> None:
         """Grant ``w`` free slots up to its budget; with none free, it waits in line."""
@@ -79,7 +65,6 @@ class SlotPool:
             return
         while len(w.granted) < GRANTS_PER_PRODUCER and self.free:
             slot = self.free.pop()
-            self.prepare(slot)
             w.granted.append(slot)
             self.send(w, m.Grant(slot))
         if not w.granted and w not in self.waiting:

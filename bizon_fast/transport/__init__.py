@@ -25,13 +25,13 @@ __all__ = [
 ]
 
 
-def create_store(kind: str, slot_size: int, n_slots: int, warm_slots: int | None = None) -> BatchStore:
+def create_store(kind: str, slot_size: int, n_slots: int, prefault: bool = True) -> BatchStore:
     """A new store of ``kind`` ("shm" or "memory"); the caller (the supervisor) must ``destroy`` it.
 
-    ``warm_slots``: the ring pre-faults only that many slots now and each other one when first granted.
+    ``prefault`` False: the ring takes memory only as far as batches reach (see ``transport/ring.py``).
     """
     if kind == "shm":
-        return ShmRing.create(slot_size, n_slots, warm_slots=warm_slots)
+        return ShmRing.create(slot_size, n_slots, prefault=prefault)
     if kind == "memory":
         return MemoryStore.create(slot_size, n_slots)
     raise ValueError(f"unknown store kind {kind!r}: expected 'shm' or 'memory'")

@@ -24,9 +24,8 @@ class StoreSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     slot_size: int
     n_slots: int
-    #: slots 0..warm_slots-1 are pre-faulted at creation and mapped populated by workers; the others are
-    #: made ready one by one (``BatchStore.ready``) the first time they are granted. None: all of them.
-    warm_slots: int | None = None
+    #: shm: every page allocated and mapped at creation; False: each page when a batch first reaches it
+    prefaulted: bool = True
 
 
 class BatchStore(ABC):
@@ -39,9 +38,6 @@ class BatchStore(ABC):
     @abstractmethod
     def read(self, slot: int, nbytes: int) -> list[pa.RecordBatch]:
         """The batches in ``slot``, zero-copy where the store allows. Valid until the slot is freed."""
-
-    def ready(self, slot: int) -> None:
-        """Make ``slot`` writable without a page fault on the hot path (supervisor, before granting it)."""
 
     def close(self) -> None:
         """Detach (workers)."""

@@ -7,16 +7,18 @@ a SIGKILLed supervisor carries the dead pid in its name and is removed by the ne
 (``cleanup_stale_segments``).
 
 Why pre-fault: the first touch of a tmpfs page costs a fault plus zeroing, about 10x a copy into a
-mapped page. The supervisor allocates the pages before any worker writes them (``posix_fallocate``,
-which also turns a full /dev/shm into a clean error instead of a SIGBUS mid-job) and maps them with
-``MAP_POPULATE``; each worker maps with ``MAP_POPULATE`` too, so no page fault lands on the hot path.
+mapped page. The supervisor allocates every page up front (``posix_fallocate``, which also turns a
+full /dev/shm into a clean error instead of a SIGBUS mid-job) and maps them with ``MAP_POPULATE``;
+each worker maps with ``MAP_POPULATE`` too, so no page fault lands on the hot path.
 
-Why not every slot up front: a ring sized for the consumers' buffers (``buffer_size``) is mostly idle
-in a small job, and pre-faulting it all made a 300k-record API pull hold 256 MiB of RAM it never used.
-So only the first ``warm_slots`` slots (what the workers need to stream) are pre-faulted at creation;
-the free list hands out low slots first, and each other slot is pre-faulted by the supervisor the first
-time it grants it (``ready``: ``MADV_POPULATE_WRITE``, an ENOSPC still a clean error), one slot ahead
-of the producer's write. The ring's memory then follows what the job really buffers.
+Or just in time (``prefault=False``, what the engine uses): a ring sized for every consumer's buffer
+(``buffer_size``) is mostly idle in a small job, and pre-faulting it all made a 300k-record API pull
+hold 256 MiB of RAM it never touched. Then nothing is allocated at creation; before a producer writes
+a batch it faults in the pages the batch will cover with one ``MADV_POPULATE_WRITE`` (no trap per page,
+and a full /dev/shm is still a clean error, never a SIGBUS), and a consumer maps what it reads with
+``MADV_POPULATE_READ``. Each process remembers how far into each slot it has populated, so a slot's
+pages are faulted once per process: the zeroing moves from the start of the run to a slot's first use
+(once), and the ring's memory follows what the job really holds in flight.
 
 The store moves bytes only: which slot is free or filled is brokered by the supervisor over pipes.
 """
@@ -49,8 +51,8 @@ _SLOT_ALIGN = mmap.PAGESIZE
 # psutil's process start time is derived from boot time in whole seconds; allow that much error.
 _START_TIME_SLACK_S = 2.0
 
-# madvise(2) options of Linux 5.14+ (Python 3.11's mmap module does not name them): fault pages in now,
-# allocating them, and fail with EFAULT/ENOMEM -- never SIGBUS -- when /dev/shm is full
+# madvise(2) options of Linux 5.14+ that Python 3.11's mmap module does not name: fault pages in now
+# (allocating them for a write) and fail with EFAULT/ENOMEM -- never SIGBUS -- when /dev/shm is full
 _MADV_POPULATE_READ = 22
 _MADV_POPULATE_WRITE = 23
 
@@ -84,8 +86,6 @@ class ShmRing(BatchStore):
     def __init__(self, spec: StoreSpec, path: str, mm: mmap.mmap, owner: bool) -> None:
         self.spec = spec
         self.path = path
-        warm = spec.n_slots if spec.warm_slots is None else spec.warm_slots
-        self._ready = bytearray([1]) * warm + bytearray(spec.n_slots - warm)  # supervisor: slots pre-faulted
         # By pid, not by flag: only the process that created the segment may unlink it.
         self._owner_pid = os.getpid() if owner else None
         self._stride = _stride(spec.slot_size)
@@ -93,20 +93,17 @@ class ShmRing(BatchStore):
         # One view for the life of the store; slices of it are cheap and keep the mapping alive for as
         # long as any Arrow buffer built on them lives (the mmap refuses to close while they exist).
         self._view: memoryview | None = memoryview(mm)
+        # just-in-time rings: per slot, how many bytes from its start this process has populated
+        self._populated = None if spec.prefaulted else [0] * spec.n_slots
 
     @classmethod
-    def create(
-        cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX, warm_slots: int | None = None
-    ) -> ShmRing:
+    def create(cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX, prefault: bool = True) -> ShmRing:
         """Create, size, and pre-fault a new segment (supervisor only); the caller must ``destroy`` it.
 
-        ``warm_slots``: pre-fault only the first so many slots now, the others as they are first granted
-        (``ready``); None pre-faults all of them.
+        ``prefault`` False: nothing is allocated now; pages are faulted in as batches reach them.
         """
         if slot_size <= 0 or n_slots <= 0:
             raise ValueError(f"slot_size and n_slots must be positive, got {slot_size} and {n_slots}")
-        if warm_slots is not None and warm_slots >= n_slots:
-            warm_slots = None
         if not os.path.isdir(SHM_DIR):
             raise UserError(f"{SHM_DIR} does not exist on this system: set engine.queue.type to python_queue")
         size = _segment_bytes(slot_size, n_slots)
@@ -119,11 +116,10 @@ class ShmRing(BatchStore):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
-            if warm_slots is not None:
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)  # populating holes would allocate them all
-                _populate(mm, 0, warm_slots * _stride(slot_size), write=True, need=size, free=free)
+            if not prefault:
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
                 os.close(fd)
-                spec = StoreSpec(kind="shm", name=name, slot_size=slot_size, n_slots=n_slots, warm_slots=warm_slots)
+                spec = StoreSpec(kind="shm", name=name, slot_size=slot_size, n_slots=n_slots, prefaulted=False)
                 return cls(spec, path, mm, owner=True)
             allocated = True
             try:
@@ -159,31 +155,34 @@ class ShmRing(BatchStore):
             actual = os.fstat(fd).st_size
             if actual != size:
                 raise ValueError(f"segment {spec.name} is {actual} bytes, spec says {size}")
-            if spec.warm_slots is None:
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
-            else:  # the warm slots only: the others are mapped as they are first touched (already allocated)
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
-                _populate(mm, 0, spec.warm_slots * _stride(spec.slot_size), write=False)
+            # populating a just-in-time ring's holes would allocate all of it
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | (mmap.MAP_POPULATE if spec.prefaulted else 0))
         finally:
             os.close(fd)
         return cls(spec, path, mm, owner=False)
 
-    def ready(self, slot: int) -> None:
-        """Pre-fault ``slot`` if it is not yet (supervisor, when granting it): allocated, zeroed and mapped."""
-        if self._ready[slot]:
+    def _populate(self, slot: int, nbytes: int, *, write: bool) -> None:
+        """Just-in-time rings: fault in the pages of ``slot`` up to ``nbytes`` that this process has not yet."""
+        populated = self._populated
+        if populated is None or nbytes <= populated[slot] or self._mmap is None:
             return
-        if self._mmap is None:
-            raise ValueError(f"ring {self.spec.name} is closed")
-        free = os.statvfs(SHM_DIR)
-        _populate(
-            self._mmap,
-            slot * self._stride,
-            self._stride,
-            write=True,
-            need=self._stride,
-            free=free.f_bavail * free.f_frsize,
-        )
-        self._ready[slot] = 1
+        start = slot * self._stride + populated[slot]
+        length = min(-(-nbytes // _SLOT_ALIGN) * _SLOT_ALIGN, self._stride) - populated[slot]
+        try:
+            self._mmap.madvise(_MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ, start, length)
+        except OSError as exc:
+            if exc.errno in (errno.EFAULT, errno.ENOMEM, errno.ENOSPC):
+                st = os.statvfs(SHM_DIR)
+                raise _no_room(length, st.f_bavail * st.f_frsize) from exc
+            if exc.errno != errno.EINVAL:
+                raise
+            # a kernel before 5.14: a touch per page (a write allocates; /dev/shm had room for the whole ring)
+            pages = np.frombuffer(self._mmap, dtype=np.uint8)[start : start + length : mmap.PAGESIZE]
+            if write:
+                pages[:] = pages
+            else:
+                int(pages.sum())
+        populated[slot] += length
 
     def _slot_view(self, slot: int, nbytes: int) -> memoryview:
         view = self._view
@@ -205,6 +204,7 @@ class ShmRing(BatchStore):
         need = ipc_size(batches)
         if need > self.spec.slot_size:
             raise SlotOverflow(f"{need} bytes do not fit a slot of {self.spec.slot_size} bytes")
+        self._populate(slot, need, write=True)
         sink = pa.FixedSizeBufferWriter(pa.py_buffer(self._slot_view(slot, self.spec.slot_size)))
         try:
             with pa.ipc.new_stream(sink, batches[0].schema) as writer:
@@ -218,6 +218,7 @@ class ShmRing(BatchStore):
         """The batches in ``slot``; their buffers point into the shared mapping (no copy)."""
         if not 0 < nbytes <= self.spec.slot_size:
             raise ValueError(f"nbytes {nbytes} outside 1..{self.spec.slot_size}")
+        self._populate(slot, nbytes, write=False)
         reader = pa.ipc.open_stream(pa.py_buffer(self._slot_view(slot, nbytes)))
         return list(reader)
 
@@ -239,29 +240,6 @@ class ShmRing(BatchStore):
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-
-
-def _populate(mm: mmap.mmap, offset: int, length: int, *, write: bool, need: int = 0, free: int = 0) -> None:
-    """Fault ``length`` bytes of ``mm`` from ``offset`` in now; ``write`` allocates holes (a full tmpfs: UserError).
-
-    ``MADV_POPULATE_*`` does it in one call; on a kernel without it, one touch per page does the same
-    (a write allocates; /dev/shm was checked for room when the ring was made).
-    """
-    if length <= 0:
-        return
-    try:
-        mm.madvise(_MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ, offset, length)
-        return
-    except OSError as exc:
-        if exc.errno in (errno.EFAULT, errno.ENOMEM, errno.ENOSPC):
-            raise _no_room(need, free) from exc
-        if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 5.14
-            raise
-    pages = np.frombuffer(mm, dtype=np.uint8)[offset : offset + length : mmap.PAGESIZE]
-    if write:
-        pages[:] = pages  # a write per page allocates it, keeping whatever a slot held
-    else:
-        int(pages.sum())
 
 
 def _pid_is_alive(pid: int, segment_ctime: float) -> bool:
