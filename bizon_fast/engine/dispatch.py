@@ -40,6 +40,9 @@ log = logging.getLogger("bizon_fast.supervisor")
 class RingDispatch:
     #: broker roles on several machines share the pipeline's run lock; a ring run is one machine's
     run_lock_shared = False
+    #: a consumer writes only what this part delivers from the supervisor's loop, so workers may start (and
+    #: producers read) while the supervisor still prepares the destination
+    workers_before_destination = True
 
     def __init__(self, cfg: PipelineConfig, state: RunState, pool: WorkerPool, progress: Progress) -> None:
         self.cfg = cfg
