@@ -3,12 +3,13 @@
 Why: a bizon-style source pays for its own records (``SourceRecord`` objects, their dicts); the engine should
 add little on top. This loads the same fixture file bizon-fast runs (through bizon-fast's ``bizon`` shim, so the
 records are the very objects the engine gets), calls ``get()`` page after page until the pagination ends, and
-writes ``{"rows": n, "loop_s": seconds}`` to ``--out``: the loop alone, without the interpreter start.
+writes ``{"rows": n, "loop_s": wall seconds, "loop_cpu_s": ...}`` to ``--out``: the loop alone, without the
+interpreter start.
 
 It then reads the same records once more through the engine's source side in the same process -- the bizon
 adapter's ``read`` (``get()``, each page to one Arrow batch) and the Arrow IPC serialization a producer writes
-into a ring slot, per 4 MiB of pages -- and adds ``engine_s``: what the engine's producer spends, ``get()``
-included, without the processes around it. Both are CPU seconds of this process.
+into a ring slot, per 4 MiB of pages -- and adds ``engine_cpu_s``: what the engine's producer spends, ``get()``
+included, without the processes around it, in CPU seconds of this process like ``loop_cpu_s``.
 
     python -m native_bench.source_loop --rows 1000000 --out loop.json
 """
@@ -32,10 +33,11 @@ PAGE_SIZE = 1_000
 BATCH_BYTES = 4 << 20  # engine.queue.config.batch_size_mb's default: the producer writes a slot per 4 MiB of pages
 
 
-def loop(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float]:
-    """Rows read and CPU seconds spent calling ``get()`` until the source says it is done.
+def loop(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float, float]:
+    """Rows read, wall and CPU seconds spent calling ``get()`` until the source says it is done.
 
-    CPU time (``process_time``) rather than wall: on a shared machine it moves far less from run to run.
+    The CPU time (``process_time``) is what the producer-path comparison uses: on a shared machine it moves far
+    less from run to run than wall time.
     """
     install_bizon_alias()
     spec = importlib.util.spec_from_file_location("bizon_generator_source", FIXTURE)
@@ -45,14 +47,14 @@ def loop(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float]:
     config = module.GeneratorSourceConfig(name="generator", stream="records", rows=rows, page_size=page_size)
     source = module.GeneratorSource(config)
     seen, pagination = 0, {}
-    start = time.process_time()
+    wall, start = time.perf_counter(), time.process_time()
     while True:
         page = source.get(pagination)
         seen += len(page.records)
         if not page.next_pagination:
             break
         pagination = page.next_pagination
-    return seen, time.process_time() - start
+    return seen, time.perf_counter() - wall, time.process_time() - start
 
 
 def engine_side(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float]:
@@ -88,11 +90,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    seen, seconds = loop(args.rows)
+    seen, wall_s, cpu_s = loop(args.rows)
     through, engine_s = engine_side(args.rows)
     if through != seen:
         raise SystemExit(f"the engine's source side read {through} rows, the loop {seen}")
-    args.out.write_text(json.dumps({"rows": seen, "loop_s": seconds, "engine_s": engine_s}))
+    args.out.write_text(json.dumps({"rows": seen, "loop_s": wall_s, "loop_cpu_s": cpu_s, "engine_cpu_s": engine_s}))
 
 
 if __name__ == "__main__":
