@@ -96,7 +96,7 @@ class RingDispatch:
             for name in cleanup_stale_segments():
                 log.warning("removed the shared-memory segment %s of a dead earlier run", name)
         # just in time: a slot's pages take memory when a batch first reaches them, so a small job's ring stays
-        # small (a 300k-record pull touched 7 of its slots, half of each); the zeroing moves to first use, once
+        # small (a 300k-record pull: ~20 MB instead of 256 MiB pre-faulted); the zeroing moves to first use, once
         self.store = create_store(kind, layout.slot_size, layout.n_slots, prefault=False)
         self.slots = SlotPool(layout.n_slots, self.pool.send)
         log.info(
