@@ -103,9 +103,10 @@ def _pss(pid: int) -> int | None:
 class _Sampler(threading.Thread):
     """Polls the tree rooted at ``pid`` until stopped: peak RSS and PSS sums, process count, pids seen."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, pss_every: int = PSS_EVERY) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.pss_every = pss_every
         self.peak_rss = 0
         self.peak_pss: int | None = None
         self.peak_procs = 0
@@ -119,7 +120,7 @@ class _Sampler(threading.Thread):
             return
         polls = 0
         while not self._stop_event.is_set():
-            self.sample(root, with_pss=polls % PSS_EVERY == 0)
+            self.sample(root, with_pss=polls % self.pss_every == 0)
             polls += 1
             self._stop_event.wait(POLL_S)
 
@@ -195,8 +196,17 @@ def _tail(path: Path) -> str:
         return f.read().decode(errors="replace")
 
 
-def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = None, timeout: float = 900) -> RunStats:
+def measure(
+    cmd: list[str],
+    *,
+    cwd: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+    pss_every: int = PSS_EVERY,
+) -> RunStats:
     """Run ``cmd`` to completion in ``cwd``; kill its whole session after ``timeout`` seconds.
+
+    ``pss_every``: one PSS sample per so many polls (footprint comparisons sample more often, at a CPU cost).
 
     Not thread-safe: the CPU figure is the growth of this process's reaped-children time, so only
     one measured command may run at a time (the suite runs everything sequentially anyway).
@@ -209,7 +219,7 @@ def measure(cmd: list[str], *, cwd: str | Path, env: dict[str, str] | None = Non
             start = time.perf_counter()
             # its own session, so that a timeout can kill every process of the tree at once
             proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
-            sampler = _Sampler(proc.pid)
+            sampler = _Sampler(proc.pid, pss_every)
             sampler.start()
             try:
                 returncode = proc.wait(timeout)

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -43,16 +44,21 @@ BIZON_SOURCE_NAMES = (
     "pokeapi",
     "sana_ai",
 )
+#: CPython 3.11's ``ast`` is not thread-safe: threads parsing at once (the thread runner's producers each
+#: finding their source) fail with "AST constructor recursion depth mismatch"
+_AST_LOCK = threading.Lock()
 
 
 def candidate_class_names(path: Path) -> list[str]:
     """Names of the classes in ``path`` that derive from a plain name (bizon's AST rule), in file order."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) for base in node.bases):
-            names.append(node.name)
-    return names
+    text = path.read_text(encoding="utf-8")
+    with _AST_LOCK:
+        tree = ast.parse(text, filename=str(path))
+        return [
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) for base in node.bases)
+        ]
 
 
 def as_source_class(obj: object) -> type[Source] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,14 +84,16 @@ class Inlet(Protocol):
 
 class Consumer:
     def __init__(self, chan: Channel, spec: WorkerSpec, inlet: Inlet) -> None:
-        from bizon_fast.transform.apply import build_transforms
-
         self.chan = chan
         self.spec = spec
         self.inlet = inlet
         context = msgspec.structs.replace(spec.context, worker=f"consumer-{spec.index}")
         self.destination = build_destination(spec.destination_name, spec.destination, context)
-        self.transform = build_transforms(spec.transforms)
+        self.transform: Callable[[list[pa.RecordBatch]], list[pa.RecordBatch]] | None = None
+        if spec.transforms:  # the transform machinery imports polars: a pipeline without transforms never loads it
+            from bizon_fast.transform.apply import build_transforms
+
+            self.transform = build_transforms(spec.transforms)
         self.buffer: dict[str, list[Held]] = {}
         self.buffered_bytes = 0
         self.held = 0

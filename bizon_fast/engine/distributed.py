@@ -66,6 +66,7 @@ class BrokerDispatch:
         self.consumers = 1
         self.shared = cfg.engine.backend.type == "postgres"
         self.run_lock_shared = self.shared  # the other roles of this run hold the pipeline's run lock too
+        self.workers_before_destination = False  # consumers read the broker themselves: prepare comes first
         if self.role != "all" and not self.shared:
             raise UserError(
                 f"--role {self.role}: machines share a job through the checkpoint backend; "

@@ -9,10 +9,11 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
-from bizon_fast.engine import messages as m
-from bizon_fast.engine.spec import WorkerSpec, encode_spec
-from bizon_fast.engine.worker import worker_main
+if TYPE_CHECKING:  # the CLI imports this module first thing to start the fork server: nothing heavy at the top
+    from bizon_fast.engine import messages as m
+    from bizon_fast.engine.spec import WorkerSpec
 
 # Workers start from a fork server: a clean process (never the supervisor, which has threads and
 # state) that imported the worker stack once. A worker -- or the replacement of a crashed one -- then
@@ -100,11 +101,18 @@ def start_fork_server() -> None:
 def promote(spare: WorkerHandle, spec: WorkerSpec) -> WorkerHandle:
     """Turn a hot spare process into the worker ``spec`` describes."""
     spare.role, spare.index = spec.role, spec.index
+    from bizon_fast.engine.spec import encode_spec
+
     spare.conn.send_bytes(encode_spec(spec))
     return spare
 
 
 def start_worker(spec: WorkerSpec) -> WorkerHandle:
+    # here, not at the top: the CLI imports this module to start the fork server, and every import before that
+    # call delays the server's own (the first worker waits for them); the worker stack comes in meanwhile
+    from bizon_fast.engine.spec import encode_spec
+    from bizon_fast.engine.worker import worker_main
+
     ours, theirs = _ctx.Pipe(duplex=True)
     payload = encode_spec(spec)
     handle = WorkerHandle(spec.role, spec.index, ours)

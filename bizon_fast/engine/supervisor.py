@@ -56,6 +56,9 @@ class Dispatch(Protocol):
     """Who gets which work, and when the run is finished: ``RingDispatch`` or ``BrokerDispatch``."""
 
     run_lock_shared: bool
+    #: True when no worker can write before the supervisor hands it a batch (the ring): the workers then start
+    #: while the supervisor prepares the destination, so the source's first page overlaps that start-up
+    workers_before_destination: bool
 
     def resolve_job(self, backend: CheckpointBackend, **kw: Any) -> ResolvedJob: ...
     def prepare_destination(self, destination: Any, committed: dict[str, int], backend: Any, job_id: str) -> None: ...
@@ -160,9 +163,11 @@ class Supervisor:
         backend.open()
         try:
             resolved = self._join_job(backend, total_rows)
-            destination = self._prepare(backend, splits, resolved)
-            producers, consumers = self._work(splits, total_rows, resolved.resumed)
+            self._load_commits(splits, resolved)
+            prepared: list[Any] = []  # the destination, once prepared (before the workers or while they start)
+            producers, consumers = self._work(splits, total_rows, lambda: prepared.append(self._prepare(backend)))
             self._end_if_failed_or_interrupted(backend)
+            destination = prepared[0]
             self.dispatch.complete(lambda: self._publish(destination, backend), destination, backend, self._job.id)
             return self._summary(started, resolved.resumed, len(splits), producers, consumers)
         except (JobFailed, Interrupted):
@@ -230,19 +235,15 @@ class Supervisor:
         )
         return resolved
 
-    def _prepare(self, backend: Any, splits: list[Any], resolved: ResolvedJob) -> Any:
-        """Load every split's committed cursor into the commit log; prepare the destination from them."""
-        assert self.context is not None
+    def _load_commits(self, splits: list[Any], resolved: ResolvedJob) -> None:
+        """Load every split's committed cursor into the commit log; hand the pending splits to the dispatch part."""
         job = self._job
+        backend = self.backend
         every = getattr(self.cfg.engine.backend.config, "syncCursorInDBEvery", 1)
         on_commit = self._tell_producers if self.streaming else None
         self.commits = CommitLog(backend, job.id, every=every, streaming=self.streaming, on_commit=on_commit)
         self.commits.load([s.id for s in splits], resolved.cursors)
         self.metrics.watch(self.commits, job)
-        destination = build_destination(self.cfg.destination.name, self.dest_cfg, self.context)
-        self.delivery = destination.capabilities.delivery()  # declared by the destination, read here once
-        log.info("destination %s, delivery: %s", self.cfg.destination.name, self.delivery)
-        self.dispatch.prepare_destination(destination, self.commits.committed_seqs(), backend, job.id)
         pending = [s.id for s in splits if not self.commits[s.id].done]
         self.dispatch.bind(self.commits, {s.id: s for s in splits}, pending, backend, job)
         if resolved.resumed:
@@ -254,18 +255,39 @@ class Supervisor:
                 len(splits),
                 self.commits.committed_rows(),
             )
+
+    def _prepare(self, backend: Any) -> Any:
+        """Build the destination and prepare it from the committed cursors (before any batch is delivered)."""
+        assert self.context is not None
+        destination = build_destination(self.cfg.destination.name, self.dest_cfg, self.context)
+        self.delivery = destination.capabilities.delivery()  # declared by the destination, read here once
+        log.info("destination %s, delivery: %s", self.cfg.destination.name, self.delivery)
+        self.dispatch.prepare_destination(destination, self._commits.committed_seqs(), backend, self._job.id)
         return destination
 
-    def _work(self, splits: list[Any], total_rows: int | None, resumed: bool) -> tuple[int, int]:
-        """Run the workers until every split is done and committed, or the run stops or fails."""
+    def _work(self, splits: list[Any], total_rows: int | None, prepare: Callable[[], None]) -> tuple[int, int]:
+        """Prepare the destination and run the workers until every split is done and committed, or the run ends.
+
+        Where the dispatch part allows it, the workers start first and ``prepare`` runs while they start up
+        (spawn, imports, the source's first page): a small job's start-up is mostly that wait.
+        """
         commits = self._commits
         pending = [s.id for s in splits if not commits[s.id].done]
-        producers = min(self.cfg.engine.runner.config.producer_count(), max(1, len(pending)))
-        consumers = self.cfg.engine.runner.config.consumer_count()
+        runner = self.cfg.engine.runner.config
+        # a producer reads one split at a time, and on the ring a split's batches stay on one consumer (its home):
+        # workers beyond the splits would only idle, each holding an interpreter and its share of the ring. A
+        # consumer count asked for by name is kept; a broker's consumers serve its partitions, not these splits.
+        producers = min(runner.producer_count(), max(1, len(pending)))
+        consumers = runner.consumer_count()
+        if runner.consumers is None and self.cfg.engine.queue.type not in ("kafka", "rabbitmq"):
+            consumers = min(consumers, max(1, len(pending)))
+        early = bool(pending) and self.dispatch.workers_before_destination
+        if not early:
+            prepare()
         self.progress.start(total_rows, commits.committed_rows(), self._split_progress(splits))
         try:
             if pending:
-                self._run_workers(producers, consumers)
+                self._run_workers(producers, consumers, prepare if early else None)
         except KeyboardInterrupt:
             self.interrupts = max(self.interrupts, 2)
             self.pool.kill_all()
@@ -382,13 +404,15 @@ class Supervisor:
         )
         return self.dispatch.spec(spec)
 
-    def _run_workers(self, producers: int, consumers: int) -> None:
+    def _run_workers(self, producers: int, consumers: int, prepare: Callable[[], None] | None = None) -> None:
         with self.dispatch.opened(producers, consumers, self._job.id):
             try:
                 with self._stop_signals():
                     for role, count in self.dispatch.roles(producers, consumers):
                         for i in range(count):
                             self._start(role, i)
+                    if prepare is not None:  # the workers start meanwhile; none is handed a batch before the loop
+                        prepare()
                     self._loop()
             finally:
                 self.pool.kill_all()

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,6 +41,10 @@ SOURCE_RECORDS_SCHEMA = pa.schema(
 )
 
 _encoder = msgspec.json.Encoder()
+_NAMES = ("id", "data", "timestamp", "destination_id")
+_TEXT_TYPES = {str, bytes, bytearray, memoryview}
+_NEWLINE = ord("\n")
+_MAX_STRING_BYTES = 2**31 - 1
 
 
 def _field(record: Any, name: str) -> Any:
@@ -64,14 +70,17 @@ def _utc(ts: Any, now: datetime) -> datetime:
 
 
 def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """The four raw columns. Records of one class are read with one attribute getter per column.
+    """The four raw columns, each read in one C-level pass (``map``) over the page.
 
+    Records of one class are read with one attribute getter per column; plain dicts with ``dict.get``.
     A class may name the attribute that holds its *unset-or-given* timestamp in
     ``__bizon_fast_timestamp__`` (bizon-fast's ``bizon.source.models.SourceRecord`` does), so a record
     that never had its timestamp read does not pay for a ``datetime.now()`` of its own.
     """
     kinds = set(map(type, records))  # map/set loop in C: the type checks cost next to nothing
-    kind = kinds.pop() if len(kinds) == 1 else dict
+    kind = kinds.pop() if len(kinds) == 1 else Mapping
+    if kind is dict:
+        return tuple(list(map(dict.get, records, repeat(name, len(records)))) for name in _NAMES)  # type: ignore[return-value]
     if not issubclass(kind, Mapping):
         ts_name = getattr(kind, "__bizon_fast_timestamp__", "timestamp")
         getters = [attrgetter(name) for name in ("id", "data", ts_name, "destination_id")]
@@ -80,15 +89,34 @@ def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[
             return ids, datas, stamps, dests
         except AttributeError:
             pass  # a record without one of the attributes: read each one leniently below
-    ids = [_field(r, "id") for r in records]
-    datas = [_field(r, "data") for r in records]
-    stamps = [_field(r, "timestamp") for r in records]
-    dests = [_field(r, "destination_id") for r in records]
-    return ids, datas, stamps, dests
+    return tuple([_field(r, name) for r in records] for name in _NAMES)  # type: ignore[return-value]
+
+
+def _json_column(datas: list[Any]) -> pa.Array:
+    """The ``data`` column: each value as compact JSON (msgspec), a str as is, bytes decoded as UTF-8.
+
+    Why one encode: ``encode_lines`` writes the whole page as NDJSON in one C call, and JSON text never
+    holds a raw newline (msgspec escapes it inside strings), so the newlines are exactly the record
+    boundaries. The offsets come from a vectorised scan for them and the newlines are dropped in the same
+    pass; no Python object is made per record (encoding each value alone made a ``bytes`` and a ``str`` per
+    record: ~3x slower on 1000-record pages of ``{id, name, age}``). The text is the same byte for byte.
+    """
+    if not _TEXT_TYPES.isdisjoint(map(type, datas)):
+        return pa.array([_data_text(d) for d in datas], pa.string())
+    text = np.frombuffer(_encoder.encode_lines(datas), np.uint8)
+    ends = np.flatnonzero(text == _NEWLINE)
+    count = len(ends)
+    if len(text) - count > _MAX_STRING_BYTES:  # beyond int32 offsets: Arrow's string type cannot hold it in one
+        return pa.array([_data_text(d) for d in datas], pa.string())
+    offsets = np.zeros(count + 1, np.int32)
+    offsets[1:] = ends - np.arange(count)  # each end, less the newlines before it
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(text[text != _NEWLINE]))
 
 
 def _timestamps(stamps: list[Any], now: datetime) -> pa.Array:
     """Arrow converts aware datetimes to UTC and takes naive ones as UTC; a missing timestamp is ``now``."""
+    if stamps.count(None) == len(stamps):  # the usual page: no record set one, so one value repeated
+        return pa.repeat(pa.scalar(now, TIMESTAMP_TYPE), len(stamps))
     try:
         array = pa.array(stamps, TIMESTAMP_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
@@ -99,34 +127,32 @@ def _timestamps(stamps: list[Any], now: datetime) -> pa.Array:
     return array
 
 
+def _text_column(values: list[Any]) -> pa.Array:
+    """A nullable string column; an all-null one (``destination_id`` of most sources) is made without a look."""
+    if values.count(None) == len(values):
+        return pa.nulls(len(values), pa.string())
+    if set(map(type, values)) - {str, type(None)}:
+        values = [None if v is None else str(v) for v in values]
+    return pa.array(values, pa.string())
+
+
 def records_to_batch(records: Iterable[Any]) -> pa.RecordBatch:
     """One source-records batch from objects or dicts with ``id``, ``data``, ``timestamp``, ``destination_id``.
 
-    ``data`` dicts are encoded as compact JSON with msgspec; ``id`` is coerced to str (bizon stringifies
-    ids too); a missing timestamp is now, a naive one is taken as UTC. This is the one place where a
-    bizon-style source pays per-record Python work (a few list comprehensions); everything downstream
-    is columnar.
+    ``data`` values are encoded as compact JSON with msgspec, the whole page at once; ``id`` is coerced to
+    str (bizon stringifies ids too); a missing timestamp is now, a naive one is taken as UTC. The engine's
+    per-record work is a few C-level passes over the page (attribute getters, one encode, Arrow builds):
+    it makes no Python object per record, and everything downstream is columnar.
     """
     records = records if isinstance(records, list) else list(records)
     now = datetime.now(UTC)
     ids, datas, stamps, dests = _columns(records)
     if set(map(type, ids)) - {str}:
-        if any(i is None for i in ids):
+        if None in ids:
             raise ValueError("source record without an id")
         ids = [i if type(i) is str else str(i) for i in ids]
-    if set(map(type, datas)) <= {dict}:
-        texts = list(map(bytes.decode, map(_encoder.encode, datas)))
-    else:
-        texts = [_data_text(d) for d in datas]
-    if set(map(type, dests)) - {str, type(None)}:
-        dests = [None if d is None else str(d) for d in dests]
     return pa.RecordBatch.from_arrays(
-        [
-            pa.array(ids, pa.string()),
-            pa.array(texts, pa.string()),
-            _timestamps(stamps, now),
-            pa.array(dests, pa.string()),
-        ],
+        [pa.array(ids, pa.string()), _json_column(datas), _timestamps(stamps, now), _text_column(dests)],
         schema=SOURCE_RECORDS_SCHEMA,
     )
 

@@ -25,10 +25,13 @@ __all__ = [
 ]
 
 
-def create_store(kind: str, slot_size: int, n_slots: int) -> BatchStore:
-    """A new store of ``kind`` ("shm" or "memory"); the caller (the supervisor) must ``destroy`` it."""
+def create_store(kind: str, slot_size: int, n_slots: int, prefault: bool = True) -> BatchStore:
+    """A new store of ``kind`` ("shm" or "memory"); the caller (the supervisor) must ``destroy`` it.
+
+    ``prefault`` False: the ring takes memory only as far as batches reach (see ``transport/ring.py``).
+    """
     if kind == "shm":
-        return ShmRing.create(slot_size, n_slots)
+        return ShmRing.create(slot_size, n_slots, prefault=prefault)
     if kind == "memory":
         return MemoryStore.create(slot_size, n_slots)
     raise ValueError(f"unknown store kind {kind!r}: expected 'shm' or 'memory'")

@@ -24,6 +24,8 @@ class StoreSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     slot_size: int
     n_slots: int
+    #: shm: every page allocated and mapped at creation; False: each page when a batch first reaches it
+    prefaulted: bool = True
 
 
 class BatchStore(ABC):

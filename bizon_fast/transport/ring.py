@@ -11,6 +11,15 @@ mapped page. The supervisor allocates every page up front (``posix_fallocate``, 
 full /dev/shm into a clean error instead of a SIGBUS mid-job) and maps them with ``MAP_POPULATE``;
 each worker maps with ``MAP_POPULATE`` too, so no page fault lands on the hot path.
 
+Or just in time (``prefault=False``, what the engine uses): a ring sized for every consumer's buffer
+(``buffer_size``) is mostly idle in a small job, and pre-faulting it all made a 300k-record API pull
+hold 256 MiB of RAM it never touched. Then nothing is allocated at creation; before a producer writes
+a batch it faults in the pages the batch will cover with one ``MADV_POPULATE_WRITE`` (no trap per page,
+and a full /dev/shm is still a clean error, never a SIGBUS), and a consumer maps what it reads with
+``MADV_POPULATE_READ``. Each process remembers how far into each slot it has populated, so a slot's
+pages are faulted once per process: the zeroing moves from the start of the run to a slot's first use
+(once), and the ring's memory follows what the job really holds in flight.
+
 The store moves bytes only: which slot is free or filled is brokered by the supervisor over pipes.
 """
 
@@ -41,6 +50,11 @@ _SLOT_ALIGN = mmap.PAGESIZE
 
 # psutil's process start time is derived from boot time in whole seconds; allow that much error.
 _START_TIME_SLACK_S = 2.0
+
+# madvise(2) options of Linux 5.14+ that Python 3.11's mmap module does not name: fault pages in now
+# (allocating them for a write) and fail with EFAULT/ENOMEM -- never SIGBUS -- when /dev/shm is full
+_MADV_POPULATE_READ = 22
+_MADV_POPULATE_WRITE = 23
 
 
 def _stride(slot_size: int) -> int:
@@ -79,10 +93,15 @@ class ShmRing(BatchStore):
         # One view for the life of the store; slices of it are cheap and keep the mapping alive for as
         # long as any Arrow buffer built on them lives (the mmap refuses to close while they exist).
         self._view: memoryview | None = memoryview(mm)
+        # just-in-time rings: per slot, how many bytes from its start this process has populated
+        self._populated = None if spec.prefaulted else [0] * spec.n_slots
 
     @classmethod
-    def create(cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX) -> ShmRing:
-        """Create, size, and pre-fault a new segment (supervisor only); the caller must ``destroy`` it."""
+    def create(cls, slot_size: int, n_slots: int, prefix: str = DEFAULT_PREFIX, prefault: bool = True) -> ShmRing:
+        """Create, size, and pre-fault a new segment (supervisor only); the caller must ``destroy`` it.
+
+        ``prefault`` False: nothing is allocated now; pages are faulted in as batches reach them.
+        """
         if slot_size <= 0 or n_slots <= 0:
             raise ValueError(f"slot_size and n_slots must be positive, got {slot_size} and {n_slots}")
         if not os.path.isdir(SHM_DIR):
@@ -97,6 +116,11 @@ class ShmRing(BatchStore):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
+            if not prefault:
+                mm = mmap.mmap(fd, size, mmap.MAP_SHARED)
+                os.close(fd)
+                spec = StoreSpec(kind="shm", name=name, slot_size=slot_size, n_slots=n_slots, prefaulted=False)
+                return cls(spec, path, mm, owner=True)
             allocated = True
             try:
                 # Allocates every page now: a full tmpfs fails here, not with SIGBUS in a worker later.
@@ -131,10 +155,34 @@ class ShmRing(BatchStore):
             actual = os.fstat(fd).st_size
             if actual != size:
                 raise ValueError(f"segment {spec.name} is {actual} bytes, spec says {size}")
-            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            # populating a just-in-time ring's holes would allocate all of it
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | (mmap.MAP_POPULATE if spec.prefaulted else 0))
         finally:
             os.close(fd)
         return cls(spec, path, mm, owner=False)
+
+    def _populate(self, slot: int, nbytes: int, *, write: bool) -> None:
+        """Just-in-time rings: fault in the pages of ``slot`` up to ``nbytes`` that this process has not yet."""
+        populated = self._populated
+        if populated is None or nbytes <= populated[slot] or self._mmap is None:
+            return
+        start = slot * self._stride + populated[slot]
+        length = min(-(-nbytes // _SLOT_ALIGN) * _SLOT_ALIGN, self._stride) - populated[slot]
+        try:
+            self._mmap.madvise(_MADV_POPULATE_WRITE if write else _MADV_POPULATE_READ, start, length)
+        except OSError as exc:
+            if exc.errno in (errno.EFAULT, errno.ENOMEM, errno.ENOSPC):
+                st = os.statvfs(SHM_DIR)
+                raise _no_room(length, st.f_bavail * st.f_frsize) from exc
+            if exc.errno != errno.EINVAL:
+                raise
+            # a kernel before 5.14: a touch per page (a write allocates; /dev/shm had room for the whole ring)
+            pages = np.frombuffer(self._mmap, dtype=np.uint8)[start : start + length : mmap.PAGESIZE]
+            if write:
+                pages[:] = pages
+            else:
+                int(pages.sum())
+        populated[slot] += length
 
     def _slot_view(self, slot: int, nbytes: int) -> memoryview:
         view = self._view
@@ -156,6 +204,7 @@ class ShmRing(BatchStore):
         need = ipc_size(batches)
         if need > self.spec.slot_size:
             raise SlotOverflow(f"{need} bytes do not fit a slot of {self.spec.slot_size} bytes")
+        self._populate(slot, need, write=True)
         sink = pa.FixedSizeBufferWriter(pa.py_buffer(self._slot_view(slot, self.spec.slot_size)))
         try:
             with pa.ipc.new_stream(sink, batches[0].schema) as writer:
@@ -169,6 +218,7 @@ class ShmRing(BatchStore):
         """The batches in ``slot``; their buffers point into the shared mapping (no copy)."""
         if not 0 < nbytes <= self.spec.slot_size:
             raise ValueError(f"nbytes {nbytes} outside 1..{self.spec.slot_size}")
+        self._populate(slot, nbytes, write=False)
         reader = pa.ipc.open_stream(pa.py_buffer(self._slot_view(slot, nbytes)))
         return list(reader)
 

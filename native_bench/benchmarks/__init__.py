@@ -7,6 +7,7 @@ from types import ModuleType
 from native_bench.benchmarks import (
     alternatives,
     bigquery,
+    bizon_records,
     checkpoint,
     e2e,
     files,
@@ -27,6 +28,7 @@ ALL: list[ModuleType] = [
     e2e,
     showcase,
     alternatives,
+    bizon_records,
     files,
     checkpoint,
     supervisor,

@@ -1,0 +1,122 @@
+"""Small jobs stay small: workers sized from the job's splits, a ring that takes memory as batches reach it,
+and workers that import only what their connectors use. (The peak PSS of a whole run against bizon 0.6.4 is
+measured by native_bench's ``footprint`` benchmark, not asserted here.)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from bizon_fast.connectors.pipeline import parse_config
+from bizon_fast.engine.progress import Progress
+from bizon_fast.engine.supervisor import Supervisor
+from bizon_fast.transport import ShmRing, StoreSpec, open_store
+
+TEST_PREFIX = "bizon_fast_test_footprint"
+
+
+def _cfg(tmp_path: Path, splits: int, **runner: Any) -> Any:
+    return parse_config(
+        {
+            "name": "footprint",
+            "source": {"name": "synthetic", "stream": "events", "rows": 4_000, "splits": splits, "batch_rows": 500},
+            "destination": {"name": "noop", "config": {"buffer_size": 0}},
+            "engine": {
+                "backend": {"type": "sqlite", "config": {"database": str(tmp_path / "state")}},
+                "queue": {"type": "python_queue", "config": {"batch_size_mb": 0.01}},
+                "runner": {"type": "thread", "config": {"max_workers": 4} | runner},
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("splits", "runner", "producers", "consumers"),
+    [
+        (1, {}, 1, 1),  # a bizon source is one split: one of each, whatever the worker count
+        (3, {}, 3, 3),
+        (8, {}, 4, 4),
+        (1, {"consumers": 2}, 1, 2),  # a consumer count asked for by name is kept
+    ],
+)
+def test_workers_never_outnumber_the_splits(
+    tmp_path: Path, splits: int, runner: dict, producers: int, consumers: int
+) -> None:
+    summary = Supervisor(_cfg(tmp_path, splits, **runner), progress=Progress()).run()
+    assert summary.status == "succeeded" and summary.rows == 4_000
+    assert (summary.producers, summary.consumers) == (producers, consumers)
+
+
+def _allocated(ring: ShmRing) -> int:
+    return os.stat(ring.path).st_blocks * 512
+
+
+def _batch(rows: int) -> pa.RecordBatch:
+    return pa.record_batch({"x": pa.array(range(rows), pa.int64()), "s": pa.array([f"v{i}" for i in range(rows)])})
+
+
+def _child_read(spec: StoreSpec, slot: int, nbytes: int, conn: Any) -> None:
+    store = open_store(spec)
+    batches = store.read(slot, nbytes)
+    conn.send(pa.Table.from_batches(batches).equals(pa.Table.from_batches([_batch(20_000)])))
+    del batches
+    store.close()
+
+
+def test_a_just_in_time_ring_allocates_only_what_its_batches_reach() -> None:
+    slot_size, n_slots = 4 << 20, 8
+    ring = ShmRing.create(slot_size, n_slots, prefix=TEST_PREFIX, prefault=False)
+    try:
+        assert not ring.spec.prefaulted
+        assert _allocated(ring) == 0, "nothing is allocated before a batch is written"
+        nbytes = ring.write(5, [_batch(20_000)])
+        assert 0 < nbytes < slot_size // 4
+        page = os.sysconf("SC_PAGE_SIZE")
+        assert _allocated(ring) == -(-nbytes // page) * page, "exactly the pages the batch covers"
+        ring.write(5, [_batch(1_000)])  # a smaller batch in the same slot: nothing more
+        assert _allocated(ring) == -(-nbytes // page) * page
+        ring.write(5, [_batch(20_000)])
+        ours, theirs = mp.get_context("spawn").Pipe()
+        child = mp.get_context("spawn").Process(target=_child_read, args=(ring.spec, 5, nbytes, theirs))
+        child.start()
+        assert ours.recv() is True, "a worker maps the slot on read and sees the batch"
+        child.join(30)
+        assert child.exitcode == 0
+    finally:
+        ring.destroy()
+
+
+def test_a_prefaulted_ring_allocates_every_slot_up_front() -> None:
+    ring = ShmRing.create(1 << 20, 4, prefix=TEST_PREFIX)
+    try:
+        assert ring.spec.prefaulted and _allocated(ring) >= 4 << 20
+    finally:
+        ring.destroy()
+
+
+def test_a_worker_imports_no_connector_it_does_not_use() -> None:
+    """The worker module (what the fork server preloads) and a consumer without transforms stay lean."""
+    code = """
+import sys
+import bizon_fast.engine.worker
+from bizon_fast.destination.base import DestinationContext
+from bizon_fast.engine.consumer import Consumer, RingInlet
+from bizon_fast.engine.spec import WorkerSpec
+context = DestinationContext(job_id="j", pipeline="p", source_name="s", stream="t", sync_mode="full_refresh")
+spec = WorkerSpec(role="consumer", index=0, source={}, destination_name="noop", destination={}, context=context,
+                  store=None, batch_bytes=1, buffer_bytes=0, flush_timeout=0, max_held=2, parent_pid=0)
+Consumer(None, spec, RingInlet(None))
+heavy = ("polars", "psycopg", "google.cloud", "confluent_kafka", "pika", "adbc_driver_manager",
+         "bizon_fast.transform.apply")
+print(",".join(sorted(m for m in heavy if m in sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == ""

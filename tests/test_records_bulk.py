@@ -1,0 +1,83 @@
+"""The page -> batch conversion of bizon-style sources: one bulk encode, the same bytes as one encode per record.
+
+``records_to_batch`` encodes a page's ``data`` values with one ``encode_lines`` call and cuts the text at its
+newlines; these tests pin that the cut is exact (values with escaped newlines, unicode, nesting, empty
+dicts), that a page mixing text and dicts still takes each value as it is, and the other columns' rules.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgspec
+import pyarrow as pa
+import pytest
+
+from bizon_fast.compat.bizon.source.models import SourceRecord
+from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA, records_to_batch
+
+TRICKY = [
+    {"id": 1, "name": "line\nbreak", "note": "tab\tand \\ backslash"},
+    {},
+    {"nested": {"list": [1, 2.5, None, True], "text": "é漢字🙂"}, "sep": "\u2028\u2029"},
+    {"quote": '"}\n{"', "crlf": "a\r\nb"},
+    {"big": 2**62, "neg": -0.0, "exp": 1e300},
+]
+
+
+def _reference(data: object) -> str:
+    """One record's ``data`` text as the per-record path wrote it (msgspec, compact)."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, bytes):
+        return data.decode()
+    return msgspec.json.encode(data).decode()
+
+
+def test_bulk_encoded_data_equals_one_encode_per_record() -> None:
+    records = [SourceRecord(id=i, data=d) for i, d in enumerate(TRICKY * 300)]  # 1500 records, one page
+    batch = records_to_batch(records)
+    assert batch.schema == SOURCE_RECORDS_SCHEMA
+    assert batch.column("data").to_pylist() == [_reference(d) for d in TRICKY * 300]
+    assert batch.column("id").to_pylist() == [str(i) for i in range(1500)]
+    assert batch.column("destination_id").null_count == 1500
+    stamps = set(batch.column("timestamp").to_pylist())
+    assert len(stamps) == 1  # records without a timestamp get the page's extraction time
+    assert abs(stamps.pop() - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_a_page_mixing_text_and_dicts_keeps_each_value() -> None:
+    datas = ['{"already": "json"}', b'{"raw": 1}', {"a": "x\ny"}, [1, 2], 7]
+    batch = records_to_batch([{"id": f"r{i}", "data": d} for i, d in enumerate(datas)])
+    assert batch.column("data").to_pylist() == ['{"already": "json"}', '{"raw": 1}', '{"a":"x\\ny"}', "[1,2]", "7"]
+
+
+def test_given_timestamps_and_destination_ids_are_kept() -> None:
+    paris = timezone(timedelta(hours=1))
+    records = [
+        SourceRecord(id="a", data={}, timestamp=datetime(2024, 1, 1, 12, tzinfo=paris), destination_id="t1"),
+        SourceRecord(id="b", data={}, timestamp=datetime(2024, 1, 1, 12)),  # naive: taken as UTC
+        SourceRecord(id="c", data={}),
+    ]
+    batch = records_to_batch(records)
+    stamps = batch.column("timestamp").to_pylist()
+    assert stamps[0] == datetime(2024, 1, 1, 11, tzinfo=UTC)
+    assert stamps[1] == datetime(2024, 1, 1, 12, tzinfo=UTC)
+    assert batch.column("destination_id").to_pylist() == ["t1", None, None]
+
+
+def test_dict_records_and_bad_values_fail_as_before() -> None:
+    batch = records_to_batch([{"id": 5, "data": {"k": 1}, "destination_id": 3}])
+    assert batch.to_pylist()[0]["id"] == "5" and batch.column("destination_id").to_pylist() == ["3"]
+    with pytest.raises(ValueError, match="without an id"):
+        records_to_batch([{"id": None, "data": {}}])
+    with pytest.raises(TypeError, match="must be a datetime"):
+        records_to_batch([{"id": "x", "data": {}, "timestamp": "yesterday"}])
+    with pytest.raises(TypeError):
+        records_to_batch([{"id": "x", "data": {"unencodable": object()}}])
+
+
+def test_empty_page() -> None:
+    batch = records_to_batch([])
+    assert batch.num_rows == 0 and batch.schema == SOURCE_RECORDS_SCHEMA
+    assert isinstance(batch.column("data"), pa.StringArray)
