@@ -79,19 +79,30 @@ def _coerce(config: SourceConfig) -> KafkaSourceConfig:
 
 
 class _Messages:
-    """The fields of a run of messages, column by column (one C-level ``map`` per field)."""
+    """The fields of a run of messages, column by column (one list comprehension per field, no loop body).
 
-    def __init__(self, msgs: list[Any]) -> None:
-        self.values: list[bytes | None] = [m.value() for m in msgs]
+    ``values`` may be given when the caller already took them (to size the batch); ``headers`` are read
+    only when wanted (the bizon layout): every field costs ~50 ns a message.
+    """
+
+    def __init__(self, msgs: list[Any], values: list[bytes | None] | None = None, headers: bool = True) -> None:
+        self.values: list[bytes | None] = [m.value() for m in msgs] if values is None else values
         self.keys: list[bytes | None] = [m.key() for m in msgs]
         self.partitions: list[int] = [m.partition() for m in msgs]
         self.offsets: list[int] = [m.offset() for m in msgs]
         self.stamps: list[tuple[int, int]] = [m.timestamp() for m in msgs]
-        self.headers: list[Any] = [m.headers() for m in msgs]
+        self.headers: list[Any] = [m.headers() for m in msgs] if headers else [None] * len(msgs)
         self.topic: str = msgs[0].topic() if msgs else ""
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def next_offsets(self) -> dict[str, int]:
+        """``{partition: last offset + 1}`` over every message (skipped ones included): where reading resumes.
+
+        Messages of one partition come in offset order, so the last one per partition wins (``dict(zip)``).
+        """
+        return {str(p): o + 1 for p, o in dict(zip(self.partitions, self.offsets, strict=True)).items()}
 
     def keep(self, rows: list[int]) -> None:
         for name in ("values", "keys", "partitions", "offsets", "stamps", "headers"):
@@ -296,34 +307,37 @@ class KafkaSource(Source):
         eof: dict[str, int] = {}
         last_seen = {str(p): time.monotonic() for p in partitions}
         pending = {str(p) for p in partitions}
+        bizon = cfg.record_layout == "bizon"
         while True:
             msgs: list[Any] = []
+            values: list[bytes | None] = []
             nbytes = 0
             started = time.monotonic()
             while True:
                 got = consumer.consume(cfg.batch_size, timeout=POLL_S)
-                data = 0
-                for m in got:
-                    err = m.error()
-                    if err is None:
-                        msgs.append(m)
-                        nbytes += len(m.value() or b"")
-                        data += 1
-                    elif err.code() == KafkaError._PARTITION_EOF:
+                events = [m for m in got if m.error() is not None]  # rare: one C call a message, no loop body
+                data = [m for m in got if m.error() is None] if events else got
+                for m in events:
+                    if m.error().code() == KafkaError._PARTITION_EOF:
                         eof[str(m.partition())] = m.offset()
                     else:
-                        self._raise_or_log(err, topic, m)
-                caught_up = data == 0 or all(p in eof and eof[p] >= pos.get(p, 0) for p in pending) and not data
+                        self._raise_or_log(m.error(), topic, m)
+                taken = [m.value() for m in data]
+                msgs += data
+                values += taken
+                nbytes += sum(map(len, filter(None, taken)))
+                caught_up = not data
                 if caught_up or nbytes >= cfg.batch_bytes or time.monotonic() - started >= GATHER_S:
                     break
-                if got and got[-1].error() is not None and got[-1].error().code() == KafkaError._PARTITION_EOF:
+                if events and events[-1] is got[-1] and events[-1].error().code() == KafkaError._PARTITION_EOF:
                     break  # the last event is an end of partition: nothing more is waiting
             now = time.monotonic()
             if msgs:
-                batch = self._batch(topic, msgs)
-                for m in msgs:  # messages of one partition come in offset order
-                    pos[str(m.partition())] = m.offset() + 1
-                    last_seen[str(m.partition())] = now
+                rows = _Messages(msgs, values, headers=bizon)
+                advanced = rows.next_offsets()  # before _batch drops skipped messages: they are read too
+                batch = self._batch(topic, rows)
+                pos.update(advanced)
+                last_seen.update(dict.fromkeys(advanced, now))
                 yield SourceBatch(batch, dict(pos))
             else:
                 yield SourceBatch(self._empty(), dict(pos))  # lets the engine act on a stop request
@@ -364,10 +378,10 @@ class KafkaSource(Source):
             return pa.RecordBatch.from_pylist([], schema=SOURCE_RECORDS_SCHEMA)
         return pa.RecordBatch.from_pylist([], schema=pa.schema([]))
 
-    def _batch(self, topic: str, msgs: list[Any]) -> pa.RecordBatch:
+    def _batch(self, topic: str, msgs: list[Any] | _Messages) -> pa.RecordBatch:
         """One Arrow batch from a run of messages of ``topic`` (empty when every message was skipped)."""
         cfg = self.config
-        rows = _Messages(msgs)
+        rows = msgs if isinstance(msgs, _Messages) else _Messages(msgs)
         empty = [i for i, v in enumerate(rows.values) if not v]
         if empty and cfg.skip_message_empty_value:
             drop = set(empty)
