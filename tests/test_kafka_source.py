@@ -693,3 +693,24 @@ def test_kafka_source_supervisor_sigkill_then_rerun_resumes(tmp_path: Path, kafk
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert f"resuming job {job_id} (attempt 2)" in log
     _assert_each_message_once(tmp_path / "out" / topic, KILL_ROWS, 4)
+
+
+@pytest.mark.parametrize("layout", ["columns", "bizon"])
+@pytest.mark.parametrize("bad", [b'{"id": 3, "name": "\xff"}', b'{"id": 3} {"id": 33}', b"   "])
+def test_json_batch_names_or_skips_a_bad_value_the_bulk_decode_let_through(layout: str, bad: bytes) -> None:
+    """Invalid UTF-8 inside a string, two documents in one value, a blank value: the bulk decode must not
+    let them pass as rows (or crash): the message is named, or skipped with skip_message_on_decode_error."""
+    msgs = [_Msg(json.dumps({"id": i}).encode() if i != 3 else bad, i) for i in range(6)]
+    with pytest.raises(decode.MessageDecodeError, match="partition 0 offset 3"):
+        _source(record_layout=layout, message_encoding="utf-8")._batch("orders", msgs)
+    batch = _source(record_layout=layout, message_encoding="utf-8", skip_message_on_decode_error=True)._batch(
+        "orders", msgs
+    )
+    if layout == "columns":
+        assert batch.column("id").to_pylist() == [0, 1, 2, 4, 5]
+        assert batch.column("_source_offset").to_pylist() == [0, 1, 2, 4, 5]
+    else:
+        assert batch.column("id").to_pylist() == [f"partition_0_offset_{i}" for i in (0, 1, 2, 4, 5)]
+        assert [json.loads(t)["value"] for t in batch.column("data").to_pylist()] == [
+            {"id": i} for i in (0, 1, 2, 4, 5)
+        ]

@@ -7,7 +7,9 @@ What was chosen, and why (measured on one core, 200k small records):
   value can only be whitespace between tokens (a JSON string may not contain one), so they are turned
   into spaces first and every value stays exactly one line: row *i* of the table is message *i*. The
   schema a topic showed so far is passed as ``explicit_schema`` so later batches keep its types and
-  columns even when a batch lacks a field.
+  columns even when a batch lacks a field. The reader is the validation too (strict JSON; plus a UTF-8
+  check of non-ASCII batches, which it skips): no separate validating pass over the batch. Timestamp
+  strings keep their UTC offset as a zoned type (see :func:`json_table`).
 - **JSON, bizon's envelope**: the value text is kept as is. It is validated in one ``msgspec`` call over
   ``[v1,v2,...]`` (decoded into ``msgspec.Raw``: syntax checked, nothing built), then spliced into
   bizon's ``data`` document column-wise with ``pyarrow.compute`` string joins.
@@ -194,6 +196,11 @@ def json_table(values: list[bytes], known: pa.Schema | None = None) -> pa.Table:
     topic's known schema after that. Timestamps nested in objects keep pyarrow's inference (naive, in UTC).
     """
     data = one_line(values)
+    if not data.isascii():
+        try:  # pyarrow's reader does not check the bytes inside strings: invalid UTF-8 would reach the output
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise pa.ArrowInvalid(f"not valid UTF-8: {exc}") from None
     explicit = _usable_schema(known)
     table = None
     if explicit is not None:

@@ -45,9 +45,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
@@ -111,6 +113,11 @@ class _Messages:
 
     def where(self, i: int) -> str:
         return f"topic {self.topic!r} partition {self.partitions[i]} offset {self.offsets[i]}"
+
+
+def _has_empty(values: list[bytes | None]) -> bool:
+    """Whether any value is empty or null (a tombstone): two C-level scans, no loop body."""
+    return None in values or b"" in values
 
 
 def _json_rows(table: pa.Table) -> pa.Array:
@@ -382,10 +389,8 @@ class KafkaSource(Source):
         """One Arrow batch from a run of messages of ``topic`` (empty when every message was skipped)."""
         cfg = self.config
         rows = msgs if isinstance(msgs, _Messages) else _Messages(msgs)
-        empty = [i for i, v in enumerate(rows.values) if not v]
-        if empty and cfg.skip_message_empty_value:
-            drop = set(empty)
-            rows.keep([i for i in range(len(rows)) if i not in drop])
+        if cfg.skip_message_empty_value and _has_empty(rows.values):
+            rows.keep([i for i, v in enumerate(rows.values) if v])
         if cfg.record_layout == "bizon":
             bad = decode.bad_keys(rows.keys)
             if bad:
@@ -396,12 +401,15 @@ class KafkaSource(Source):
             table, schema_json = self._decode_json(topic, rows), None
         if not len(rows):
             return self._empty()
-        timestamps = pa.array([ts if kind != TS_NOT_AVAILABLE else None for kind, ts in rows.stamps], pa.int64())
+        timestamps = pa.array(list(map(itemgetter(1), rows.stamps)), pa.int64())
+        kinds = list(map(itemgetter(0), rows.stamps))
+        if TS_NOT_AVAILABLE in kinds:
+            timestamps = pc.if_else(pa.array([k == TS_NOT_AVAILABLE for k in kinds]), None, timestamps)
         partitions = pa.array(rows.partitions, pa.int32())
         offsets = pa.array(rows.offsets, pa.int64())
         if cfg.record_layout == "columns":
             meta = {
-                "_source_topic": pa.array([topic] * len(rows), pa.string()),
+                "_source_topic": pa.repeat(pa.scalar(topic, pa.string()), len(rows)),
                 "_source_partition": partitions,
                 "_source_offset": offsets,
                 "_source_timestamp": timestamps.cast(pa.timestamp("ms", tz="UTC")),
@@ -425,7 +433,7 @@ class KafkaSource(Source):
         stamps = timestamps.fill_null(now_ms).cast(pa.timestamp("ms", tz="UTC")).cast(pa.timestamp("us", tz="UTC"))
         dest = self.topic_map.get(topic)
         return pa.RecordBatch.from_arrays(
-            [decode.record_ids(partitions, offsets), data, stamps, pa.array([dest] * len(rows), pa.string())],
+            [decode.record_ids(partitions, offsets), data, stamps, pa.repeat(pa.scalar(dest, pa.string()), len(rows))],
             schema=SOURCE_RECORDS_SCHEMA,
         )
 
@@ -442,38 +450,62 @@ class KafkaSource(Source):
         rows.keep([i for i in range(len(rows)) if i not in drop])
 
     def _decode_json(self, topic: str, rows: _Messages) -> Any:
-        """bizon layout: the values' JSON text (string array); columns layout: a typed table."""
+        """bizon layout: the values' JSON text (string array); columns layout: a typed table.
+
+        The whole batch is decoded in one call first; only when that fails is each value checked on its own
+        (:func:`decode.repair_json`), to repair it like bizon, skip it or name it in the error.
+        """
         cfg = self.config
         columns = cfg.record_layout == "columns"
-        values = [v if v else (b"{}" if columns else b"null") for v in rows.values]
-        ok = decode.validate_json(values)
-        table = None
-        if ok and columns:
-            try:
-                table = decode.json_table(values, self._known.get(topic))
-            except pa.ArrowInvalid:
-                ok = False
-        if not ok:
-            values, bad = decode.repair_json(values, objects_only=columns)
-            if bad:
-                why = "its value is not a JSON object" if columns else "its value is not valid UTF-8 JSON"
-                self._bad(rows, bad, why, cfg.skip_message_on_decode_error, "skip_message_on_decode_error")
-                drop = set(bad)
-                values = [v for i, v in enumerate(values) if i not in drop]
-            if columns and values:
-                try:
-                    table = decode.json_table(values, self._known.get(topic))
-                except pa.ArrowInvalid as exc:
-                    raise MessageDecodeError(
-                        f"cannot decode the JSON messages of topic {topic!r} partition(s) "
-                        f"{sorted(set(rows.partitions))} offsets {rows.offsets[0]}..{rows.offsets[-1]}: {exc}"
-                    ) from None
+        values = rows.values
+        if _has_empty(values):  # kept tombstones (skip_message_empty_value: false)
+            values = [v if v else (b"{}" if columns else b"null") for v in values]
+        decoded = self._json_in_bulk(topic, values, columns)
+        if decoded is not None:
+            return decoded
+        values, bad = decode.repair_json(values, objects_only=columns)
+        if bad:
+            why = "its value is not a JSON object" if columns else "its value is not valid UTF-8 JSON"
+            self._bad(rows, bad, why, cfg.skip_message_on_decode_error, "skip_message_on_decode_error")
+            drop = set(bad)
+            values = [v for i, v in enumerate(values) if i not in drop]
         if not columns:
             return pa.array(values, pa.binary()).cast(pa.string())
-        if table is None:
+        if not values:
             return pa.table({})
+        try:
+            table = decode.json_table(values, self._known.get(topic))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise MessageDecodeError(
+                f"cannot decode the JSON messages of topic {topic!r} partition(s) "
+                f"{sorted(set(rows.partitions))} offsets {rows.offsets[0]}..{rows.offsets[-1]}: {exc}"
+            ) from None
         self._known[topic] = decode.merge_schema(self._known.get(topic), table.schema)
         return table
+
+    def _json_in_bulk(self, topic: str, values: list[bytes], columns: bool) -> Any:
+        """Every value decoded in one call, or None when any value is not valid JSON (or not UTF-8).
+
+        Columns layout: pyarrow's reader is the validation (strict JSON; it fails on a syntax error, a
+        non-object, bad UTF-8), and a row count other than the message count (two documents in one value,
+        a blank value) counts as a failure too. bizon layout: one msgspec pass over ``[v1,v2,...]``, then
+        the UTF-8 check of the cast to string (msgspec does not check the bytes inside strings).
+        """
+        if columns:
+            try:
+                table = decode.json_table(values, self._known.get(topic))
+            except (pa.ArrowInvalid, UnicodeDecodeError):
+                return None
+            if table.num_rows != len(values):
+                return None
+            self._known[topic] = decode.merge_schema(self._known.get(topic), table.schema)
+            return table
+        if not decode.validate_json(values):
+            return None
+        try:
+            return pa.array(values, pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:
+            return None
 
     def _decode_avro(self, rows: _Messages) -> tuple[Any, Any]:
         """Group the datums by schema id, decode each group in bulk, restore the message order."""
