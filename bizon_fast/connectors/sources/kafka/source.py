@@ -331,9 +331,13 @@ class KafkaSource(Source):
     ) -> Iterator[SourceBatch]:
         """Batches until every partition is past its end (never, in stream mode).
 
-        ``consume`` waits at most ``POLL_S`` and a batch gathers for at most ``GATHER_S``, so a stop
-        request is seen promptly; ``consumer_timeout`` is the silence after which a partition past its
-        captured end counts as finished (see the module docstring for why that end alone is not trusted).
+        ``consume(batch_size)`` is called without a wait: a blocking ``consume(n, timeout)`` returns only
+        when ``n`` messages are there or the timeout is up, even once an end-of-partition event is queued
+        (measured: each partition's end cost the full timeout, and every short queue between two fetches
+        a wait). Only when nothing is queued does it wait, for one message or event, at most ``POLL_S``.
+        A batch gathers for at most ``GATHER_S``, so a stop request is seen promptly; ``consumer_timeout``
+        is the silence after which a partition past its captured end counts as finished (see the module
+        docstring for why that end alone is not trusted).
         """
         cfg = self.config
         timeout = self._timeout()
@@ -345,7 +349,9 @@ class KafkaSource(Source):
             rows = _Messages(headers=bizon)
             started = time.monotonic()
             while True:
-                got = consumer.consume(cfg.batch_size, timeout=POLL_S)
+                got = consumer.consume(cfg.batch_size, timeout=0)  # what is queued, without waiting
+                if not got:  # wait for the next message or event only, not for a full batch_size
+                    got = consumer.consume(1, timeout=POLL_S)
                 events = [m for m in got if m.error() is not None]  # rare: one C call a message, no loop body
                 data = [m for m in got if m.error() is None] if events else got
                 for m in events:
