@@ -11,6 +11,7 @@ from native_bench.benchmarks import (
     e2e,
     files,
     kafka,
+    kafka_source,
     merge,
     pg,
     recovery,
@@ -30,6 +31,7 @@ ALL: list[ModuleType] = [
     merge,
     bigquery,
     kafka,
+    kafka_source,
     transforms,
     recovery,
 ]
