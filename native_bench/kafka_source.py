@@ -15,7 +15,7 @@ contenders interleaved round by round, the median reported. bizon-fast runs ``bi
 is read back: exactly the topic's rows, each id once, or the run fails. Rates are rows over the wall time
 of the whole command (interpreter start, imports and the broker's metadata round trips included).
 
-    .venv/bin/python -m native_bench.kafka_source [--quick]     # 1M messages (--quick: 100k), bizon 20x fewer
+    .venv/bin/python -m native_bench.kafka_source [--quick]     # 1M messages (--quick: 100k), bizon 50x fewer
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from native_bench.proctree import RunStats, measure
 from native_bench.rounds import interleave, summarize
 
 ROWS, QUICK_ROWS = 1_000_000, 100_000
-BIZON_SHARE = 20  # bizon reads a topic this many times smaller (it moves ~1-5k rows/s here)
+BIZON_SHARE = 50  # bizon reads a topic this many times smaller (it moves ~1k rows/s here)
 ROUNDS, QUICK_ROUNDS = 3, 1
 WORKERS = 2
 PARTITIONS = 4

@@ -149,7 +149,15 @@ def _timestamps(name: str, strings: pa.ChunkedArray, known: pa.DataType | None) 
     After that (``known``) it stays: a value without an offset in a zoned column is taken as UTC, a value
     with one in a naive column is converted to UTC and loses its zone (warned once per column name).
     A batch whose strings do not all parse keeps them as strings (raises ``pa.ArrowInvalid`` to the caller).
+
+    The common case (every value with an offset, or none) is one cast: Arrow's parser itself refuses an
+    offset for a naive type and requires one for a zoned type; only a mixed batch takes the regex pass.
     """
+    for candidate in (known,) if known is not None else (ZONED, NAIVE):
+        try:
+            return strings.cast(candidate)
+        except pa.ArrowInvalid:
+            pass
     zoned = pc.match_substring_regex(strings, _ZONE_SUFFIX)
     with_zone = pc.sum(zoned.cast(pa.int64())).as_py() or 0
     valid = len(strings) - strings.null_count

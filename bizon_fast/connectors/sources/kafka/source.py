@@ -32,7 +32,9 @@ Each Arrow batch gathers ``consume(batch_size)`` calls until ``batch_bytes`` of 
   "keys", "headers", "value", "schema"}`` as JSON text (the value's original text for JSON messages),
   ``timestamp`` = the message time, ``destination_id`` from the topic's entry in ``topics``.
 - ``columns``: the value's typed columns plus ``_source_topic``, ``_source_partition``,
-  ``_source_offset``, ``_source_timestamp`` and ``_source_key``.
+  ``_source_offset``, ``_source_timestamp`` and ``_source_key``. A JSON date-time string with a UTC
+  offset (``Z``, ``+02:00``) becomes ``timestamp[us, tz=UTC]`` (the instant, in UTC), one without stays
+  a naive ``timestamp[us]`` (:func:`.decode.json_table` says what a column mixing both becomes).
 
 Empty values (tombstones) are skipped (``skip_message_empty_value``, bizon's default) or kept as a
 ``null`` value / a row of nulls. A value that cannot be decoded fails the job with its topic, partition
