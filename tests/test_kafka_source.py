@@ -44,10 +44,19 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes 
 
 
 def _json_rows(start: int, stop: int, partitions: int) -> list[tuple[bytes | None, bytes | None, int]]:
+    """``at``: an instant with a +02:00 offset (i seconds after 2024-01-01T00:00:00Z); ``local``: a naive one."""
     return [
         (
             json.dumps({"k": i}).encode(),
-            json.dumps({"id": i, "name": f"n{i}", "amount": i / 4}).encode(),
+            json.dumps(
+                {
+                    "id": i,
+                    "name": f"n{i}",
+                    "amount": i / 4,
+                    "at": f"2024-01-01T02:{i // 60 % 60:02d}:{i % 60:02d}+02:00",
+                    "local": f"2024-01-01T00:00:{i % 60:02d}.5",
+                }
+            ).encode(),
             i % partitions,
         )
         for i in range(start, stop)
@@ -97,6 +106,11 @@ def test_json_topic_to_parquet_reads_every_partition_once(tmp_path: Path, cli, k
     assert sorted(pc.unique(table["_source_partition"]).to_pylist()) == [0, 1, 2, 3]
     assert table.schema.field("amount").type == pa.float64()
     assert table.schema.field("_source_timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("at").type == pa.timestamp("us", tz="UTC"), "an offset makes a zoned timestamp"
+    assert table.schema.field("local").type == pa.timestamp("us"), "no offset: naive"
+    ordered = table.sort_by("id")
+    assert ordered["at"].cast(pa.int64()).to_pylist() == [(1_704_067_200 + i % 3600) * 10**6 for i in range(4000)]
+    assert ordered["local"].cast(pa.int64()).to_pylist()[:2] == [1_704_067_200_500_000, 1_704_067_201_500_000]
     row = table.filter(pc.equal(table["id"], 7)).to_pylist()[0]
     assert (row["name"], row["_source_partition"], row["_source_offset"], row["_source_key"]) == (
         "n7",
@@ -126,7 +140,13 @@ def test_bizon_layout_matches_bizon_records(tmp_path: Path, cli, kafka_bootstrap
         "timestamp": data["timestamp"],
         "keys": {"k": 7},
         "headers": {},
-        "value": {"id": 7, "name": "n7", "amount": 1.75},
+        "value": {
+            "id": 7,
+            "name": "n7",
+            "amount": 1.75,
+            "at": "2024-01-01T02:00:07+02:00",
+            "local": "2024-01-01T00:00:07.5",
+        },
         "schema": {},
     }
     assert by_id["partition_1_offset_25"]["keys"] == {}, "no key: bizon's {}"
@@ -400,6 +420,65 @@ def test_json_table_keeps_one_row_per_message_and_known_types() -> None:
     assert later.schema.names == ["a", "b", "c"] and later.schema.field("a").type == pa.int64()
 
 
+UTC = pa.timestamp("us", tz="UTC")
+NAIVE = pa.timestamp("us")
+
+
+def _micros(text: str) -> int:
+    """Microseconds since the epoch of an ISO text (a naive one read as UTC), computed outside Arrow."""
+    from datetime import UTC as utc
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(text)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=utc)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+def _stamps(values: list[str], known: pa.Schema | None = None) -> pa.ChunkedArray:
+    rows = [b'{"t": null}' if v is None else json.dumps({"t": v}).encode() for v in values]
+    return decode.json_table(rows, known).column("t")
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2024-01-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00"),
+        ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00+00:00"),
+        ("2024-01-01T02:00:00+02:00", "2024-01-01T00:00:00+00:00"),
+        ("2024-06-30T23:30:00.123456-05:30", "2024-07-01T05:00:00.123456+00:00"),
+    ],
+)
+def test_json_timestamp_with_an_offset_is_a_utc_instant(text: str, utc: str) -> None:
+    column = _stamps([text])
+    assert column.type == UTC
+    assert column.cast(pa.int64()).to_pylist() == [_micros(utc)]
+
+
+def test_json_timestamp_without_an_offset_stays_naive() -> None:
+    column = _stamps(["2024-01-01T02:00:00", "2024-01-01 03:00:00.5", None])
+    assert column.type == NAIVE
+    assert column.cast(pa.int64()).to_pylist() == [
+        _micros("2024-01-01T02:00:00"),
+        _micros("2024-01-01T03:00:00.5"),
+        None,
+    ]
+
+
+def test_json_timestamps_mixed_in_one_column() -> None:
+    """A new column with any offset is zoned, its naive values taken as UTC; after that a column keeps its type."""
+    mixed = _stamps(["2024-01-01T02:00:00+02:00", "2024-01-01T05:00:00"])
+    assert mixed.type == UTC
+    assert mixed.cast(pa.int64()).to_pylist() == [_micros("2024-01-01T00:00:00"), _micros("2024-01-01T05:00:00")]
+    naive_known = pa.schema([pa.field("t", NAIVE)])
+    later = _stamps(["2024-01-01T02:00:00+02:00", "2024-01-01T05:00:00"], naive_known)
+    assert later.type == NAIVE, "a column first seen naive stays naive: offsets are converted to UTC, then dropped"
+    assert later.cast(pa.int64()).to_pylist() == [_micros("2024-01-01T00:00:00"), _micros("2024-01-01T05:00:00")]
+    zoned_known = pa.schema([pa.field("t", UTC)])
+    later = _stamps(["2024-01-01T05:00:00", None], zoned_known)
+    assert later.type == UTC and later.cast(pa.int64()).to_pylist() == [_micros("2024-01-01T05:00:00"), None]
+    assert _stamps(["2024-01-01T05:00:00Z", "not a time"]).type == pa.string(), "a non-timestamp keeps the strings"
+
+
 def test_json_validation_repairs_like_bizon() -> None:
     values = [b'{"a": "\\udf31"}', b'{"a": "ok\x01"}', b'{"a":}', b"[1]"]
     assert not decode.validate_json(values)
@@ -614,3 +693,24 @@ def test_kafka_source_supervisor_sigkill_then_rerun_resumes(tmp_path: Path, kafk
     log = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert f"resuming job {job_id} (attempt 2)" in log
     _assert_each_message_once(tmp_path / "out" / topic, KILL_ROWS, 4)
+
+
+@pytest.mark.parametrize("layout", ["columns", "bizon"])
+@pytest.mark.parametrize("bad", [b'{"id": 3, "name": "\xff"}', b'{"id": 3} {"id": 33}', b"   "])
+def test_json_batch_names_or_skips_a_bad_value_the_bulk_decode_let_through(layout: str, bad: bytes) -> None:
+    """Invalid UTF-8 inside a string, two documents in one value, a blank value: the bulk decode must not
+    let them pass as rows (or crash): the message is named, or skipped with skip_message_on_decode_error."""
+    msgs = [_Msg(json.dumps({"id": i}).encode() if i != 3 else bad, i) for i in range(6)]
+    with pytest.raises(decode.MessageDecodeError, match="partition 0 offset 3"):
+        _source(record_layout=layout, message_encoding="utf-8")._batch("orders", msgs)
+    batch = _source(record_layout=layout, message_encoding="utf-8", skip_message_on_decode_error=True)._batch(
+        "orders", msgs
+    )
+    if layout == "columns":
+        assert batch.column("id").to_pylist() == [0, 1, 2, 4, 5]
+        assert batch.column("_source_offset").to_pylist() == [0, 1, 2, 4, 5]
+    else:
+        assert batch.column("id").to_pylist() == [f"partition_0_offset_{i}" for i in (0, 1, 2, 4, 5)]
+        assert [json.loads(t)["value"] for t in batch.column("data").to_pylist()] == [
+            {"id": i} for i in (0, 1, 2, 4, 5)
+        ]

@@ -12,6 +12,7 @@ from native_bench.benchmarks import (
     e2e,
     files,
     kafka,
+    kafka_source,
     merge,
     pg,
     pgwrite,
@@ -38,6 +39,7 @@ ALL: list[ModuleType] = [
     merge,
     bigquery,
     kafka,
+    kafka_source,
     transforms,
     recovery,
 ]

@@ -7,7 +7,9 @@ What was chosen, and why (measured on one core, 200k small records):
   value can only be whitespace between tokens (a JSON string may not contain one), so they are turned
   into spaces first and every value stays exactly one line: row *i* of the table is message *i*. The
   schema a topic showed so far is passed as ``explicit_schema`` so later batches keep its types and
-  columns even when a batch lacks a field.
+  columns even when a batch lacks a field. The reader is the validation too (strict JSON; plus a UTF-8
+  check of non-ASCII batches, which it skips): no separate validating pass over the batch. Timestamp
+  strings keep their UTC offset as a zoned type (see :func:`json_table`).
 - **JSON, bizon's envelope**: the value text is kept as is. It is validated in one ``msgspec`` call over
   ``[v1,v2,...]`` (decoded into ``msgspec.Raw``: syntax checked, nothing built), then spliced into
   bizon's ``data`` document column-wise with ``pyarrow.compute`` string joins.
@@ -109,26 +111,138 @@ def validate_json(values: list[bytes]) -> bool:
         return False
 
 
+#: a time of day followed by a UTC offset (``Z``, ``+02:00``, ``+0200``, ``+02``) at the end of the text
+_ZONE_SUFFIX = r"[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+#: an ISO 8601 date and time Arrow's cast parses at microsecond precision (pyarrow's JSON reader infers none with
+#: a fraction of a second: those arrive as strings)
+_ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+ZONED = pa.timestamp("us", tz="UTC")
+NAIVE = pa.timestamp("us")
+_mixed_warned: set[str] = set()
+
+
 def _usable_schema(schema: pa.Schema | None) -> pa.Schema | None:
-    """The fields of a topic's known schema worth imposing (null-typed ones would reject real values)."""
+    """The fields of a topic's known schema worth imposing (null-typed ones would reject real values).
+
+    Timestamp fields are read as strings: pyarrow's reader drops a value's UTC offset, so the offset is
+    looked at (and the value converted) by :func:`_timestamps` instead.
+    """
     if schema is None:
         return None
-    fields = [f for f in schema if not pa.types.is_null(f.type)]
+    fields = [f.with_type(pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema]
+    fields = [f for f in fields if not pa.types.is_null(f.type)]
     return pa.schema(fields) if fields else None
 
 
-def json_table(values: list[bytes], known: pa.Schema | None = None) -> pa.Table:
-    """Typed columns of JSON-object values (one row per value, in order). Raises ``pa.ArrowInvalid``."""
-    data = one_line(values)
+def _read(data: bytes, explicit: pa.Schema | None) -> pa.Table:
     read = pajson.ReadOptions(block_size=max(len(data) + 1, 1 << 20), use_threads=False)
+    if explicit is None:
+        return pajson.read_json(io.BytesIO(data), read_options=read)
+    opts = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
+    return pajson.read_json(io.BytesIO(data), read_options=read, parse_options=opts)
+
+
+def _timestamps(name: str, strings: pa.ChunkedArray, known: pa.DataType | None) -> pa.ChunkedArray:
+    """ISO 8601 strings as ``timestamp[us, tz=UTC]`` when they carry a UTC offset, else naive ``timestamp[us]``.
+
+    A column's type is decided by the first batch that has it: zoned if any value there has an offset.
+    After that (``known``) it stays: a value without an offset in a zoned column is taken as UTC, a value
+    with one in a naive column is converted to UTC and loses its zone (warned once per column name).
+    A batch whose strings do not all parse keeps them as strings (raises ``pa.ArrowInvalid`` to the caller).
+
+    The common case (every value with an offset, or none) is one cast: Arrow's parser itself refuses an
+    offset for a naive type and requires one for a zoned type; only a mixed batch takes the regex pass.
+    """
+    for candidate in (known,) if known is not None else (ZONED, NAIVE):
+        try:
+            return strings.cast(candidate)
+        except pa.ArrowInvalid:
+            pass
+    zoned = pc.match_substring_regex(strings, _ZONE_SUFFIX)
+    with_zone = pc.sum(zoned.cast(pa.int64())).as_py() or 0
+    valid = len(strings) - strings.null_count
+    target = known if known is not None else (ZONED if with_zone else NAIVE)
+    if 0 < with_zone < valid and name not in _mixed_warned:
+        _mixed_warned.add(name)
+        log.warning(
+            "column %r mixes timestamps with and without a UTC offset: %s",
+            name,
+            "those without are taken as UTC" if target.tz else "those with one are converted to UTC, zone dropped",
+        )
+    if target.tz:
+        if with_zone < valid:
+            strings = pc.if_else(zoned, strings, pc.binary_join_element_wise(strings, "Z", ""))
+        return strings.cast(ZONED)
+    if not with_zone:
+        return strings.cast(NAIVE)
+    as_utc = pc.if_else(zoned, strings, pa.scalar(None, pa.string())).cast(ZONED).cast(NAIVE)
+    plain = pc.if_else(zoned, pa.scalar(None, pa.string()), strings).cast(NAIVE)
+    return pc.if_else(zoned, as_utc, plain)
+
+
+def _with_timestamps(table: pa.Table, stamped: dict[str, pa.DataType | None]) -> pa.Table:
+    """``table`` with the string columns named in ``stamped`` parsed by :func:`_timestamps` (a column whose
+    strings do not all parse stays a string column in this batch)."""
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if name in stamped and pa.types.is_string(column.type):
+            try:
+                column = _timestamps(name, column, stamped[name])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                log.debug("column %r: not every value is an ISO 8601 timestamp; kept as strings here", name)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def json_table(values: list[bytes], known: pa.Schema | None = None) -> pa.Table:
+    """Typed columns of JSON-object values (one row per value, in order). Raises ``pa.ArrowInvalid``.
+
+    Timestamps: a top-level field pyarrow infers as a timestamp, or whose strings are all ISO 8601 date-times,
+    becomes ``timestamp[us, tz=UTC]`` when its values carry a UTC offset and naive ``timestamp[us]`` when they
+    do not (see :func:`_timestamps` for a column that mixes both). pyarrow's reader would convert an offset to
+    UTC and drop it, so such fields are re-read as strings, once when the field first appears and by the
+    topic's known schema after that. Timestamps nested in objects keep pyarrow's inference (naive, in UTC).
+    """
+    data = one_line(values)
+    if not data.isascii():
+        try:  # pyarrow's reader does not check the bytes inside strings: invalid UTF-8 would reach the output
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise pa.ArrowInvalid(f"not valid UTF-8: {exc}") from None
     explicit = _usable_schema(known)
+    table = None
     if explicit is not None:
         try:
-            opts = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
-            return pajson.read_json(io.BytesIO(data), read_options=read, parse_options=opts)
+            table = _read(data, explicit)
         except pa.ArrowInvalid:
-            pass  # a type changed (1 then 1.5): infer this batch on its own
-    return pajson.read_json(io.BytesIO(data), read_options=read)
+            explicit = None  # a type changed (1 then 1.5): infer this batch on its own
+    if table is None:
+        table = _read(data, None)
+    known_types = {f.name: f.type for f in known} if known is not None else {}
+    stamped: dict[str, pa.DataType | None] = {
+        f.name: f.type for f in (known or []) if pa.types.is_timestamp(f.type) and explicit is not None
+    }
+    inferred = [f for f in table.schema if pa.types.is_timestamp(f.type)]
+    if inferred:  # pyarrow parsed these itself (offsets dropped): read them again as strings
+        order = table.column_names
+        overrides = [f.with_type(pa.string()) for f in inferred]
+        table = _read(data, pa.schema([*(explicit or []), *overrides])).select(order)
+        stamped.update({f.name: _timestamp_type(known_types.get(f.name)) for f in inferred})
+    for f in table.schema:
+        if (
+            f.name not in stamped
+            and pa.types.is_null(known_types.get(f.name, pa.null()))
+            and pa.types.is_string(f.type)
+        ):
+            column = table.column(f.name)
+            if column.null_count < len(column) and pc.all(pc.match_substring_regex(column, _ISO_DATETIME)).as_py():
+                stamped[f.name] = None
+    return _with_timestamps(table, stamped) if stamped else table
+
+
+def _timestamp_type(known: pa.DataType | None) -> pa.DataType | None:
+    """A field's type fixed by an earlier batch when it is a timestamp type; None lets this batch decide."""
+    return known if known is not None and pa.types.is_timestamp(known) else None
 
 
 def merge_schema(known: pa.Schema | None, seen: pa.Schema) -> pa.Schema:
