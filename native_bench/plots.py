@@ -361,6 +361,55 @@ def _transport(result: BenchResult) -> list[Chart]:
     return [Chart("transport", result.name, title, "GB/s (payload, wall clock)", bars, what, kind="lines")]
 
 
+def _pgread(result: BenchResult) -> list[Chart]:
+    charts = []
+    refs = {"postgres->parquet": "ADBC + pyarrow", "postgres->noop": "psql"}
+    for workload, short in refs.items():
+        rows = [r for r in result.rows if r.get("workload") == workload and r.get("rows_per_s")]
+        if not rows:
+            continue
+        key = "rows_per_s" if workload.endswith("parquet") else "wall_s"
+        bars = [bar(r["contender"], r, key) for r in rows]
+        reference = next((b.label for b in bars if b.label.lower().startswith(short.lower())), "")
+        relative_to(bars, reference, short)
+        if key == "rows_per_s":
+            title = "Postgres -> Parquet: bizon-fast vs one process of ADBC + pyarrow, ConnectorX"
+            charts.append(Chart("pgread-parquet", result.name, title, "rows/s", bars, volume(bars)))
+        else:
+            title = "Postgres -> noop: bizon-fast vs psql \\copy binary to /dev/null (wall time, lower is better)"
+            charts.append(
+                Chart("pgread-noop", result.name, title, "seconds a run", bars, volume(bars), style="seconds")
+            )
+    return charts
+
+
+def _kafka_source(result: BenchResult) -> list[Chart]:
+    rows = [r for r in result.rows if r.get("rows_per_s")]
+    bars = [bar(r["contender"], r) for r in rows]
+    relative_to(bars, next((b.label for b in bars if b.label.startswith("one-process script")), ""), "script")
+    title = "Kafka (JSON messages) -> Parquet: bizon-fast vs a one-process confluent-kafka + pyarrow script"
+    return [Chart("kafka-source", result.name, title, "rows/s", bars, volume(bars))] if bars else []
+
+
+def _bizon_records(result: BenchResult) -> list[Chart]:
+    charts = []
+    big = [r for r in result.rows if "300k" not in r["contender"] and r.get("wall_s")]
+    if big:
+        bars = [bar(r["contender"], r, "wall_s") for r in big]
+        relative_to(bars, next((b.label for b in bars if "loop" in b.label), ""), "loop")
+        title = "A bizon custom source -> file json vs the source's own get() loop (wall time, lower is better)"
+        charts.append(
+            Chart("bizon-records-time", result.name, title, "seconds a run", bars, volume(bars), style="seconds")
+        )
+    small = [r for r in result.rows if "300k" in r["contender"] and r.get("peak_pss_mb")]
+    if small:
+        bars = [bar(r["contender"], r, "peak_pss_mb") for r in small]
+        relative_to(bars, next((b.label for b in bars if b.label.startswith("bizon 0.6.4")), ""), "bizon")
+        title = "300k records with the defaults: peak PSS of the process tree (lower is better)"
+        charts.append(Chart("bizon-records-memory", result.name, title, "MB", bars, volume(bars), style="int"))
+    return charts
+
+
 SHAPERS: dict[str, Callable[[BenchResult], list[Chart]]] = {
     "transport": _transport,
     "e2e": _e2e,
@@ -374,6 +423,9 @@ SHAPERS: dict[str, Callable[[BenchResult], list[Chart]]] = {
     "kafka": _kafka,
     "transforms": _transforms,
     "recovery": _recovery,
+    "pgread": _pgread,
+    "kafka_source": _kafka_source,
+    "bizon_records": _bizon_records,
 }
 
 
