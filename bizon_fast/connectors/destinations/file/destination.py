@@ -73,6 +73,7 @@ from bizon_fast.connectors.destinations.envelope import (
     envelope,
     envelope_lines,
     record_columns,
+    records_as_text,
     row_origins,
     unnest,
 )
@@ -425,7 +426,7 @@ class FileDestination(Destination):
         for seq, offset, batch in frames:
             if self.columns is not None:
                 unnest(batch, self.columns, enforce_types=False).write_ndjson(out)
-            elif is_source_records(batch.schema):
+            elif is_source_records(batch.schema) and not records_as_text(batch.schema):
                 frame = envelope(
                     batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
                 )
