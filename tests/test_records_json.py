@@ -135,3 +135,10 @@ def test_file_destination_writes_the_same_bytes(tmp_path: Path) -> None:
     expected = polars_bytes(batch)
     assert loaded.sub(b"L", d.target.read_bytes()) == loaded.sub(b"L", expected)
     assert d.target.read_bytes().count(b"\n") == len(RECORDS) * 3000
+
+
+@pytest.mark.parametrize("fraction", [0, 250_000, 7])
+def test_a_page_sharing_one_timestamp_writes_it_as_polars_did(fraction: int) -> None:
+    at = T.replace(microsecond=fraction)
+    page = batch_of([{"id": f"r{i}", "data": {"i": i}, "timestamp": at} for i in range(20)])
+    assert "".join(arrow_lines(page)).encode() == polars_bytes(page)

@@ -215,7 +215,7 @@ def records_as_text(schema: pa.Schema) -> bool:
     return types.get("id") in texts and types.get("data") in texts and types.get("timestamp") == TIMESTAMP_TYPE
 
 
-def _quoted_or_null(text: pa.Array, nulls: int) -> list[Piece]:
+def _quoted_or_null(text: Piece, nulls: int) -> list[Piece]:
     return ['"', text, '"'] if not nulls else [pc.fill_null(join(['"', text, '"']), "null")]
 
 
@@ -228,8 +228,11 @@ def _records_lines(
     (chrono's rendering, ``autosi_timestamps``) and the escaped data, joined once in Arrow: no per-row encoder.
     """
     stamps = batch.column("timestamp")
-    micros = pc.fill_null(stamps.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    stamp_text = autosi_timestamps(micros)
+    micros = stamps.cast(pa.int64())
+    micros = (pc.fill_null(micros, 0) if stamps.null_count else micros).to_numpy(zero_copy_only=False)
+    stamp_text = _constant_stamp(stamps, micros)
+    if stamp_text is None:
+        stamp_text = autosi_timestamps(micros)
     if stamp_text is None:  # years past 9999 or before 1: polars' own rendering
         stamp_text = evaluate([_utc_text("timestamp")], batch)[0]
     record_ids = batch.column("id")
@@ -246,6 +249,17 @@ def _records_lines(
         "}\n",
     ]
     return join(pieces)  # type: ignore[arg-type]
+
+
+def _constant_stamp(stamps: pa.Array, micros: np.ndarray) -> str | None:
+    """The text of a page's one timestamp, when all its records share it (a source that stamps pages): then it
+    is a literal of the line, formatted once. None otherwise, or outside Python's years."""
+    if not micros.size or stamps.null_count or micros.min() != micros.max():
+        return None
+    try:
+        return autosi_format(stamps[0].as_py())
+    except (ValueError, OverflowError):
+        return None
 
 
 def _utc_text(name: str) -> pl.Expr:

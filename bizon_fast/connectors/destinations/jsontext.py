@@ -154,13 +154,11 @@ def autosi_timestamps(micros: np.ndarray) -> pa.Array | None:
 
 
 def autosi_format(at: datetime) -> str:
-    """``autosi_timestamps`` of one aware datetime."""
-    delta = at.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    text = autosi_timestamps(np.array([micros], np.int64))
-    if text is None:
-        raise ValueError(f"{at!r}: years 1..9999 only")
-    return text[0].as_py()
+    """``autosi_timestamps`` of one aware datetime (in Python: a batch's constant costs no numpy round trip)."""
+    at = at.astimezone(UTC)
+    us = at.microsecond
+    fraction = "" if not us else f".{us // 1000:03d}" if not us % 1000 else f".{us:06d}"
+    return f"{at.replace(microsecond=0, tzinfo=None).isoformat()}{fraction}+00:00"
 
 
 def isoformat(at: datetime) -> str:
