@@ -8,7 +8,10 @@ is idempotent, byte for byte.
 
 Two batch layouts come in: source-records batches (bizon-style sources; ``data`` already holds the
 record as JSON text) and typed batches (native sources), whose rows are turned into JSON text
-column-wise (``jsontext``).
+column-wise (``jsontext``). As NDJSON (``envelope_lines``) neither goes through polars: a source-records
+line is constant text, the ids, the escaped record id and data and the timestamp, joined in Arrow, byte for
+byte what polars' ``write_ndjson`` of ``envelope`` wrote. polars is imported only by the functions that use
+it, so a json consumer of source records never loads it (~18 MB and 0.1-0.3 s a process).
 """
 
 from __future__ import annotations
