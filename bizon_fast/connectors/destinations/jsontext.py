@@ -16,12 +16,15 @@ which every ISO-8601 parser reads; envelope timestamps follow bizon (``isoformat
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeAlias
 
 import msgspec
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # polars is imported where a piece needs it: a json consumer of plain text never loads it
+    import polars as pl
 
 _DAY_US = 86_400_000_000
 _tables: dict[str, np.ndarray] = {}
@@ -120,6 +123,44 @@ def iso_timestamps(micros: np.ndarray, *, utc: bool = True) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
+#: epoch microseconds of 0001-01-01 and of 10000-01-01: the years ``iso_timestamps`` writes
+_FIRST_US = -62_135_596_800_000_000
+_END_US = 253_402_300_800_000_000
+
+
+def autosi_timestamps(micros: np.ndarray) -> pa.Array | None:
+    """Polars' (chrono's) JSON rendering of UTC timestamps, byte for byte: the fraction is left out when it is
+    zero, written as milliseconds when that is exact, else as microseconds (``...05+00:00``, ``...05.100+00:00``,
+    ``...05.123456+00:00``). None outside years 1..9999 (the caller then asks polars).
+
+    bizon's source-records envelope went through polars' ``write_ndjson``; this keeps its bytes without it.
+    """
+    n = micros.shape[0]
+    if n and (int(micros.min()) < _FIRST_US or int(micros.max()) >= _END_US):
+        return None
+    full = iso_timestamps(micros)
+    frac = micros % 1_000_000
+    widths = np.where(frac == 0, 25, np.where(frac % 1000 == 0, 29, 32))
+    first = int(widths[0]) if n else 32
+    if n and (widths == first).all() and first == 32:
+        return full
+    text = np.frombuffer(full.buffers()[2], np.uint8).reshape(n, 32)
+    keep = np.ones((n, 32), bool)
+    keep[:, 19:26] = (widths == 32)[:, None]  # ".ffffff" only when it is microseconds ...
+    keep[:, 19:23] |= (widths == 29)[:, None]  # ... ".fff" when it is milliseconds
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(widths, out=offsets[1:])
+    return pa.Array.from_buffers(LARGE_STRING, n, [None, pa.py_buffer(offsets), pa.py_buffer(text[keep])])
+
+
+def autosi_format(at: datetime) -> str:
+    """``autosi_timestamps`` of one aware datetime (in Python: a batch's constant costs no numpy round trip)."""
+    at = at.astimezone(UTC)
+    us = at.microsecond
+    fraction = "" if not us else f".{us // 1000:03d}" if not us % 1000 else f".{us:06d}"
+    return f"{at.replace(microsecond=0, tzinfo=None).isoformat()}{fraction}+00:00"
+
+
 def isoformat(at: datetime) -> str:
     """bizon's (orjson's) rendering of an aware datetime: UTC, ``+00:00``, fraction only when non-zero."""
     return at.astimezone(UTC).isoformat()
@@ -151,13 +192,64 @@ def plain_strings(array: pa.Array) -> bool:
     return not data.size or not (data.min() < 0x20 or (data == 0x22).any() or (data == 0x5C).any())
 
 
+#: control characters with a two-character JSON escape that JSON text often holds raw (pretty-printed documents)
+_SHORT_ESCAPES = ((0x0A, "\\n"), (0x0D, "\\r"), (0x09, "\\t"))
+
+
+def escaped(array: pa.Array) -> pa.Array:
+    """Each string as it sits between the quotes of a JSON string, as msgspec and polars escape it.
+
+    Vectorized: a scan of the raw bytes finds which escapes occur at all, and only those run, each as one Arrow
+    ``replace_substring`` over the array (a plain id column comes back as is). Rows holding a control character
+    other than newline, return and tab (``\\u00XX`` escapes) are few; msgspec escapes just those rows.
+    """
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        raise TypeError(f"escaped() takes strings, not {array.type}")
+    offsets_type = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    _, offsets_buf, data_buf = array.buffers()
+    if data_buf is None:
+        return array
+    offsets = np.frombuffer(offsets_buf, offsets_type)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(data_buf, np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    if not data.size:
+        return array
+    out = array
+    for byte, replacement in ((0x5C, "\\\\"), (0x22, '\\"')):  # backslash first: the others add backslashes
+        if (data == byte).any():
+            out = pc.replace_substring(out, chr(byte), replacement)
+    if data.min() >= 0x20:
+        return out
+    control = data < 0x20
+    for byte, replacement in _SHORT_ESCAPES:
+        hits = data == byte
+        if hits.any():
+            out = pc.replace_substring(out, chr(byte), replacement)
+            control &= ~hits
+    if control.any():
+        positions = np.flatnonzero(control) + int(offsets[0])
+        rows = np.unique(np.searchsorted(offsets, positions, side="right") - 1)
+        mask = np.zeros(len(array), bool)
+        mask[rows] = True
+        texts = [msgspec.json.encode(v)[1:-1].decode() for v in array.take(pa.array(rows)).to_pylist()]
+        out = pc.replace_with_mask(out, pa.array(mask), pa.array(texts, out.type))
+    return out
+
+
 #: a piece of a row's JSON text: literal text, a polars expression over the batch, or an Arrow array of text
-Piece = str | pl.Expr | pa.Array
+Piece: TypeAlias = "str | pl.Expr | pa.Array"
 LARGE_STRING = pa.large_string()
+_ARROW = (pa.Array, pa.ChunkedArray)
+
+
+def _is_expr(piece: Piece) -> bool:
+    """A polars expression (told apart without importing polars: pieces are text, Arrow, or expressions)."""
+    return not isinstance(piece, str | pa.Array | pa.ChunkedArray)
 
 
 def _encoded(name: str) -> pl.Expr:
     """The JSON text of column ``name``'s values, from polars' encoder (the general, slower path)."""
+    import polars as pl
+
     return pl.struct(pl.col(name).alias("v")).struct.json_encode().str.slice(5).str.head(-1)
 
 
@@ -169,6 +261,8 @@ def value_pieces(name: str, array: pa.Array, nested: bool) -> list[Piece]:
     escaping stay in Arrow (its casts write the same digits as polars'); floats keep polars' rendering
     (``5.0``, ``1e-7``), and the other types its JSON encoder.
     """
+    import polars as pl
+
     kind = array.type
     quote = '\\"' if nested else '"'
     col = pl.col(name)
@@ -196,7 +290,9 @@ def value_pieces(name: str, array: pa.Array, nested: bool) -> list[Piece]:
 
 def or_null(pieces: list[Piece], col: pl.Expr) -> Piece:
     """The pieces' text, or ``null`` where ``col`` is null: in Arrow when they are all Arrow, else in polars."""
-    if any(isinstance(p, pl.Expr) for p in pieces):
+    if any(_is_expr(p) for p in pieces):
+        import polars as pl
+
         exprs = [pl.lit(p) if isinstance(p, str) else p for p in pieces]
         return pl.when(col.is_null()).then(pl.lit("null")).otherwise(pl.concat_str(exprs))  # type: ignore[arg-type]
     return pc.fill_null(join(pieces), "null")  # a join of a null value is null
@@ -231,7 +327,7 @@ def join(pieces: list[Piece]) -> pa.Array:
         if text:
             args.append(pa.scalar(text, LARGE_STRING))
             text = ""
-        assert isinstance(piece, pa.Array | pa.ChunkedArray), "evaluate() the polars pieces first"
+        assert isinstance(piece, _ARROW), "evaluate() the polars pieces first"
         args.append(piece if piece.type == LARGE_STRING else piece.cast(LARGE_STRING))
     if text:
         args.append(pa.scalar(text, LARGE_STRING))
@@ -241,9 +337,11 @@ def join(pieces: list[Piece]) -> pa.Array:
 def evaluate(pieces: list[Piece], batch: pa.RecordBatch) -> list[str | pa.Array]:
     """The pieces with their polars expressions computed over ``batch``, in one ``select`` of only the
     columns they use (Arrow pieces and literals are kept as they are)."""
-    exprs = {i: p for i, p in enumerate(pieces) if isinstance(p, pl.Expr)}
+    exprs = {i: p for i, p in enumerate(pieces) if _is_expr(p)}
     if not exprs:
         return pieces  # type: ignore[return-value]
+    import polars as pl
+
     used = sorted({name for e in exprs.values() for name in e.meta.root_names()})
     frame: pl.DataFrame = pl.from_arrow(batch.select(used))  # type: ignore[assignment]
     done = frame.select(e.alias(f"p{i}") for i, e in exprs.items())

@@ -73,6 +73,7 @@ from bizon_fast.connectors.destinations.envelope import (
     envelope,
     envelope_lines,
     record_columns,
+    records_as_text,
     row_origins,
     unnest,
 )
@@ -422,16 +423,18 @@ class FileDestination(Destination):
     ) -> int:
         rows = 0
         job_id = self.context.job_id
-        for seq, offset, batch in frames:
-            if self.columns is not None:
-                unnest(batch, self.columns, enforce_types=False).write_ndjson(out)
-            elif is_source_records(batch.schema):
-                frame = envelope(
-                    batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
-                )
-                frame.write_ndjson(out)
-            else:
-                try:
+        try:  # writes overlap the formatting of the next chunk, across batches; drained before any direct write
+            for seq, offset, batch in frames:
+                if self.columns is not None:
+                    self._writes.drain()
+                    unnest(batch, self.columns, enforce_types=False).write_ndjson(out)
+                elif is_source_records(batch.schema) and not records_as_text(batch.schema):
+                    self._writes.drain()
+                    frame = envelope(
+                        batch, job_id=job_id, split_id=split_id, seq=seq, loaded_at=loaded_at, row_offset=offset
+                    )
+                    frame.write_ndjson(out)
+                else:
                     for start in range(0, batch.num_rows, LINES_CHUNK_ROWS):  # chunk k+1 formatted while k is written
                         lines = envelope_lines(
                             batch.slice(start, LINES_CHUNK_ROWS),
@@ -442,9 +445,9 @@ class FileDestination(Destination):
                             row_offset=offset + start,
                         )
                         self._writes.submit(out, text_bytes(lines))
-                finally:
-                    self._writes.drain()
-            rows += batch.num_rows
+                rows += batch.num_rows
+        finally:
+            self._writes.drain()
         return rows
 
     def _write_parquet(
