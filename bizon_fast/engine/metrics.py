@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
 from bizon_fast.errors import Interrupted, UserError
 
 # prometheus_client and the WSGI server are imported where a run serves metrics, not here: the supervisor imports
