@@ -186,7 +186,7 @@ def _print_table(title: str, headers: list[str], rows: list[list[str]], right: s
 
     "A terminal" as rich decides it: stdout is a tty, or ``TTY_COMPATIBLE=1`` / ``FORCE_COLOR`` say so.
     """
-    if out_console.is_terminal:
+    if out_console().is_terminal:
         from rich.table import Table  # here: `bizon-fast run` imports this module and never draws a table
         from rich.text import Text
 
@@ -195,7 +195,7 @@ def _print_table(title: str, headers: list[str], rows: list[list[str]], right: s
             table.add_column(h, justify="right" if h in right else "left", overflow="fold")
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))  # an error's "[...]" is text, not rich markup
-        out_console.print(table)
+        out_console().print(table)
         return
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
