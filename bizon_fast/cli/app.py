@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Annotated
 
 import click
@@ -28,6 +27,8 @@ def _print_version(value: bool) -> None:
 
 def package_version() -> str:
     """The installed distribution's version: what a bug report needs, read from the package metadata."""
+    from importlib import metadata  # here: a run never asks, and the module costs ~20 ms at start-up
+
     try:
         return metadata.version("bizon-fast")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
-from rich.table import Table
-from rich.text import Text
 from typer.core import TyperGroup
 
-from bizon_fast.checkpoint.base import CheckpointBackend, CommittedCursor, JobRecord
 from bizon_fast.cli.output import fail, out_console
 from bizon_fast.errors import BizonFastError, UserError
+
+if TYPE_CHECKING:  # annotations only: `bizon-fast run` imports this module, and the checkpoint stack pulls pyarrow
+    from bizon_fast.checkpoint.base import CheckpointBackend, CommittedCursor, JobRecord
 
 #: errors longer than this are cut in the table (``--json`` and ``jobs show`` print them whole)
 ERROR_WIDTH = 60
@@ -186,13 +186,16 @@ def _print_table(title: str, headers: list[str], rows: list[list[str]], right: s
 
     "A terminal" as rich decides it: stdout is a tty, or ``TTY_COMPATIBLE=1`` / ``FORCE_COLOR`` say so.
     """
-    if out_console.is_terminal:
+    if out_console().is_terminal:
+        from rich.table import Table  # here: `bizon-fast run` imports this module and never draws a table
+        from rich.text import Text
+
         table = Table(title=Text(title))
         for h in headers:
             table.add_column(h, justify="right" if h in right else "left", overflow="fold")
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))  # an error's "[...]" is text, not rich markup
-        out_console.print(table)
+        out_console().print(table)
         return
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 

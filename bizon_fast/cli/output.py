@@ -6,14 +6,23 @@ Plain text, one problem per line, never re-wrapped: operators grep these lines a
 from __future__ import annotations
 
 import traceback
+from functools import cache
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from bizon_fast.errors import BizonFastError, Interrupted
 
-out_console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@cache
+def out_console() -> Console:
+    """stdout's rich console, made on first use: a quiet run prints no table and never imports rich (~40 ms)."""
+    from rich.console import Console
+
+    return Console()
 
 
 def fail(exc: BizonFastError, log_file: str | None = None) -> typer.Exit:
@@ -45,6 +54,8 @@ def print_summary(summary) -> None:  # noqa: ANN001 - RunSummary
 
     Paths and table names are printed whole, never cropped to the terminal: they are copied from here.
     """
+    from rich.table import Table
+
     table = Table(title="bizon-fast run", show_header=False)
     table.add_column(overflow="fold")
     table.add_column(overflow="fold")
@@ -68,4 +79,4 @@ def print_summary(summary) -> None:  # noqa: ANN001 - RunSummary
         median = recoveries[len(recoveries) // 2]
         table.add_row("worker recovery", f"median {median:.2f} s, max {recoveries[-1]:.2f} s")
     table.add_row("log", summary.log_file or "-")
-    out_console.print(table)
+    out_console().print(table)

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dotenv import load_dotenv
 from pydantic import BaseModel, ValidationError
 
 from bizon_fast.config.catalog import CONTEXT_KEY, ConnectorCatalog
@@ -59,6 +58,8 @@ def load_env_file(env_file: str | Path | None = None) -> Path | None:
         path = Path(".env")
         if not path.is_file():
             return None
+    from dotenv import load_dotenv  # here: most runs have no env file, and python-dotenv compiles its regexes
+
     load_dotenv(path, override=False)
     return path
 

@@ -49,16 +49,27 @@ BIZON_SOURCE_NAMES = (
 _AST_LOCK = threading.Lock()
 
 
+#: candidate names per file, keyed by (path, mtime, size): a run looks a connector up for its source class and
+#: again for its config class, and parsing a folder's files is most of discovery's cost
+_CANDIDATES: dict[tuple[str, int, int], list[str]] = {}
+#: where bizon's ``AbstractSource`` lives (ours, or a real bizon's): a class can only derive from it once imported
+_BIZON_SOURCE_MODULES = ("bizon_fast.compat.bizon.source.source", "bizon.source.source")
+
+
 def candidate_class_names(path: Path) -> list[str]:
     """Names of the classes in ``path`` that derive from a plain name (bizon's AST rule), in file order."""
-    text = path.read_text(encoding="utf-8")
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _AST_LOCK:
-        tree = ast.parse(text, filename=str(path))
-        return [
-            node.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) for base in node.bases)
-        ]
+        cached = _CANDIDATES.get(key)
+        if cached is None:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            cached = _CANDIDATES[key] = [
+                node.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ClassDef) and any(isinstance(base, ast.Name) for base in node.bases)
+            ]
+        return list(cached)
 
 
 def as_source_class(obj: object) -> type[Source] | None:
@@ -70,7 +81,9 @@ def as_source_class(obj: object) -> type[Source] | None:
             return obj if obj.streams() else None
         except Exception:  # noqa: BLE001 - a class whose streams() fails is not a usable source (bizon's rule)
             return None
-    if is_bizon_source_class(obj):
+    # only when bizon's base class is loaded at all: no class derives from it otherwise, and importing it for the
+    # check would pull the compat package (requests, its auth models) into every native source's run
+    if any(name in sys.modules for name in _BIZON_SOURCE_MODULES) and is_bizon_source_class(obj):
         return adapter_for(obj)  # type: ignore[arg-type]
     return None
 

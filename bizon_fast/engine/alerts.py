@@ -30,9 +30,7 @@ import re
 import threading
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -149,6 +147,8 @@ class SlackSender:
             # past the deadline the rest is only drained: close() counts it as not sent
 
     def _deliver(self, payload: dict[str, str]) -> None:
+        import urllib.error  # here, with urllib.request in _post: a run that sends no alert never loads them
+
         body = json.dumps(payload).encode()
         for attempt, backoff in enumerate((*BACKOFF_S, None)):
             wait = backoff
@@ -187,6 +187,8 @@ class SlackSender:
         return True
 
     def _post(self, body: bytes) -> None:
+        import urllib.request
+
         request = urllib.request.Request(
             self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
         )

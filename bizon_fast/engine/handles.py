@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the CLI imports this module first thing to start the fork s
 # machine). polars is not preloaded (it starts threads at import); workers import it when needed.
 # BIZON_FAST_START_METHOD=spawn is the fallback when a platform has no fork server.
 START_METHOD = os.environ.get("BIZON_FAST_START_METHOD", "forkserver" if sys.platform == "linux" else "spawn")
-PRELOAD = ["bizon_fast.engine.worker", "pyarrow", "pyarrow.ipc", "pyarrow.parquet", "numpy", "msgspec"]
+PRELOAD = ["bizon_fast.engine.preload"]  # the worker stack (pyarrow, numpy, msgspec), imported with gc paused
 
 _ctx = mp.get_context(START_METHOD)
 if START_METHOD == "forkserver":

@@ -25,14 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
 
 from bizon_fast.errors import Interrupted, UserError
 
+# prometheus_client and the WSGI server are imported where a run serves metrics, not here: the supervisor imports
+# this module for every run, and most runs serve none (the imports are ~60 ms of every run's start-up)
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+    from prometheus_client.exposition import ThreadingWSGIServer
+
     from bizon_fast.checkpoint.base import JobRecord
     from bizon_fast.config.engine import PrometheusConfig
     from bizon_fast.config.pipeline import PipelineConfig
@@ -58,25 +59,29 @@ def metrics_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape on the run's stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
-
-
 def serve(registry: CollectorRegistry, host: str, port: int) -> ThreadingWSGIServer:
     """prometheus_client's WSGI app on a daemon thread at ``host:port`` (0: a free port); OSError if it cannot bind.
 
     Like ``start_wsgi_server`` (an IPv6 host gets an IPv6 socket), but its thread notices ``shutdown()``
     within ``SERVE_POLL_S``.
     """
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class QuietHandler(WSGIRequestHandler):
+        """No access log line per scrape on the run's stderr."""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass
+
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
 
     class Server(ThreadingWSGIServer):
         address_family = family
 
-    server = make_server(sockaddr[0], port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    server = make_server(sockaddr[0], port, make_wsgi_app(registry), Server, handler_class=QuietHandler)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL_S}, name="bf-metrics", daemon=True
     )
@@ -104,6 +109,8 @@ class _Families:
     """The run's metric families in one private registry (their names are documented in docs/operations.md)."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
+
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = PREFIX
         self.up = Gauge(f"{p}up", "1 while the run serves its metrics", registry=r)

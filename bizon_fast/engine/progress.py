@@ -17,12 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+# rich is imported by the live display only: a quiet or piped run never draws one (rich is ~40 ms of start-up)
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
 
 PLAIN_INTERVAL_S = 5.0  # a plain ``progress:`` line this often (logs, CI, pipes)
 RATE_WINDOW_S = 5.0  # rates and the ETA look this far back
@@ -262,11 +264,15 @@ class RichProgressDisplay(Progress):
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        from rich.console import Console
+
         super().__init__(label, splits=splits, clock=clock)
         self.console = console or Console(stderr=True)
         self.live: Live | None = None
 
     def start(self, total: int | None, resumed_rows: int, split_source: SplitSource | None = None) -> None:
+        from rich.live import Live
+
         super().start(total, resumed_rows, split_source)
         # rendered on rich's refresh thread from numbers the supervisor's thread set: nothing else is read there
         self.live = Live(
@@ -278,6 +284,10 @@ class RichProgressDisplay(Progress):
         self.live.start()
 
     def renderable(self) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         s = self.snapshot()
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
@@ -295,6 +305,9 @@ class RichProgressDisplay(Progress):
         return Group(grid, self._splits_grid())
 
     def _splits_grid(self) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(no_wrap=True)
@@ -335,6 +348,8 @@ def _split_order(split: SplitProgress) -> tuple[int, str]:
 
 
 def _bar(total: int | None, completed: int, width: int, *, done: bool = False) -> ProgressBar:
+    from rich.progress_bar import ProgressBar
+
     if done:
         return ProgressBar(total=1, completed=1, width=width)
     if not total:

@@ -50,6 +50,9 @@ from bizon_fast.faults import fault_point
 log = logging.getLogger("bizon_fast.supervisor")
 
 LOOP_TIMEOUT_S = 0.2
+#: the hot spare is started once batches flow and the workers have run this long: a job that ends sooner (most small
+#: jobs) would only fork, warm up and kill it; a crash before then restarts with a plain fork, a few tenths slower
+SPARE_AFTER_S = 1.0
 
 
 class Dispatch(Protocol):
@@ -146,6 +149,7 @@ class Supervisor:
         self.context: DestinationContext | None = None
         self.commits: CommitLog | None = None
         self.stop_started = 0.0
+        self.workers_started = 0.0  # monotonic time the first workers were started (the spare waits SPARE_AFTER_S)
         self.interrupts = 0
         self.delivery = ""
 
@@ -408,6 +412,7 @@ class Supervisor:
         with self.dispatch.opened(producers, consumers, self._job.id):
             try:
                 with self._stop_signals():
+                    self.workers_started = time.monotonic()
                     for role, count in self.dispatch.roles(producers, consumers):
                         for i in range(count):
                             self._start(role, i)
@@ -488,8 +493,8 @@ class Supervisor:
         self.pool.check_stalls(self.stall_timeout, self.dispatch.held_work)
         self._restart_due()
         self.dispatch.tick()
-        if self.pool.spare is None and self.state.batches:
-            self._ensure_spare()  # once the workers are busy, not competing with their start
+        if self.pool.spare is None and self.state.batches and time.monotonic() - self.workers_started >= SPARE_AFTER_S:
+            self._ensure_spare()  # once the workers are busy, not competing with their start nor a small job's end
         self._commits.commit()
         self.progress.update(self.state.rows_read, self.state.rows, self.state.bytes_read, self.state.nbytes)
         self.metrics.update()
