@@ -107,7 +107,9 @@ def _reset(table: str, like: str | None) -> None:
     with _connect() as conn:
         conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{table}")
         if like:
-            conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE {SCHEMA}.{like})")
+            # the same job as bizon-fast's (issue 13: the destination keeps the primary key): the pipe copies into a
+            # table that has the source's key and constraints, so both end with the same table
+            conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE {SCHEMA}.{like} INCLUDING ALL)")
         conn.execute("CHECKPOINT")  # each run starts with no dirty pages of the previous one
 
 
