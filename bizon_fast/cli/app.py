@@ -7,7 +7,11 @@ from typing import Annotated
 import click
 import typer
 
-from bizon_fast.cli import compat, jobs, state, validate
+# the modules, not the package: cli/__init__ imports this one
+import bizon_fast.cli.compat as compat
+import bizon_fast.cli.jobs as jobs
+import bizon_fast.cli.state as state
+import bizon_fast.cli.validate as validate
 from bizon_fast.cli.check import check
 from bizon_fast.cli.logs import record_failure
 from bizon_fast.cli.output import internal_error
