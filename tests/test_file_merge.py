@@ -18,6 +18,7 @@ import pytest
 
 from bizon_fast.connectors.destinations.file.merge import MergeSpec, latest_per_key, unify, widens
 from bizon_fast.errors import StepFailed
+from tests.direct import run_job
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 ROWS = 50_000
@@ -239,24 +240,8 @@ def test_schema_rules() -> None:
 
 
 def _run_direct(base: Path, job: str, sync_mode: str, batches: list[pa.RecordBatch], **config: object) -> None:
-    """One job straight through the destination (no CLI): prepare, one write, publish."""
-    from bizon_fast.connectors.registry import destination_class
-    from bizon_fast.destination.base import DestinationContext
-
-    cls = destination_class("file")
-    details = cls.config_class.model_validate(
-        {"destination_id": "out/src", "format": "parquet", "base_dir": str(base), **config}
-    )
-    context = DestinationContext(
-        job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode, cursor_field="u"
-    )
-    d = cls(details, context)
-    try:
-        d.prepare({})
-        d.write("a", 0, 0, batches)
-        d.publish()
-    finally:
-        d.close()
+    details = {"destination_id": "out/src", "format": "parquet", "base_dir": str(base), **config}
+    run_job("file", details, job=job, sync_mode=sync_mode, batches=batches, cursor_field="u")
 
 
 MERGE = {"write_disposition": "merge", "primary_key": ["id"], "deleted_flag": "gone"}

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import run_cli
+from tests.direct import run_job
 
 pytestmark = pytest.mark.service
 
@@ -269,22 +270,8 @@ def test_evolution_rules(target, arrow, verdict: str, stage_type: str) -> None: 
 
 
 def _run_direct(schema: str, job: str, sync_mode: str, batches: list[pa.RecordBatch], **config: object) -> None:
-    """One job straight through the destination (no CLI): prepare, one write, publish."""
-    from bizon_fast.connectors.registry import destination_class
-    from bizon_fast.destination.base import DestinationContext
-
-    cls = destination_class("postgres")
-    details = cls.config_class.model_validate({"dsn": DSN, "destination_id": f"{schema}.dst", **config})
-    context = DestinationContext(
-        job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode, cursor_field="u"
-    )
-    d = cls(details, context)
-    try:
-        d.prepare({})
-        d.write("a", 0, 0, batches)
-        d.publish()
-    finally:
-        d.close()
+    details = {"dsn": DSN, "destination_id": f"{schema}.dst", **config}
+    run_job("postgres", details, job=job, sync_mode=sync_mode, batches=batches, cursor_field="u")
 
 
 MERGE = {"write_disposition": "merge", "primary_key": ["id"], "deleted_flag": "gone"}

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from tests.conftest import run_cli
+from tests.direct import run_job
 
 pytestmark = pytest.mark.service
 
@@ -158,20 +159,8 @@ def test_primary_key_none_and_an_explicit_list(pg_admin, schema, tmp_path: Path)
 def _run_direct(
     schema: str, job: str, batches: list[pa.RecordBatch], sync_mode: str = "full_refresh", **config: object
 ) -> None:
-    """One job straight through the destination (no CLI): prepare, one write, publish."""
-    from bizon_fast.connectors.registry import destination_class
-    from bizon_fast.destination.base import DestinationContext
-
-    cls = destination_class("postgres")
-    details = cls.config_class.model_validate({"dsn": DSN, "destination_id": f"{schema}.dst", **config})
-    context = DestinationContext(job_id=job, pipeline="p", source_name="s", stream="e", sync_mode=sync_mode)
-    d = cls(details, context)
-    try:
-        d.prepare({})
-        d.write("a", 0, 0, batches)
-        d.publish()
-    finally:
-        d.close()
+    details = {"dsn": DSN, "destination_id": f"{schema}.dst", **config}
+    run_job("postgres", details, job=job, sync_mode=sync_mode, batches=batches)
 
 
 def test_a_key_that_cannot_be_created_fails_in_one_line(pg_admin, schema) -> None:
