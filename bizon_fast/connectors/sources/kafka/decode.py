@@ -157,7 +157,7 @@ def _timestamps(name: str, strings: pa.ChunkedArray, known: pa.DataType | None) 
         try:
             return strings.cast(candidate)
         except pa.ArrowInvalid:
-            pass
+            continue  # some value refuses this type (an offset where none is allowed, or none where one is needed)
     zoned = pc.match_substring_regex(strings, _ZONE_SUFFIX)
     with_zone = pc.sum(zoned.cast(pa.int64())).as_py() or 0
     valid = len(strings) - strings.null_count
