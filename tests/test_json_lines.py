@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,11 +22,13 @@ import pytest
 from bizon_fast.config.source import SourceConfig
 from bizon_fast.connectors.destinations.envelope import envelope_lines
 from bizon_fast.connectors.destinations.file import destination as file_destination
+from bizon_fast.connectors.destinations.file import file_io
 from bizon_fast.connectors.destinations.file.config import FileDestinationDetails
 from bizon_fast.connectors.destinations.file.destination import FileDestination
 from bizon_fast.connectors.destinations.jsontext import row_json
 from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
 from bizon_fast.destination.base import DestinationContext
+from bizon_fast.engine.supervisor import destination_threads
 from bizon_fast.source.base import Split
 from bizon_fast.source.records import with_extracted_at
 from tests.fixtures.json_varied import varied_batches
@@ -52,9 +55,15 @@ def synthetic(rows: int, start: int = 0) -> pa.RecordBatch:
     return with_extracted_at(batch, EXTRACTED)
 
 
-def dest(tmp_path: Path, worker: str = "consumer-0", **kw) -> FileDestination:
+def dest(tmp_path: Path, worker: str = "consumer-0", threads: int = 1, **kw) -> FileDestination:
     context = DestinationContext(
-        job_id="job-1", pipeline="p", source_name="synthetic", stream="events", sync_mode="full_refresh", worker=worker
+        job_id="job-1",
+        pipeline="p",
+        source_name="synthetic",
+        stream="events",
+        sync_mode="full_refresh",
+        worker=worker,
+        threads=threads,
     )
     return FileDestination(FileDestinationDetails(destination_id=str(tmp_path / "events"), **kw), context)
 
@@ -84,6 +93,78 @@ def test_one_consumer_in_order_publishes_its_segment_by_rename(tmp_path: Path, f
     assert os.stat(d.target).st_ino == inode  # renamed, not copied
     assert published(d.target) == expected_bytes(a, "s1", 0) + expected_bytes(b, "s2", 0)
     assert not d.staging_root.exists()
+
+
+def test_chunks_formatted_in_parallel_are_written_in_order(tmp_path: Path, monkeypatch) -> None:
+    """With formatting threads, the later chunks of a write finish first (the first ones are held back here):
+    the segment still holds every chunk in order, and the bytes are those of one thread."""
+    a, b = synthetic(5 * file_destination.LINES_CHUNK_ROWS + 7), synthetic(100, start=10**6)
+    real = file_destination.envelope_lines
+    formatted: list[int] = []
+
+    def slow_early_chunks(batch, **kw):
+        time.sleep(0.2 if kw["row_offset"] < 2 * file_destination.LINES_CHUNK_ROWS else 0)
+        formatted.append(kw["row_offset"])
+        return real(batch, **kw)
+
+    monkeypatch.setattr(file_destination, "envelope_lines", slow_early_chunks)
+    d = dest(tmp_path, threads=3)
+    d.write("s1", 0, 0, [a])
+    d.write("s2", 0, 0, [b])
+    assert formatted[:3] != sorted(formatted[:3])  # a later chunk was done before an earlier one
+    d.close()
+    d.publish()
+    assert published(d.target) == expected_bytes(a, "s1", 0) + expected_bytes(b, "s2", 0)
+
+
+def test_a_chunk_failing_in_a_formatting_thread_takes_the_whole_write_back(tmp_path: Path, monkeypatch) -> None:
+    a = synthetic(4 * file_destination.LINES_CHUNK_ROWS)
+    real = file_destination.envelope_lines
+
+    def fail_third_chunk(batch, **kw):
+        if kw["row_offset"] == 2 * file_destination.LINES_CHUNK_ROWS:
+            raise OSError(28, "No space left on device")
+        return real(batch, **kw)
+
+    d = dest(tmp_path, threads=2)
+    monkeypatch.setattr(file_destination, "envelope_lines", fail_third_chunk)
+    with pytest.raises(Exception, match="No space left on device"):
+        d.write("s", 0, 0, [a])
+    monkeypatch.setattr(file_destination, "envelope_lines", real)
+    assert d.staged_entries() == []
+    assert d._segment is not None and os.stat(d._segment.path).st_size == 0
+    d.write("s", 0, 0, [a])
+    d.close()
+    d.publish()
+    assert published(d.target) == expected_bytes(a, "s", 0)
+
+
+def test_formatting_threads_only_while_the_consumer_is_the_bottleneck(monkeypatch) -> None:
+    """A consumer that waits for batches between its writes formats in one thread: its producers need the cores."""
+    clock = [100.0]
+    monkeypatch.setattr(file_io.time, "monotonic", lambda: clock[0])
+    writes = file_io.BackgroundWrites(threads=2)
+    seen = []
+
+    def one_write(work_s: float, then_wait_s: float) -> None:
+        with writes.write():
+            seen.append(writes.parallel)
+            clock[0] += work_s
+        clock[0] += then_wait_s
+
+    one_write(0.1, 0.0)  # nothing known yet: parallel
+    one_write(0.1, 1.0)  # back to back so far: parallel; then the consumer waits 10x its work
+    one_write(0.1, 1.0)  # waited: one thread
+    assert seen == [True, True, False]
+    for _ in range(8):  # writes back to back again: the waits fade out of the average
+        one_write(0.1, 0.0)
+    assert seen[3] is False and seen[-1] is True
+    assert not file_io.BackgroundWrites(threads=1).parallel
+
+
+@pytest.mark.parametrize(("consumers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (1, 1, 1), (1, 64, 4), (16, 16, 1)])
+def test_destination_threads_share_the_cores_among_consumers(consumers: int, cores: int, threads: int) -> None:
+    assert destination_threads(consumers, cores) == threads
 
 
 def test_consumers_out_of_order_and_a_torn_write_publish_each_row_once(tmp_path: Path) -> None:

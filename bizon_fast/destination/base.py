@@ -34,6 +34,10 @@ class DestinationContext(msgspec.Struct, frozen=True, kw_only=True):
     #: ``source.cursor_field`` when set (merge: the last version of a key is the one with the greatest cursor,
     #: then the last to arrive); None otherwise
     cursor_field: str | None = None
+    #: threads a consumer's destination may spend on its own CPU work (formatting json lines): the cores the run
+    #: leaves to each consumer. One consumer on a 2-core machine gets 2; a run with a consumer per core gets 1,
+    #: so a large VM is never oversubscribed by formatting threads.
+    threads: int = 1
 
 
 class Destination(ABC):

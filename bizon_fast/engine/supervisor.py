@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
 from bizon_fast.checkpoint.factory import create_backend
 from bizon_fast.config.pipeline import PipelineConfig
@@ -46,6 +48,19 @@ from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.engine.workers import WorkerPool
 from bizon_fast.errors import Interrupted, JobFailed
 from bizon_fast.faults import fault_point
+
+#: at most this many formatting threads a consumer: past it the writer thread and the page cache bind
+MAX_DESTINATION_THREADS = 4
+
+
+def destination_threads(consumers: int, cores: int | None = None) -> int:
+    """Threads each consumer's destination may use (``DestinationContext.threads``): the machine's cores shared
+    among the consumers, 1 to ``MAX_DESTINATION_THREADS``. Why: one consumer formatting json on a many-core
+    machine would otherwise leave the other cores idle, while a consumer per core must not add threads."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DESTINATION_THREADS, cores // max(1, consumers)))
+
 
 log = logging.getLogger("bizon_fast.supervisor")
 
@@ -152,6 +167,7 @@ class Supervisor:
         self.workers_started = 0.0  # monotonic time the first workers were started (the spare waits SPARE_AFTER_S)
         self.interrupts = 0
         self.delivery = ""
+        self._dest_threads = 1  # set per run from the consumer count (destination_threads)
 
     # ------------------------------------------------------------ the run, step by step
 
@@ -391,7 +407,7 @@ class Supervisor:
             destination_name=self.cfg.destination.name,
             destination=self.dest_cfg,
             transforms=[t.model_dump(mode="json", exclude_none=True) for t in self.cfg.transforms],
-            context=self.context,
+            context=self._worker_context(role),
             store=None,
             batch_bytes=1 if self.streaming else int(self.cfg.engine.queue.config.batch_size_mb * MiB),
             buffer_bytes=0 if self.streaming else int(dest.buffer_size * MiB),
@@ -408,7 +424,14 @@ class Supervisor:
         )
         return self.dispatch.spec(spec)
 
+    def _worker_context(self, role: str) -> DestinationContext:
+        assert self.context is not None
+        if role != "consumer" or self._dest_threads == 1:
+            return self.context
+        return msgspec.structs.replace(self.context, threads=self._dest_threads)
+
     def _run_workers(self, producers: int, consumers: int, prepare: Callable[[], None] | None = None) -> None:
+        self._dest_threads = destination_threads(consumers)
         with self.dispatch.opened(producers, consumers, self._job.id):
             try:
                 with self._stop_signals():

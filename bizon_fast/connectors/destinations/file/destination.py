@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -161,6 +162,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _lines_text(batch: pa.RecordBatch, **envelope_args: object) -> memoryview:
+    """A chunk's NDJSON text (``envelope_lines``), as the bytes the writer thread writes."""
+    return text_bytes(envelope_lines(batch, **envelope_args))  # type: ignore[arg-type]
+
+
 def _merge_frames(frames: list[tuple[int, int, pa.RecordBatch]]) -> list[tuple[int, int, pa.RecordBatch]]:
     """Consecutive frames of one seq and extraction time as one batch: the same ids, far fewer steps.
 
@@ -215,7 +221,7 @@ class FileDestination(Destination):
         self.columns = record_columns(config.record_schemas, config.destination_id) if unnest else None
         self._appender: StreamAppender | None = None
         self._segment: SegmentWriter | None = None  # json batch mode: this consumer's staging log (segments.py)
-        self._writes = BackgroundWrites()
+        self._writes = BackgroundWrites(context.threads)
         #: the job's rows become the dataset: write_disposition replace, or a full refresh (or a reset) that is
         #: not an explicit append (a merge's full refresh: the job's rows deduplicated by key)
         disposition = config.write_disposition
@@ -423,7 +429,7 @@ class FileDestination(Destination):
     ) -> int:
         rows = 0
         job_id = self.context.job_id
-        try:  # writes overlap the formatting of the next chunk, across batches; drained before any direct write
+        with self._writes.write():  # writes overlap the formatting of the next chunk; drained before a direct write
             for seq, offset, batch in frames:
                 if self.columns is not None:
                     self._writes.drain()
@@ -436,7 +442,8 @@ class FileDestination(Destination):
                     frame.write_ndjson(out)
                 else:
                     for start in range(0, batch.num_rows, LINES_CHUNK_ROWS):  # chunk k+1 formatted while k is written
-                        lines = envelope_lines(
+                        chunk = functools.partial(
+                            _lines_text,
                             batch.slice(start, LINES_CHUNK_ROWS),
                             job_id=job_id,
                             split_id=split_id,
@@ -444,10 +451,8 @@ class FileDestination(Destination):
                             loaded_at=loaded_at,
                             row_offset=offset + start,
                         )
-                        self._writes.submit(out, text_bytes(lines))
+                        self._writes.submit_formatted(out, chunk)
                 rows += batch.num_rows
-        finally:
-            self._writes.drain()
         return rows
 
     def _write_parquet(
