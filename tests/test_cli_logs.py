@@ -193,3 +193,21 @@ def test_json_internal_error_logs_its_traceback_as_exc_info(tmp_path: Path, cli)
     [*_, failure] = _json_lines(_log(tmp_path).read_text())
     assert failure["message"] == "run failed: RuntimeError: kaboom at start-up", failure
     assert "Traceback (most recent call last):" in failure["exc_info"] and "check_connection" in failure["exc_info"]
+
+
+def test_a_finished_run_exits_at_once_with_everything_flushed(tmp_path: Path, cli) -> None:
+    """``main`` skips the interpreter's teardown (``exit_now``): the log, the result file and the summary on a
+    pipe must all be complete when the process is gone, and the status must be the command's."""
+    config = _write(
+        tmp_path,
+        "name: logs\nsource: {name: synthetic, stream: events, rows: 500}\n"
+        "destination: {name: file, config: {destination_id: out/events, format: json}}\n",
+    )
+    res = cli("run", config, "--result-json", "result.json", env=WIDE, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("Pipeline finished successfully.")
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "success"
+    assert "published" in _log(tmp_path).read_text().splitlines()[-1]
+    assert len((tmp_path / "out" / "events.json").read_text().splitlines()) == 500
+    missing = cli("run", "missing.yml", timeout=60)
+    assert missing.returncode == 2 and "no such file" in missing.stderr

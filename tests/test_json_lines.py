@@ -28,6 +28,7 @@ from bizon_fast.connectors.destinations.file.destination import FileDestination
 from bizon_fast.connectors.destinations.jsontext import row_json
 from bizon_fast.connectors.sources.synthetic.source import SyntheticSource
 from bizon_fast.destination.base import DestinationContext
+from bizon_fast.engine.job import fingerprint
 from bizon_fast.engine.supervisor import destination_threads
 from bizon_fast.source.base import Split
 from bizon_fast.source.records import with_extracted_at
@@ -257,3 +258,15 @@ def test_resolve_keeps_what_no_later_write_of_its_split_overlaps() -> None:
     # a long job's log: one write a seq, resolved in well under a second
     many = [Entry("s", i, i, Path("x"), i, i + 1, i) for i in range(100_000)]
     assert resolve(many) == many
+
+
+def test_json_writes_each_batch_as_it_comes_unless_a_buffer_is_set() -> None:
+    """An NDJSON write is an append: by default a json consumer writes every batch (no 50 MiB buffer to wait
+    for), Parquet keeps bizon's buffer, an explicit buffer_size is kept, and none of it changes the job."""
+    json_default = FileDestinationDetails(destination_id="x")
+    assert json_default.buffer_size == 0 and "buffer_size" not in json_default.model_fields_set
+    assert FileDestinationDetails(destination_id="x", format="parquet").buffer_size == 50
+    assert FileDestinationDetails(destination_id="x", buffer_size=8).buffer_size == 8
+    dumped = json_default.model_dump(mode="json")
+    assert fingerprint({}, "file", dumped) == fingerprint({}, "file", {**dumped, "buffer_size": 50})
+    assert fingerprint({}, "file", dumped) != fingerprint({}, "file", {**dumped, "destination_id": "y"})

@@ -24,13 +24,14 @@ def fingerprint(source_cfg: dict[str, Any], destination_name: str, destination_c
 
 
 SECRET_KEYS = {"authentication", "password", "token", "service_account_key"}
-#: keys that change how long a run waits, not what it reads or writes
-WAIT_KEYS = {"lock_timeout"}
+#: keys that change how long a run waits or how it groups its writes, not what it reads or writes
+WAIT_KEYS = {"lock_timeout", "buffer_size", "buffer_flush_timeout"}
 
 
 def _without_secrets(block: Any) -> Any:
     """Rotating a credential must not change the job's identity (and so cancel a resumable job); nor must
-    raising ``lock_timeout`` after a job failed on a held lock, so the rerun resumes instead of starting over."""
+    raising ``lock_timeout`` after a job failed on a held lock, so the rerun resumes instead of starting over,
+    nor a changed write buffer (``buffer_size``): the rows and where they go are the same."""
     if isinstance(block, dict):
         return {k: _without_secrets(v) for k, v in block.items() if k not in SECRET_KEYS and k not in WAIT_KEYS}
     if isinstance(block, list):
