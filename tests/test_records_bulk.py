@@ -7,6 +7,7 @@ dicts), that a page mixing text and dicts still takes each value as it is, and t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
@@ -81,3 +82,54 @@ def test_empty_page() -> None:
     batch = records_to_batch([])
     assert batch.num_rows == 0 and batch.schema == SOURCE_RECORDS_SCHEMA
     assert isinstance(batch.column("data"), pa.StringArray)
+
+
+@pytest.fixture
+def plain(monkeypatch) -> None:
+    """``SourceRecord.__bizon_fast_plain__`` is sticky for a process: start each such test with it on."""
+    monkeypatch.setattr(SourceRecord, "__bizon_fast_plain__", True)
+
+
+STAMP = datetime(2020, 5, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("touch", "column", "expected"),
+    [
+        (lambda r: setattr(r, "destination_id", "t9"), "destination_id", lambda r: "t9"),
+        (lambda r: setattr(r, "timestamp", STAMP), "timestamp", lambda r: STAMP),
+        (lambda r: r.timestamp, "timestamp", lambda r: r._timestamp),  # the lazy default, read: its own now
+    ],
+    ids=["destination_id set", "timestamp set", "timestamp read"],
+)
+def test_a_record_touched_after_construction_is_read_whole(plain, touch, column, expected) -> None:
+    """Plain records (no timestamp nor destination_id ever) are read as ids and data only; the first record
+    that gets either, however late, turns that off: its value reaches the batch."""
+    records = [SourceRecord(id=i, data={"i": i}) for i in range(3)]
+    assert SourceRecord.__bizon_fast_plain__ is True
+    touch(records[1])
+    assert SourceRecord.__bizon_fast_plain__ is False
+    time.sleep(0.002)  # the page's own time (records 0 and 2) is later than a timestamp read now
+    values = records_to_batch(records).column(column).to_pylist()
+    assert values[1] == expected(records[1])
+    assert values[0] != values[1]
+
+
+def test_plain_records_take_the_page_time_and_no_destination(plain) -> None:
+    records = [SourceRecord(id=i, data={"i": i}) for i in range(1000)]
+    batch = records_to_batch(records)
+    assert SourceRecord.__bizon_fast_plain__ is True  # building the batch read no timestamp
+    assert batch.column("destination_id").null_count == 1000
+    assert len(set(batch.column("timestamp").to_pylist())) == 1
+    assert batch.column("data").to_pylist() == [f'{{"i":{i}}}' for i in range(1000)]
+    given = SourceRecord(id="x", data={}, destination_id="t1")
+    assert SourceRecord.__bizon_fast_plain__ is False
+    assert records_to_batch([*records[:2], given]).column("destination_id").to_pylist() == [None, None, "t1"]
+
+
+def test_ids_of_other_types_are_made_text_as_bizon_does() -> None:
+    batch = records_to_batch([{"id": b"raw", "data": {}}, {"id": 7, "data": {}}, {"id": "s", "data": {}}])
+    assert batch.column("id").to_pylist() == ["b'raw'", "7", "s"]
+    assert records_to_batch([{"id": b"only-bytes", "data": {}}]).column("id").to_pylist() == ["b'only-bytes'"]
+    with pytest.raises(ValueError, match="without an id"):
+        records_to_batch([{"id": "a", "data": {}}, {"id": None, "data": {}}])

@@ -42,9 +42,10 @@ SOURCE_RECORDS_SCHEMA = pa.schema(
 
 _encoder = msgspec.json.Encoder()
 _NAMES = ("id", "data", "timestamp", "destination_id")
-_TEXT_TYPES = {str, bytes, bytearray, memoryview}
 _NEWLINE = ord("\n")
+_QUOTE = ord('"')
 _MAX_STRING_BYTES = 2**31 - 1
+_ID, _DATA = attrgetter("id"), attrgetter("data")
 
 
 def _field(record: Any, name: str) -> Any:
@@ -69,19 +70,26 @@ def _utc(ts: Any, now: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any] | None, list[Any] | None]:
     """The four raw columns, each read in one C-level pass (``map``) over the page.
 
     Records of one class are read with one attribute getter per column; plain dicts with ``dict.get``.
     A class may name the attribute that holds its *unset-or-given* timestamp in
     ``__bizon_fast_timestamp__`` (bizon-fast's ``bizon.source.models.SourceRecord`` does), so a record
-    that never had its timestamp read does not pay for a ``datetime.now()`` of its own.
+    that never had its timestamp read does not pay for a ``datetime.now()`` of its own; and it may say
+    with a true ``__bizon_fast_plain__`` that none of its records has a timestamp or a destination_id:
+    those two columns are then None (all unset) without a pass over the page.
     """
     kinds = set(map(type, records))  # map/set loop in C: the type checks cost next to nothing
     kind = kinds.pop() if len(kinds) == 1 else Mapping
     if kind is dict:
         return tuple(list(map(dict.get, records, repeat(name, len(records)))) for name in _NAMES)  # type: ignore[return-value]
     if not issubclass(kind, Mapping):
+        if getattr(kind, "__bizon_fast_plain__", False):
+            try:
+                return list(map(_ID, records)), list(map(_DATA, records)), None, None
+            except AttributeError:
+                pass  # read leniently below
         ts_name = getattr(kind, "__bizon_fast_timestamp__", "timestamp")
         getters = [attrgetter(name) for name in ("id", "data", ts_name, "destination_id")]
         try:
@@ -101,22 +109,24 @@ def _json_column(datas: list[Any]) -> pa.Array:
     pass; no Python object is made per record (encoding each value alone made a ``bytes`` and a ``str`` per
     record: ~3x slower on 1000-record pages of ``{id, name, age}``). The text is the same byte for byte.
     """
-    if not _TEXT_TYPES.isdisjoint(map(type, datas)):
-        return pa.array([_data_text(d) for d in datas], pa.string())
-    text = np.frombuffer(_encoder.encode_lines(datas), np.uint8)
+    raw = _encoder.encode_lines(datas)
+    text = np.frombuffer(raw, np.uint8)
     ends = np.flatnonzero(text == _NEWLINE)
     count = len(ends)
-    if len(text) - count > _MAX_STRING_BYTES:  # beyond int32 offsets: Arrow's string type cannot hold it in one
+    # text values (str, bytes) encode as JSON strings: a line that starts with a quote takes the exact path,
+    # checked here on the encoded lines instead of a type check of every value beforehand
+    starts_quoted = count and (text[0] == _QUOTE or (text[ends[:-1] + 1] == _QUOTE).any())
+    if starts_quoted or len(text) - count > _MAX_STRING_BYTES:  # or beyond what int32 offsets hold
         return pa.array([_data_text(d) for d in datas], pa.string())
     offsets = np.zeros(count + 1, np.int32)
     offsets[1:] = ends - np.arange(count)  # each end, less the newlines before it
-    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(text[text != _NEWLINE]))
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(raw.replace(b"\n", b"")))
 
 
-def _timestamps(stamps: list[Any], now: datetime) -> pa.Array:
+def _timestamps(stamps: list[Any] | None, now: datetime, rows: int) -> pa.Array:
     """Arrow converts aware datetimes to UTC and takes naive ones as UTC; a missing timestamp is ``now``."""
-    if stamps.count(None) == len(stamps):  # the usual page: no record set one, so one value repeated
-        return pa.repeat(pa.scalar(now, TIMESTAMP_TYPE), len(stamps))
+    if stamps is None or stamps.count(None) == len(stamps):  # the usual page: none set, one value repeated
+        return pa.repeat(pa.scalar(now, TIMESTAMP_TYPE), rows)
     try:
         array = pa.array(stamps, TIMESTAMP_TYPE)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
@@ -127,10 +137,10 @@ def _timestamps(stamps: list[Any], now: datetime) -> pa.Array:
     return array
 
 
-def _text_column(values: list[Any]) -> pa.Array:
+def _text_column(values: list[Any] | None, rows: int) -> pa.Array:
     """A nullable string column; an all-null one (``destination_id`` of most sources) is made without a look."""
-    if values.count(None) == len(values):
-        return pa.nulls(len(values), pa.string())
+    if values is None or values.count(None) == len(values):
+        return pa.nulls(rows, pa.string())
     if set(map(type, values)) - {str, type(None)}:
         values = [None if v is None else str(v) for v in values]
     return pa.array(values, pa.string())
@@ -147,12 +157,17 @@ def records_to_batch(records: Iterable[Any]) -> pa.RecordBatch:
     records = records if isinstance(records, list) else list(records)
     now = datetime.now(UTC)
     ids, datas, stamps, dests = _columns(records)
-    if set(map(type, ids)) - {str}:
+    rows = len(records)
+    try:  # all str (the usual page): a string array at once, without a type check per id
+        id_array = pa.array(ids)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: made text below
+        id_array = pa.nulls(rows)
+    if id_array.type != pa.string() or id_array.null_count:
         if None in ids:
             raise ValueError("source record without an id")
-        ids = [i if type(i) is str else str(i) for i in ids]
+        id_array = pa.array([i if type(i) is str else str(i) for i in ids], pa.string())
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids, pa.string()), _json_column(datas), _timestamps(stamps, now), _text_column(dests)],
+        [id_array, _json_column(datas), _timestamps(stamps, now, rows), _text_column(dests, rows)],
         schema=SOURCE_RECORDS_SCHEMA,
     )
 

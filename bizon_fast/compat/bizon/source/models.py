@@ -34,9 +34,13 @@ def _as_datetime(value: Any) -> datetime | None:
 class SourceRecord:
     """One record: ``id`` (ints become str), ``data`` (a dict), ``timestamp``, ``destination_id``."""
 
-    __slots__ = ("id", "data", "_timestamp", "destination_id")
+    __slots__ = ("id", "data", "_timestamp", "_destination_id")
     #: tells ``records_to_batch`` where the unset-or-given timestamp lives (None: the extraction time)
     __bizon_fast_timestamp__ = "_timestamp"
+    #: True while no record of this process ever had a timestamp or a destination_id (given, set, or the lazy
+    #: timestamp read): ``records_to_batch`` then reads only ``id`` and ``data``, two passes over a page instead
+    #: of four (~60 ns a record of a producer's ~360). Sticky: the first record with either turns it off.
+    __bizon_fast_plain__ = True
     model_fields = dict.fromkeys(_FIELDS)
 
     def __init__(self, id: Any, data: dict, timestamp: Any = None, destination_id: str | None = None) -> None:
@@ -50,17 +54,30 @@ class SourceRecord:
         self.id = id
         self.data = data
         self._timestamp = timestamp if timestamp is None or type(timestamp) is datetime else _as_datetime(timestamp)
-        self.destination_id = destination_id
+        self._destination_id = destination_id
+        if timestamp is not None or destination_id is not None:
+            SourceRecord.__bizon_fast_plain__ = False
 
     @property
     def timestamp(self) -> datetime:
         if self._timestamp is None:
+            SourceRecord.__bizon_fast_plain__ = False
             self._timestamp = datetime.now(UTC)
         return self._timestamp
 
     @timestamp.setter
     def timestamp(self, value: Any) -> None:
+        SourceRecord.__bizon_fast_plain__ = False
         self._timestamp = _as_datetime(value)
+
+    @property
+    def destination_id(self) -> str | None:
+        return self._destination_id
+
+    @destination_id.setter
+    def destination_id(self, value: str | None) -> None:
+        SourceRecord.__bizon_fast_plain__ = False
+        self._destination_id = value
 
     @classmethod
     def model_validate(cls, obj: Any) -> SourceRecord:
