@@ -185,11 +185,13 @@ def envelope_lines(
         ids,
         f'","bizon_extracted_at":"{extracted}","bizon_loaded_at":"{isoformat(loaded_at)}","source_record_id":',
     ]
+    int_texts: dict[str, pa.Array] = {}
     if "id" in text_batch.schema.names:
         id_array = text_batch.column("id")
         record_id: list[Piece]
         if pa.types.is_integer(id_array.type):
-            record_id = ['"', pc.cast(id_array, LARGE_STRING), '"']
+            int_texts["id"] = pc.cast(id_array, LARGE_STRING)  # cast once: the record id, and in source_data
+            record_id = ['"', int_texts["id"], '"']
         elif plain_strings(id_array):
             record_id = ['"', id_array, '"']
         else:
@@ -206,7 +208,11 @@ def envelope_lines(
         prefix = json_string(f"{split_id}:{seq}:")[:-1]
         rows = pa.array(np.arange(row_offset, row_offset + batch.num_rows, dtype=np.int64))
         pieces += [prefix, pc.cast(rows, LARGE_STRING), '"']
-    pieces += [f',"source_timestamp":"{extracted}","source_data":"', *object_pieces(text_batch, nested=True), '"}\n']
+    pieces += [
+        f',"source_timestamp":"{extracted}","source_data":"',
+        *object_pieces(text_batch, nested=True, int_texts=int_texts),
+        '"}\n',
+    ]
     return join(evaluate(pieces, text_batch))
 
 

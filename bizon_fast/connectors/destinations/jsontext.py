@@ -253,7 +253,7 @@ def _encoded(name: str) -> pl.Expr:
     return pl.struct(pl.col(name).alias("v")).struct.json_encode().str.slice(5).str.head(-1)
 
 
-def value_pieces(name: str, array: pa.Array, nested: bool) -> list[Piece]:
+def value_pieces(name: str, array: pa.Array, nested: bool, int_text: pa.Array | None = None) -> list[Piece]:
     """Pieces of the JSON text of each value; ``nested`` escapes it for its place inside a JSON string.
 
     Pieces rather than one expression: literals merge with their neighbours and no intermediate
@@ -267,8 +267,8 @@ def value_pieces(name: str, array: pa.Array, nested: bool) -> list[Piece]:
     quote = '\\"' if nested else '"'
     col = pl.col(name)
     pieces: list[Piece]
-    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-        pieces = [pc.cast(array, LARGE_STRING)]
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):  # ``int_text``: this cast, already made
+        pieces = [int_text if int_text is not None else pc.cast(array, LARGE_STRING)]
     elif pa.types.is_floating(kind):
         float_text = col.cast(pl.String)
         if pc.all(pc.is_finite(array)).as_py() is False:  # NaN and infinities are not JSON: null, like orjson
@@ -348,12 +348,16 @@ def evaluate(pieces: list[Piece], batch: pa.RecordBatch) -> list[str | pa.Array]
     return [done.get_column(f"p{i}").to_arrow() if i in exprs else p for i, p in enumerate(pieces)]  # type: ignore[misc]
 
 
-def object_pieces(text_batch: pa.RecordBatch, *, nested: bool) -> list[Piece]:
-    """Pieces of each row's JSON object; ``text_batch`` went through ``timestamps_as_text``."""
+def object_pieces(
+    text_batch: pa.RecordBatch, *, nested: bool, int_texts: dict[str, pa.Array] | None = None
+) -> list[Piece]:
+    """Pieces of each row's JSON object; ``text_batch`` went through ``timestamps_as_text``. ``int_texts``: the
+    text of integer columns the caller already cast (the envelope's record id is the ``id`` column's text)."""
     pieces: list[Piece] = ["{"]
+    known = int_texts or {}
     for i, (name, array) in enumerate(zip(text_batch.schema.names, text_batch.columns, strict=True)):
         key = escape(json_string(name)) if nested else json_string(name)
-        pieces += [("," if i else "") + key + ":", *value_pieces(name, array, nested)]
+        pieces += [("," if i else "") + key + ":", *value_pieces(name, array, nested, known.get(name))]
     pieces.append("}")
     return pieces
 
