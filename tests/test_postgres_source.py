@@ -202,6 +202,43 @@ def test_a_split_survives_losing_its_connection(pg_admin, pg_schema: str) -> Non
     assert sorted(ids) == list(range(1, 20_001))
 
 
+def test_a_session_killed_while_its_rows_stream_is_read_again(pg_admin) -> None:
+    """Killed in the middle of a result, ADBC's reader raises a plain OSError with libpq's text (no SQLSTATE):
+    it is a lost session like any other, so the statement is read again on a new one."""
+    import threading
+    import time as clock
+
+    from bizon_fast.clients.postgres import ArrowSession, is_transient, with_retries
+
+    name = f"bf-kill-{threading.get_ident()}"
+    session = ArrowSession.open(PG_DSN, key="source", application_name=name)
+    sql = "SELECT g, md5(g::text) AS v FROM generate_series(1, 3000000) g"
+    errors: list[BaseException] = []
+
+    def kill_once() -> None:
+        clock.sleep(0.3)
+        pg_admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (name,))
+
+    def reconnect() -> None:
+        nonlocal session
+        session = ArrowSession.open(PG_DSN, key="source", application_name=f"{name}-again")
+
+    def attempt():  # noqa: ANN202 - a pyarrow Table
+        try:
+            return session.table(sql)
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    threading.Thread(target=kill_once, daemon=True).start()
+    table = with_retries(attempt, reconnect=reconnect, what="reading", conn=lambda: None)
+    assert table.num_rows == 3_000_000
+    assert len(errors) == 1 and type(errors[0]) is OSError and "FATAL" in str(errors[0])
+    assert is_transient(errors[0])
+    assert not is_transient(OSError("[libpq] Execution error [PGRES_FATAL_ERROR]: ERROR:  division by zero"))
+    session.close()
+
+
 def test_literals_in_the_sql_are_quoted_and_percent_signs_kept(pg_admin, pg_schema: str) -> None:
     pg_admin.execute(f"CREATE TABLE {pg_schema}.src (id bigint PRIMARY KEY, tag text)")
     pg_admin.execute(f"INSERT INTO {pg_schema}.src VALUES (1, 'a%'), (2, 'it''s'), (3, 'it''t'), (-7, 'z\\\\')")

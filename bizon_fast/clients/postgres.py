@@ -31,6 +31,17 @@ FIRST_PAUSE_S = 0.5
 CONNECT_TIMEOUT_S = 10
 #: SQLSTATEs that mean the session is gone or the server is restarting: reconnecting may help
 _TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+#: libpq's words for a session that is gone, in the text of an error raised while a result streams (ADBC's
+#: reader surfaces it through Arrow as a plain OSError "[libpq] ...", without a SQLSTATE): a FATAL ends the
+#: session (an administrator's pg_terminate_backend, a shutdown), the others are a broken socket
+_LOST_SESSION_TEXT = (
+    "FATAL:",
+    "server closed the connection",
+    "no connection to the server",
+    "could not receive data from server",
+    "could not send data to server",
+    "connection to server",
+)
 
 
 def _psycopg() -> Any:
@@ -161,12 +172,15 @@ def is_transient(exc: BaseException, conn: Any = None) -> bool:
     """True when ``exc`` means the connection is lost (or the server restarting): reconnect and retry.
 
     Both clients' errors count: psycopg's ``OperationalError`` and ADBC's (which says ``IO`` and may lack
-    a SQLSTATE when the socket is gone, as psycopg's does).
+    a SQLSTATE when the socket is gone, as psycopg's does), and a session lost while ADBC's reader streams a
+    result (Arrow raises it as an ``OSError`` holding libpq's text).
     """
     adbc = sys.modules.get("adbc_driver_manager")  # an ADBC error can only come from an imported ADBC
     if adbc is not None and isinstance(exc, adbc.OperationalError):
         state = getattr(exc, "sqlstate", None)
         return state is None or state.startswith(_TRANSIENT_STATES)
+    if adbc is not None and type(exc) is OSError and str(exc).startswith("[libpq]"):  # lost mid-stream
+        return any(text in str(exc) for text in _LOST_SESSION_TEXT)
     psycopg = _psycopg()
     if not isinstance(exc, psycopg.OperationalError):
         return False
