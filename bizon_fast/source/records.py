@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from itertools import repeat
-from operator import attrgetter
+from operator import attrgetter, countOf
 from typing import Any
 
 import msgspec
@@ -80,8 +80,9 @@ def _columns(records: list[Any]) -> tuple[list[Any], list[Any], list[Any] | None
     with a true ``__bizon_fast_plain__`` that none of its records has a timestamp or a destination_id:
     those two columns are then None (all unset) without a pass over the page.
     """
-    kinds = set(map(type, records))  # map/set loop in C: the type checks cost next to nothing
-    kind = kinds.pop() if len(kinds) == 1 else Mapping
+    kind = type(records[0]) if records else dict
+    if countOf(map(type, records), kind) != len(records):  # one pass in C: cheaper than a set of the types
+        kind = Mapping  # a mixed page: each record read leniently below
     if kind is dict:
         return tuple(list(map(dict.get, records, repeat(name, len(records)))) for name in _NAMES)  # type: ignore[return-value]
     if not issubclass(kind, Mapping):
