@@ -211,3 +211,21 @@ def test_a_finished_run_exits_at_once_with_everything_flushed(tmp_path: Path, cl
     assert len((tmp_path / "out" / "events.json").read_text().splitlines()) == 500
     missing = cli("run", "missing.yml", timeout=60)
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_exit_now_waits_for_threads_as_a_normal_exit_does(tmp_path: Path) -> None:
+    """An executor left open must not hang the fast exit; a non-daemon thread still running is waited for."""
+    import subprocess
+    import sys
+
+    code = (
+        "import concurrent.futures, threading, time\n"
+        "from bizon_fast.cli.app import exit_now\n"
+        "ex = concurrent.futures.ThreadPoolExecutor(2); ex.submit(lambda: 1).result()\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('thread done', flush=True))).start()\n"
+        "print('exiting', flush=True)\n"
+        "exit_now(3)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert res.returncode == 3, res.stderr
+    assert res.stdout.splitlines() == ["exiting", "thread done"]

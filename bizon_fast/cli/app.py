@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import os
 import sys
+import threading
 from typing import Annotated, NoReturn
 
 import click
@@ -84,9 +85,11 @@ def exit_now(code: int) -> NoReturn:
     Why: a run leaves pyarrow, pydantic's models and the connectors imported; finalizing them (module
     teardown and a last full collection) took ~0.1 s after the last atexit handler of every run (measured
     with strace: 105 ms from the last handler to ``exit_group``), a fifth of a small job's wall time, and
-    does nothing for the next run. The atexit handlers still run (log files flushed, multiprocessing's
-    finalizers), then the standard streams are flushed; only the teardown is skipped.
+    does nothing for the next run. As at a normal exit, non-daemon threads are waited for (an alert still
+    being sent) and the atexit handlers run (log files flushed, multiprocessing's finalizers), then the
+    standard streams are flushed; only the teardown is skipped.
     """
+    threading._shutdown()  # what the interpreter does first: executors told to stop, non-daemon threads joined
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed pipe must not turn a finished run into a failure
