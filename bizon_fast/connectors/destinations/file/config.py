@@ -34,9 +34,9 @@ class FileDestinationDetails(DestinationDetails):
     def _json_writes_as_batches_come(self) -> FileDestinationDetails:
         """An NDJSON write is an append to the consumer's segment: no per-write cost to amortize, so by default
         (no ``buffer_size`` given) each batch is written as it arrives instead of after 50 MiB. Why: with a
-        buffer, a consumer formats nothing until it holds 50 MiB, then all of it while the producers wait for
-        nothing; a bizon API pull of 1M records wrote 87% of them after its source had finished (measured:
-        0.56 s between the last page and the end of the run). Parquet keeps the buffer (a write is a file)."""
+        buffer, a consumer formats nothing until it holds 50 MiB; a bizon API pull of 1M records (~60 MiB) wrote
+        87% of them in one write that began when its source was two batches from the end (traced: 0.56 s from
+        the last page to the end of the run; 52 ms without the buffer). Parquet keeps it (a write is a file)."""
         if self.format == "json" and "buffer_size" not in self.model_fields_set:
             self.__dict__["buffer_size"] = 0.0  # a default, not a setting: left out of model_fields_set
         return self
