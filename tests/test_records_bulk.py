@@ -133,3 +133,17 @@ def test_ids_of_other_types_are_made_text_as_bizon_does() -> None:
     assert records_to_batch([{"id": b"only-bytes", "data": {}}]).column("id").to_pylist() == ["b'only-bytes'"]
     with pytest.raises(ValueError, match="without an id"):
         records_to_batch([{"id": "a", "data": {}}, {"id": None, "data": {}}])
+
+
+def test_a_str_subclass_value_is_encoded_whatever_else_the_page_holds() -> None:
+    """Text values are taken as JSON text; a StrEnum member is a value like any other: quoted, with or
+    without plain text values beside it on the page."""
+    import enum
+
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    alone = records_to_batch([{"id": "a", "data": Color.RED}])
+    mixed = records_to_batch([{"id": "a", "data": Color.RED}, {"id": "b", "data": '{"x":1}'}])
+    assert alone.column("data").to_pylist() == ['"red"']
+    assert mixed.column("data").to_pylist() == ['"red"', '{"x":1}']

@@ -55,9 +55,11 @@ def _field(record: Any, name: str) -> Any:
 
 
 def _data_text(data: Any) -> str:
-    if isinstance(data, str):
+    """A str (bytes: UTF-8) is taken as the JSON text itself; any other value, a str subclass such as a StrEnum
+    member included, is encoded (as the bulk path does)."""
+    if type(data) is str:
         return data
-    if isinstance(data, bytes | bytearray | memoryview):
+    if type(data) in (bytes, bytearray, memoryview):
         return bytes(data).decode()
     return _encoder.encode(data).decode()
 
