@@ -34,6 +34,7 @@ import yaml
 
 from native_bench import pipelines, services, venvs, verify
 from native_bench.proctree import RunStats, measure
+from native_bench.result import fmt, table
 from native_bench.rounds import interleave, summarize
 
 ROWS, QUICK_ROWS = 1_000_000, 100_000
@@ -220,28 +221,24 @@ def run(quick: bool) -> list[dict]:
     return out
 
 
-def _cell(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return (
-        f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
-    )
-
-
 def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| contender | rows (distinct) | rows written | wall s | rows/s | vs script | CPU s | peak PSS MB | all walls s"
-        " | failure |",
-        "|" + "---|" * 10,
+    headers = ["contender", "rows (distinct)", "rows written", "wall s", "rows/s", "vs script", "CPU s", "peak PSS MB"]
+    cells = [
+        [
+            r["contender"],
+            fmt(r.get("rows")),
+            fmt(r.get("lines_written")),
+            fmt(r.get("wall_s"), 2),
+            fmt(r.get("rows_per_s")),
+            fmt(r.get("vs_script"), 2, "x"),
+            fmt(r.get("cpu_s"), 1),
+            fmt(r.get("peak_pss_mb")),
+            str(r.get("walls_s", "")),
+            r.get("failure") or "",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['contender']} | {_cell(r.get('rows'))} | {_cell(r.get('lines_written'))}"
-            f" | {_cell(r.get('wall_s'), 2)} | {_cell(r.get('rows_per_s'))}"
-            f" | {_cell(r.get('vs_script'), 2)}x | {_cell(r.get('cpu_s'), 1)} | {_cell(r.get('peak_pss_mb'))}"
-            f" | {r.get('walls_s', '')} | {r.get('failure') or ''} |"
-        )
-    return "\n".join(lines)
+    return table([*headers, "all walls s", "failure"], cells)
 
 
 def main() -> None:

@@ -425,8 +425,9 @@ class Supervisor:
         return self.dispatch.spec(spec)
 
     def _worker_context(self, role: str) -> DestinationContext:
+        """The job's context; a consumer's carries the formatting threads it may use."""
         assert self.context is not None
-        if role != "consumer" or self._dest_threads == 1:
+        if role != "consumer":
             return self.context
         return msgspec.structs.replace(self.context, threads=self._dest_threads)
 

@@ -162,10 +162,10 @@ def records_to_batch(records: Iterable[Any]) -> pa.RecordBatch:
     ids, datas, stamps, dests = _columns(records)
     rows = len(records)
     try:  # all str (the usual page): a string array at once, without a type check per id
-        id_array = pa.array(ids)
+        id_array: pa.Array | None = pa.array(ids)
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: made text below
-        id_array = pa.nulls(rows)
-    if id_array.type != pa.string() or id_array.null_count:
+        id_array = None
+    if id_array is None or id_array.type != pa.string() or id_array.null_count:
         if None in ids:
             raise ValueError("source record without an id")
         id_array = pa.array([i if type(i) is str else str(i) for i in ids], pa.string())
