@@ -11,11 +11,14 @@ code above it (the library's gapic client, its error mapping, our retry) is the 
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -249,6 +252,30 @@ def test_v2_incomplete_default_write_is_not_published(emulator, dataset, proxy) 
 # ---------------------------------------------------------------- 2: SIGKILL at the named points, through the CLI
 
 
+def next_or_gone(it: Iterator[Any], gone: Callable[[], bool]) -> Any:
+    """The next request of a server-side stream, or None once the stream ends or its client is ``gone``.
+
+    Why not a plain ``next``: a client SIGKILLed between two requests sends no more, and gRPC's server can take
+    longer than a held stream's patience (30 s) to notice its connection closed, so ``next`` blocks on a dead
+    client while the streams of the living ones wait for that death to be seen (CI failed so: two held streams
+    timed out). A helper thread takes the ``next``; this thread polls ``gone`` meanwhile."""
+    box: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read() -> None:
+        try:
+            box.put(next(it, None))
+        except grpc.RpcError:
+            box.put(None)
+
+    threading.Thread(target=read, daemon=True, name="cut-proxy-next").start()
+    while True:
+        try:
+            return box.get(timeout=0.05)
+        except queue.Empty:
+            if gone():
+                return None
+
+
 class CutProxy(WriteProxy):
     """A ``WriteProxy`` that also cuts ``AppendRows`` streams short while ``cut_armed``: the first request is
     forwarded and answered, the others are held back until that client is gone (then dropped: only the first
@@ -264,6 +291,12 @@ class CutProxy(WriteProxy):
         self.released = threading.Event()
         self.cut_streams = 0
         self.hold_timeouts = 0
+        self.events: list[str] = []  # what each AppendRows stream went through: the message of a failure
+        self.t0 = time.monotonic()
+
+    def event(self, peer: str, what: str) -> None:
+        with self.lock:
+            self.events.append(f"{time.monotonic() - self.t0:7.2f}s {peer}: {what}")
 
     def client_alive(self, peer: str) -> bool:
         """Whether the client at ``peer`` still holds its connection to this proxy (an ESTABLISHED socket)."""
@@ -296,35 +329,40 @@ class CutProxy(WriteProxy):
                 def upstream_requests():
                     it = iter(requests)
                     first = next(it, None)
+                    proxy.event(peer, "first request" if first is not None else "no request")
                     if first is None:
                         return
                     yield first
                     if proxy.cut_armed and not proxy.released.is_set():
-                        answered.wait(60)
-                        try:
-                            second = next(it, None)
-                        except grpc.RpcError:
-                            second = None
+                        proxy.event(peer, f"first answered: {answered.wait(60)}")
+                        second = next_or_gone(it, gone)
                         if gone():  # this client died on its first answer: cut, release the others
+                            proxy.event(peer, "gone after its first answer: released")
                             proxy.released.set()
                             with proxy.lock:
                                 proxy.cut_streams += 1
                             return
                         if second is None:
+                            proxy.event(peer, "one request")
                             return
                         with proxy.lock:
                             proxy.cut_streams += 1
+                        proxy.event(peer, "held")
                         held = time.monotonic()
                         while not proxy.released.wait(0.05):  # held: does this client die, or another?
                             if time.monotonic() - held > 30:  # nobody died: a failure the test reports
+                                proxy.event(peer, "held 30 s: nobody died")
                                 with proxy.lock:
                                     proxy.hold_timeouts += 1
                                 break
                             if gone():
+                                proxy.event(peer, "gone while held: released")
                                 proxy.released.set()  # this one died: the rest of its unit never lands
                                 return
                         if gone():
+                            proxy.event(peer, "gone")
                             return
+                        proxy.event(peer, "forwarded")
                         yield second
                     yield from it
 
@@ -454,7 +492,9 @@ def test_consumer_dies_at_the_point_and_the_run_recovers_exactly(
         assert re.search(r"\d+ of \d+ staged writes are replays; deduplicated", log), "the replay was not staged"
     if default_stream:
         assert log.count("using _default") >= 1 and "FinalizeWriteStream" not in cut_proxy.calls
-        assert cut_proxy.cut_streams >= 1 and cut_proxy.hold_timeouts == 0, "the cut client was not the one killed"
+        assert cut_proxy.cut_streams >= 1 and cut_proxy.hold_timeouts == 0, (
+            "the cut client was not the one killed:\n" + ("\n".join(cut_proxy.events))
+        )
         # the killed unit's first request landed, the second never did: the publish saw it and left it out
         assert re.search(r"write \d+ of \S+ is incomplete \(\d+/\d+ rows\)", log), "no incomplete write was staged"
     assert_table_exact(emulator, dataset, rows, payload)
