@@ -252,13 +252,21 @@ def test_v2_incomplete_default_write_is_not_published(emulator, dataset, proxy) 
 # ---------------------------------------------------------------- 2: SIGKILL at the named points, through the CLI
 
 
+def wait_or_gone(event: threading.Event, gone: Callable[[], bool], limit_s: float) -> bool:
+    """Whether ``event`` was set within ``limit_s``; False at once when the stream's client is ``gone``."""
+    deadline = time.monotonic() + limit_s
+    while not event.wait(0.05):
+        if gone() or time.monotonic() > deadline:
+            return False
+    return True
+
+
 def next_or_gone(it: Iterator[Any], gone: Callable[[], bool]) -> Any:
     """The next request of a server-side stream, or None once the stream ends or its client is ``gone``.
 
-    Why not a plain ``next``: a client SIGKILLed between two requests sends no more, and gRPC's server can take
-    longer than a held stream's patience (30 s) to notice its connection closed, so ``next`` blocks on a dead
-    client while the streams of the living ones wait for that death to be seen (CI failed so: two held streams
-    timed out). A helper thread takes the ``next``; this thread polls ``gone`` meanwhile."""
+    Why not a plain ``next``: a client SIGKILLed between two requests sends no more, and gRPC's server may notice
+    its connection closed late; a plain ``next`` would block on the dead client while the streams of the living
+    ones wait for that death to be seen. A helper thread takes the ``next``; this thread polls ``gone`` meanwhile."""
     box: queue.SimpleQueue = queue.SimpleQueue()
 
     def read() -> None:
@@ -334,7 +342,7 @@ class CutProxy(WriteProxy):
                         return
                     yield first
                     if proxy.cut_armed and not proxy.released.is_set():
-                        proxy.event(peer, f"first answered: {answered.wait(60)}")
+                        proxy.event(peer, f"first answered: {wait_or_gone(answered, gone, 60)}")
                         second = next_or_gone(it, gone)
                         if gone():  # this client died on its first answer: cut, release the others
                             proxy.event(peer, "gone after its first answer: released")
@@ -369,8 +377,11 @@ class CutProxy(WriteProxy):
                 call = proxy.channel.stream_stream(method)(upstream_requests(), metadata=md)
                 try:
                     for response in call:
-                        yield response
+                        # set before the yield: a client that this answer kills asks for no next one, so gRPC may
+                        # never resume this generator past the yield (seen on the loaded CI machine: the killed
+                        # stream waited out its 60 s and the living ones their 30 s hold)
                         answered.set()
+                        yield response
                 except grpc.RpcError as exc:
                     if context.is_active():
                         context.abort(exc.code(), exc.details())
