@@ -147,3 +147,57 @@ def test_a_str_subclass_value_is_encoded_whatever_else_the_page_holds() -> None:
     mixed = records_to_batch([{"id": "a", "data": Color.RED}, {"id": "b", "data": '{"x":1}'}])
     assert alone.column("data").to_pylist() == ['"red"']
     assert mixed.column("data").to_pylist() == ['"red"', '{"x":1}']
+
+
+GC_PROBE_SOURCE = '''
+import gc
+
+from bizon.source.config import SourceConfig
+from bizon.source.models import SourceIteration, SourceRecord
+from bizon.source.source import AbstractSource
+
+
+class ProbeSource(AbstractSource):
+    """One record: the collector's threshold in the process that ran get()."""
+
+    @staticmethod
+    def streams() -> list[str]:
+        return ["probe"]
+
+    @staticmethod
+    def get_config_class() -> SourceConfig:
+        return SourceConfig
+
+    def get_authenticator(self):
+        return None
+
+    def check_connection(self):
+        return True, None
+
+    def get_total_records_count(self):
+        return 1
+
+    def get(self, pagination: dict = None) -> SourceIteration:
+        data = {"threshold": list(gc.get_threshold())}
+        return SourceIteration(next_pagination={}, records=[SourceRecord(id="0", data=data)])
+'''
+
+
+def test_a_worker_runs_the_source_with_a_lazier_young_collection(tmp_path, cli) -> None:
+    """The producer process calls get() with the young generation's threshold at ``GC_YOUNG_OBJECTS`` (the
+    collector's default of 700 made a bizon source's own loop ~35% slower): the older generations' unchanged."""
+    import gc
+    import json
+
+    from bizon_fast.engine.channel import GC_YOUNG_OBJECTS
+
+    (tmp_path / "probe_source.py").write_text(GC_PROBE_SOURCE)
+    (tmp_path / "probe.yml").write_text(
+        "name: probe\nsource: {name: probe, stream: probe}\ndestination: {name: file, config: {destination_id: out}}\n"
+    )
+    res = cli("run", "probe.yml", "-q", "--custom-source", "probe_source.py")
+    assert res.returncode == 0, res.stderr
+    [line] = (tmp_path / "out.json").read_text().splitlines()
+    seen = json.loads(json.loads(line)["source_data"])
+    assert seen["threshold"] == [GC_YOUNG_OBJECTS, *gc.get_threshold()[1:]], seen
+    assert gc.get_threshold()[0] < GC_YOUNG_OBJECTS, "this test's own process keeps the interpreter's default"

@@ -8,6 +8,7 @@ point (``worker``) import every one of them without any importing ``worker`` bac
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -22,6 +23,13 @@ from bizon_fast.engine.spec import WorkerSpec
 
 POLL_S = 0.5  # how often a blocked worker checks that its supervisor is alive
 HEARTBEAT_S = 1.0  # how often a worker process tells the supervisor it is still scheduled
+#: a worker's young-generation collector threshold (CPython's default: 700 allocations). A Python source makes a
+#: few objects per record (a record, its dict) and holds a page of them until the page becomes a batch: with 700,
+#: the collector runs every ~250 records and walks the page's live objects again and again, ~35% of a bizon
+#: source's own get() loop (1M records of the generator fixture, one process: 0.71 -> 0.46 CPU s at 10,000).
+#: A page's objects die by reference counting when it is converted; only cyclic garbage waits for the
+#: collector, now every 10,000 allocations instead of 700.
+GC_YOUNG_OBJECTS = 10_000
 
 
 class SupervisorGone(Exception):
@@ -52,7 +60,11 @@ def die_with_parent(parent_pid: int, title: str) -> None:
 
 
 def setup_process(spec: WorkerSpec) -> None:
-    """Signals, parent-death and logging for a worker process (not a thread worker: it shares the supervisor's)."""
+    """Signals, parent-death, the cyclic collector and logging for a worker process (not a thread worker: it
+    shares the supervisor's)."""
+    young, *older = gc.get_threshold()
+    if 0 < young < GC_YOUNG_OBJECTS:
+        gc.set_threshold(GC_YOUNG_OBJECTS, *older)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(spec.parent_pid, f"bf-{spec.role}-{spec.index}")
