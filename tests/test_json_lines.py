@@ -163,9 +163,57 @@ def test_formatting_threads_only_while_the_consumer_is_the_bottleneck(monkeypatc
     assert not file_io.BackgroundWrites(threads=1).parallel
 
 
-@pytest.mark.parametrize(("consumers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (1, 1, 1), (1, 64, 4), (16, 16, 1)])
-def test_destination_threads_share_the_cores_among_consumers(consumers: int, cores: int, threads: int) -> None:
-    assert destination_threads(consumers, cores) == threads
+@pytest.mark.parametrize(
+    ("consumers", "cores", "busy", "threads"),
+    [(1, 2, 0, 2), (2, 2, 0, 1), (1, 1, 0, 1), (1, 64, 0, 4), (16, 16, 0, 1), (1, 2, 1, 1), (2, 8, 2, 3), (1, 1, 1, 1)],
+)
+def test_destination_threads_share_the_cores_among_consumers(
+    consumers: int, cores: int, busy: int, threads: int
+) -> None:
+    assert destination_threads(consumers, cores, busy) == threads
+
+
+GENERATOR_SOURCE = Path(__file__).resolve().parents[1] / "native_bench" / "fixtures" / "bizon_generator_source.py"
+
+
+@pytest.mark.parametrize(
+    ("source", "threads"),
+    [
+        ({"name": "generator", "stream": "records", "rows": 3000, "source_file_path": str(GENERATOR_SOURCE)}, 3),
+        ({"name": "synthetic", "stream": "events", "rows": 3000, "splits": 1}, 4),
+    ],
+    ids=["bizon source: its producer keeps a core", "synthetic source"],
+)
+def test_a_source_that_holds_a_core_leaves_it_to_its_producer(tmp_path, monkeypatch, source, threads) -> None:
+    """On 4 cores with one producer and one consumer, the json destination formats on 3 threads beside a bizon
+    source (its get() loop holds a core) and on 4 beside a native one."""
+    from bizon_fast.connectors.pipeline import parse_config
+    from bizon_fast.engine.progress import Progress
+    from bizon_fast.engine.supervisor import Supervisor
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    seen: list[int] = []
+    original = file_io.BackgroundWrites.__init__
+
+    def recording(self: file_io.BackgroundWrites, threads: int = 1) -> None:
+        seen.append(threads)
+        original(self, threads)
+
+    monkeypatch.setattr(file_io.BackgroundWrites, "__init__", recording)
+    cfg = parse_config(
+        {
+            "name": "cores",
+            "source": source,
+            "destination": {"name": "file", "config": {"destination_id": str(tmp_path / "out"), "format": "json"}},
+            "engine": {
+                "backend": {"type": "sqlite", "config": {"database": str(tmp_path / "state")}},
+                "runner": {"type": "thread", "config": {"max_workers": 1}},
+            },
+        }
+    )
+    summary = Supervisor(cfg, progress=Progress()).run()
+    assert summary.status == "succeeded" and summary.rows == 3000
+    assert max(seen) == threads, seen  # the consumer's destination (the supervisor's own has 1)
 
 
 def test_consumers_out_of_order_and_a_torn_write_publish_each_row_once(tmp_path: Path) -> None:

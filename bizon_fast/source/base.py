@@ -37,6 +37,11 @@ class Source(ABC):
     #: True when ``read`` honours ``self.watermark`` (the max of ``cursor_field`` the last successful
     #: incremental job committed, set by the engine before ``read``) to read only what changed since
     supports_incremental: ClassVar[bool] = False
+    #: True when ``read`` is Python code that keeps a core busy for as long as it runs (a bizon source's ``get()``
+    #: loop and its page conversion, under the GIL): the engine then leaves each producer a core and gives the
+    #: destinations only the cores that remain. False for sources whose reads mostly wait or run in C (a database
+    #: driver, a Kafka client, Arrow kernels).
+    holds_a_core: ClassVar[bool] = False
     watermark: Any = None
 
     def __init__(self, config: SourceConfig) -> None:

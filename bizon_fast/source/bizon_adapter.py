@@ -144,6 +144,7 @@ class BizonSourceAdapter(Source):
     """A bizon ``AbstractSource`` behind the native contract; see the module docstring."""
 
     bizon_class: ClassVar[type]
+    holds_a_core: ClassVar[bool] = True  # get() builds Python records; the page -> batch conversion runs beside it
     #: set from the incremental plan by the engine before ``read`` (native sources get ``watermark`` too)
     incremental: IncrementalRun | None = None
 
