@@ -8,7 +8,7 @@ interpreter start.
 
 It then reads the same records once more through the engine's source side in the same process -- the bizon
 adapter's ``read`` (``get()``, each page to one Arrow batch) and the Arrow IPC serialization a producer writes
-into a ring slot, per 4 MiB of pages -- and adds ``engine_cpu_s``: what the engine's producer spends, ``get()``
+into a ring slot, per 1 MiB of pages -- and adds ``engine_cpu_s``: what the engine's producer spends, ``get()``
 included, without the processes around it, in CPU seconds of this process like ``loop_cpu_s``.
 
     python -m native_bench.source_loop --rows 1000000 --out loop.json
@@ -26,11 +26,13 @@ import pyarrow as pa
 
 from bizon_fast.compat import install_bizon_alias
 from bizon_fast.engine.build import build_source
+from bizon_fast.engine.supervisor import HELD_CORE_BATCH_MB
 from bizon_fast.source.base import Split
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bizon_generator_source.py"
 PAGE_SIZE = 1_000
-BATCH_BYTES = 4 << 20  # engine.queue.config.batch_size_mb's default: the producer writes a slot per 4 MiB of pages
+#: a bizon source's default batch (the supervisor's ``HELD_CORE_BATCH_MB``): a slot per 1 MiB of pages
+BATCH_BYTES = int(HELD_CORE_BATCH_MB * (1 << 20))
 
 
 def loop(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float, float]:
@@ -58,7 +60,7 @@ def loop(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float, float]:
 
 
 def engine_side(rows: int, page_size: int = PAGE_SIZE) -> tuple[int, float]:
-    """Rows and CPU seconds through the adapter (get(), page -> batch) and the IPC write of each 4 MiB of pages."""
+    """Rows and CPU seconds through the adapter (get(), page -> batch) and the IPC write of each 1 MiB of pages."""
     config = {"name": "generator", "stream": "records", "rows": rows, "page_size": page_size}
     source = build_source({**config, "source_file_path": str(FIXTURE)})
     seen, pending, pending_bytes = 0, [], 0

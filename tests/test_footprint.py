@@ -120,3 +120,41 @@ print(",".join(sorted(m for m in heavy if m in sys.modules)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == ""
+
+
+GENERATOR_SOURCE = Path(__file__).resolve().parents[1] / "native_bench" / "fixtures" / "bizon_generator_source.py"
+
+
+@pytest.mark.parametrize(
+    ("source", "queue", "batches"),
+    [
+        ({"name": "generator", "stream": "records", "source_file_path": str(GENERATOR_SOURCE)}, {}, (5, 8)),
+        (
+            {"name": "generator", "stream": "records", "source_file_path": str(GENERATOR_SOURCE)},
+            {"batch_size_mb": 4},
+            (2, 3),
+        ),
+        ({"name": "synthetic", "stream": "events", "splits": 1, "payload_bytes": 32}, {}, (1, 3)),
+    ],
+    ids=["bizon source: 1 MiB batches", "bizon source, batch_size_mb given: kept", "synthetic source: 4 MiB"],
+)
+def test_a_source_that_holds_a_core_sends_smaller_batches(
+    tmp_path: Path, source: dict, queue: dict, batches: tuple[int, int]
+) -> None:
+    """~6 MiB of rows: a bizon source's producer sends them in 1 MiB batches unless the config names a size; a
+    native source keeps the 4 MiB default."""
+    cfg = parse_config(
+        {
+            "name": "batches",
+            "source": {**source, "rows": 100_000},
+            "destination": {"name": "noop", "config": {"buffer_size": 0}},
+            "engine": {
+                "backend": {"type": "sqlite", "config": {"database": str(tmp_path / "state")}},
+                "queue": {"type": "python_queue", "config": queue},
+                "runner": {"type": "thread", "config": {"max_workers": 1}},
+            },
+        }
+    )
+    summary = Supervisor(cfg, progress=Progress()).run()
+    assert summary.status == "succeeded" and summary.rows == 100_000
+    assert batches[0] <= summary.batches <= batches[1], summary.batches

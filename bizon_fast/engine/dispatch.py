@@ -84,7 +84,7 @@ class RingDispatch:
         """The ring for ``producers`` and ``consumers``, destroyed after the workers are gone."""
         qcfg = self.cfg.engine.queue.config
         layout = ring_layout(
-            batch_size_mb=qcfg.batch_size_mb,
+            batch_size_mb=self.state.batch_size_mb or qcfg.batch_size_mb,
             ring_size_mb=qcfg.ring_size_mb,
             buffer_size_mb=self.cfg.destination.config.buffer_size,
             producers=producers,

@@ -65,6 +65,22 @@ def destination_threads(consumers: int, cores: int | None = None, busy: int = 0)
     return max(1, min(MAX_DESTINATION_THREADS, (cores - busy) // max(1, consumers)))
 
 
+#: the batch size of a source that holds a core when the config names none (engine.queue.config.batch_size_mb
+#: defaults to 4): its producer makes ~1M records a second at best, so smaller batches cost the supervisor nothing
+#: measurable, while the consumer starts writing sooner and the write left after the source's last page is a
+#: quarter as long (1M generator records -> json, 2 x 7 interleaved rounds: 0.934 -> 0.897 s and 0.919 -> 0.892 s
+#: after start-up)
+HELD_CORE_BATCH_MB = 1.0
+
+
+def batch_size_mb(queue: Any, holds_a_core: bool) -> float:
+    """The producers' batch size: ``queue.batch_size_mb`` when the config gives it, else the default, or
+    ``HELD_CORE_BATCH_MB`` for a source that holds a core (a bizon source)."""
+    if holds_a_core and "batch_size_mb" not in queue.model_fields_set:
+        return min(queue.batch_size_mb, HELD_CORE_BATCH_MB)
+    return queue.batch_size_mb
+
+
 log = logging.getLogger("bizon_fast.supervisor")
 
 LOOP_TIMEOUT_S = 0.2
@@ -226,6 +242,7 @@ class Supervisor:
         """Check the source, and list its splits (before any job exists: a failure here leaves no trace)."""
         source = build_source(self.source_cfg)
         self._source_holds_a_core = source.holds_a_core
+        self.state.batch_size_mb = batch_size_mb(self.cfg.engine.queue.config, source.holds_a_core)
         ok, error = source.check_connection()
         if not ok:
             raise JobFailed(f"source '{self.cfg.source.name}' check_connection failed: {error}", part="source")
@@ -414,7 +431,9 @@ class Supervisor:
             transforms=[t.model_dump(mode="json", exclude_none=True) for t in self.cfg.transforms],
             context=self._worker_context(role),
             store=None,
-            batch_bytes=1 if self.streaming else int(self.cfg.engine.queue.config.batch_size_mb * MiB),
+            batch_bytes=1
+            if self.streaming
+            else int((self.state.batch_size_mb or self.cfg.engine.queue.config.batch_size_mb) * MiB),
             buffer_bytes=0 if self.streaming else int(dest.buffer_size * MiB),
             flush_timeout=float(dest.buffer_flush_timeout),
             max_held=2,

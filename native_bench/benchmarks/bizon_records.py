@@ -182,7 +182,7 @@ def run(ctx: Context) -> BenchResult:
     )
     notes.append(
         f"the producer's path alone, in one process (adapter read: get() + page -> Arrow batch, and the IPC write "
-        f"of each 4 MiB): {fmt(source_side, 2)} CPU s against {fmt(loop_cpu, 2)} CPU s for get() alone: "
+        f"of each 1 MiB): {fmt(source_side, 2)} CPU s against {fmt(loop_cpu, 2)} CPU s for get() alone: "
         f"{fmt(source_ns)} ns per record of engine work on the source side (target ~500)"
     )
     targets = [
