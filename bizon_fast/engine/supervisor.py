@@ -28,6 +28,7 @@ import msgspec
 
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
 from bizon_fast.checkpoint.factory import create_backend
+from bizon_fast.config.engine import QueueDetails
 from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import incremental as inc
@@ -73,7 +74,7 @@ def destination_threads(consumers: int, cores: int | None = None, busy: int = 0)
 HELD_CORE_BATCH_MB = 1.0
 
 
-def batch_size_mb(queue: Any, holds_a_core: bool) -> float:
+def batch_size_mb(queue: QueueDetails, holds_a_core: bool) -> float:
     """The producers' batch size: ``queue.batch_size_mb`` when the config gives it, else the default, or
     ``HELD_CORE_BATCH_MB`` for a source that holds a core (a bizon source)."""
     if holds_a_core and "batch_size_mb" not in queue.model_fields_set:
