@@ -103,6 +103,16 @@ def test_ring_layout_sizes_slots_from_the_batch_and_refuses_a_small_ring() -> No
         ring_layout(batch_size_mb=1, ring_size_mb=4, buffer_size_mb=0, producers=2, consumers=2)
 
 
+def test_smaller_batches_keep_the_configs_slots_and_fill_the_same_buffer() -> None:
+    """A bizon source's 1 MiB batches under the default 4: slots stay 8 MiB (the largest row a slot takes), the
+    held-slot budget counts 1 MiB batches (a 20 MiB buffer still fills before a write)."""
+    layout = ring_layout(
+        batch_size_mb=1, ring_size_mb=None, buffer_size_mb=20, producers=1, consumers=1, slot_batch_mb=4
+    )
+    assert layout.slot_size == 8 * MiB and layout.max_held == 21
+    assert layout.n_slots == GRANTS_PER_PRODUCER + 21 + 2
+
+
 # ---------------------------------------------------------------- commit log
 
 

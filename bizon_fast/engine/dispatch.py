@@ -85,6 +85,7 @@ class RingDispatch:
         qcfg = self.cfg.engine.queue.config
         layout = ring_layout(
             batch_size_mb=self.state.batch_size_mb or qcfg.batch_size_mb,
+            slot_batch_mb=qcfg.batch_size_mb,  # a row as large as the config's slots allow still fits
             ring_size_mb=qcfg.ring_size_mb,
             buffer_size_mb=self.cfg.destination.config.buffer_size,
             producers=producers,

@@ -30,11 +30,23 @@ class RingLayout:
 
 
 def ring_layout(
-    *, batch_size_mb: float, ring_size_mb: float | None, buffer_size_mb: float, producers: int, consumers: int
+    *,
+    batch_size_mb: float,
+    ring_size_mb: float | None,
+    buffer_size_mb: float,
+    producers: int,
+    consumers: int,
+    slot_batch_mb: float | None = None,
 ) -> RingLayout:
-    """Slot size (twice a batch, so a batch over its target fits), slot count and per-consumer held-slot budget."""
+    """Slot size (twice a batch, so a batch over its target fits), slot count and per-consumer held-slot budget.
+
+    ``slot_batch_mb`` sizes the slots for batches of that size instead of ``batch_size_mb``: a source that sends
+    smaller batches than the config's (a bizon source's 1 MiB) keeps the config's slots, so the largest row a
+    slot takes does not shrink with its batches, while the slot count and the held-slot budget follow its batches
+    (a consumer's buffer still fills)."""
     batch_bytes = int(batch_size_mb * MiB)
-    slot_size = max(64 * 1024, math.ceil(2 * batch_bytes / 4096) * 4096)
+    slot_batch = int((slot_batch_mb or batch_size_mb) * MiB)
+    slot_size = max(64 * 1024, math.ceil(2 * max(batch_bytes, slot_batch) / 4096) * 4096)
     buffer_bytes = int(buffer_size_mb * MiB)
     max_held = 2 if buffer_bytes == 0 else max(2, math.ceil(buffer_bytes / batch_bytes) + 1)
     minimum = producers * GRANTS_PER_PRODUCER + consumers * 2 + 1
