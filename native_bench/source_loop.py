@@ -26,12 +26,12 @@ import pyarrow as pa
 
 from bizon_fast.compat import install_bizon_alias
 from bizon_fast.engine.build import build_source
-from bizon_fast.engine.supervisor import HELD_CORE_BATCH_MB
+from bizon_fast.engine.slots import HELD_CORE_BATCH_MB
 from bizon_fast.source.base import Split
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bizon_generator_source.py"
 PAGE_SIZE = 1_000
-#: a bizon source's default batch (the supervisor's ``HELD_CORE_BATCH_MB``): a slot per 1 MiB of pages
+#: a bizon source's default batch (``slots.HELD_CORE_BATCH_MB``): a slot per 1 MiB of pages
 BATCH_BYTES = int(HELD_CORE_BATCH_MB * (1 << 20))
 
 

@@ -28,7 +28,7 @@ from bizon_fast.engine.handles import WorkerHandle
 from bizon_fast.engine.job import ResolvedJob, resolve_job
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.run_state import RunState
-from bizon_fast.engine.slots import SlotPool, ring_layout
+from bizon_fast.engine.slots import SlotPool, batch_size_mb, ring_layout
 from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.engine.workers import WorkerPool
 from bizon_fast.transport import cleanup_stale_segments, create_store
@@ -84,7 +84,7 @@ class RingDispatch:
         """The ring for ``producers`` and ``consumers``, destroyed after the workers are gone."""
         qcfg = self.cfg.engine.queue.config
         layout = ring_layout(
-            batch_size_mb=self.state.batch_size_mb or qcfg.batch_size_mb,
+            batch_size_mb=batch_size_mb(qcfg, self.state.holds_a_core),
             slot_batch_mb=qcfg.batch_size_mb,  # a row as large as the config's slots allow still fits
             ring_size_mb=qcfg.ring_size_mb,
             buffer_size_mb=self.cfg.destination.config.buffer_size,

@@ -27,9 +27,9 @@ class RunState:
     bytes_read: int = 0
     batches_read: int = 0
     split_rows_read: dict[str, int] = field(default_factory=dict)  # split -> rows read by this run
-    #: the producers' batch size for this run (``engine.queue.config.batch_size_mb``, or a source's own default:
-    #: see ``supervisor.batch_size_mb``); None until the splits are planned
-    batch_size_mb: float | None = None
+    #: the source's ``holds_a_core`` (read when its splits are planned): its producers keep their cores and send
+    #: smaller batches by default (``slots.batch_size_mb``)
+    holds_a_core: bool = False
 
     def fail(
         self, message: str, detail: str = "", *, resumable: bool = True, drain: bool = False, role: str = ""

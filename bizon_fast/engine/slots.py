@@ -14,12 +14,29 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from bizon_fast.config.engine import QueueDetails
 from bizon_fast.engine import messages as m
 from bizon_fast.engine.handles import WorkerHandle
 from bizon_fast.errors import UserError
 
 MiB = 1024 * 1024
 GRANTS_PER_PRODUCER = 2
+
+
+#: the batch size of a source that holds a core when the config names none (engine.queue.config.batch_size_mb
+#: defaults to 4): its producer makes ~1M records a second at best, so smaller batches cost the supervisor nothing
+#: measurable, while the consumer starts writing sooner and the write left after the source's last page is a
+#: quarter as long (1M generator records -> json, 2 x 7 interleaved rounds: 0.934 -> 0.897 s and 0.919 -> 0.892 s
+#: after start-up)
+HELD_CORE_BATCH_MB = 1.0
+
+
+def batch_size_mb(queue: QueueDetails, holds_a_core: bool) -> float:
+    """The producers' batch size: ``queue.batch_size_mb`` when the config gives it, else the default, or
+    ``HELD_CORE_BATCH_MB`` for a source that holds a core (a bizon source)."""
+    if holds_a_core and "batch_size_mb" not in queue.model_fields_set:
+        return min(queue.batch_size_mb, HELD_CORE_BATCH_MB)
+    return queue.batch_size_mb
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ import msgspec
 
 from bizon_fast.checkpoint.base import CheckpointBackend, JobRecord, JobStatus
 from bizon_fast.checkpoint.factory import create_backend
-from bizon_fast.config.engine import QueueDetails
 from bizon_fast.config.pipeline import PipelineConfig
 from bizon_fast.destination.base import DestinationContext
 from bizon_fast.engine import incremental as inc
@@ -44,7 +43,7 @@ from bizon_fast.engine.ledger import SplitLedger
 from bizon_fast.engine.metrics import RunMetrics
 from bizon_fast.engine.progress import Progress, SplitProgress
 from bizon_fast.engine.run_state import RunState
-from bizon_fast.engine.slots import MiB
+from bizon_fast.engine.slots import MiB, batch_size_mb
 from bizon_fast.engine.spec import WorkerSpec
 from bizon_fast.engine.workers import WorkerPool
 from bizon_fast.errors import Interrupted, JobFailed
@@ -64,22 +63,6 @@ def destination_threads(consumers: int, cores: int | None = None, busy: int = 0)
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(MAX_DESTINATION_THREADS, (cores - busy) // max(1, consumers)))
-
-
-#: the batch size of a source that holds a core when the config names none (engine.queue.config.batch_size_mb
-#: defaults to 4): its producer makes ~1M records a second at best, so smaller batches cost the supervisor nothing
-#: measurable, while the consumer starts writing sooner and the write left after the source's last page is a
-#: quarter as long (1M generator records -> json, 2 x 7 interleaved rounds: 0.934 -> 0.897 s and 0.919 -> 0.892 s
-#: after start-up)
-HELD_CORE_BATCH_MB = 1.0
-
-
-def batch_size_mb(queue: QueueDetails, holds_a_core: bool) -> float:
-    """The producers' batch size: ``queue.batch_size_mb`` when the config gives it, else the default, or
-    ``HELD_CORE_BATCH_MB`` for a source that holds a core (a bizon source)."""
-    if holds_a_core and "batch_size_mb" not in queue.model_fields_set:
-        return min(queue.batch_size_mb, HELD_CORE_BATCH_MB)
-    return queue.batch_size_mb
 
 
 log = logging.getLogger("bizon_fast.supervisor")
@@ -188,7 +171,6 @@ class Supervisor:
         self.interrupts = 0
         self.delivery = ""
         self._dest_threads = 1  # set per run from the consumer count (destination_threads)
-        self._source_holds_a_core = False  # the source's ``holds_a_core``, read when its splits are planned
 
     # ------------------------------------------------------------ the run, step by step
 
@@ -242,8 +224,7 @@ class Supervisor:
     def _plan_splits(self) -> tuple[list[Any], int | None]:
         """Check the source, and list its splits (before any job exists: a failure here leaves no trace)."""
         source = build_source(self.source_cfg)
-        self._source_holds_a_core = source.holds_a_core
-        self.state.batch_size_mb = batch_size_mb(self.cfg.engine.queue.config, source.holds_a_core)
+        self.state.holds_a_core = source.holds_a_core
         ok, error = source.check_connection()
         if not ok:
             raise JobFailed(f"source '{self.cfg.source.name}' check_connection failed: {error}", part="source")
@@ -434,7 +415,7 @@ class Supervisor:
             store=None,
             batch_bytes=1
             if self.streaming
-            else int((self.state.batch_size_mb or self.cfg.engine.queue.config.batch_size_mb) * MiB),
+            else int(batch_size_mb(self.cfg.engine.queue.config, self.state.holds_a_core) * MiB),
             buffer_bytes=0 if self.streaming else int(dest.buffer_size * MiB),
             flush_timeout=float(dest.buffer_flush_timeout),
             max_held=2,
@@ -457,7 +438,7 @@ class Supervisor:
         return msgspec.structs.replace(self.context, threads=self._dest_threads)
 
     def _run_workers(self, producers: int, consumers: int, prepare: Callable[[], None] | None = None) -> None:
-        self._dest_threads = destination_threads(consumers, busy=producers if self._source_holds_a_core else 0)
+        self._dest_threads = destination_threads(consumers, busy=producers if self.state.holds_a_core else 0)
         with self.dispatch.opened(producers, consumers, self._job.id):
             try:
                 with self._stop_signals():
