@@ -19,6 +19,7 @@ from bizon_fast.connectors.pipeline import parse_config
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.supervisor import Supervisor
 from bizon_fast.transport import ShmRing, StoreSpec, open_store
+from tests.fixtures.inline_source import GENERATOR_SOURCE, write_source
 
 TEST_PREFIX = "bizon_fast_test_footprint"
 
@@ -122,9 +123,6 @@ print(",".join(sorted(m for m in heavy if m in sys.modules)))
     assert out.stdout.strip() == ""
 
 
-GENERATOR_SOURCE = Path(__file__).resolve().parents[1] / "native_bench" / "fixtures" / "bizon_generator_source.py"
-
-
 @pytest.mark.parametrize(
     ("source", "queue", "batches"),
     [
@@ -160,47 +158,23 @@ def test_a_source_that_holds_a_core_sends_smaller_batches(
     assert batches[0] <= summary.batches <= batches[1], summary.batches
 
 
-BIG_RECORD_SOURCE = """
-from bizon.source.config import SourceConfig
-from bizon.source.models import SourceIteration, SourceRecord
-from bizon.source.source import AbstractSource
-
-
-class BigSource(AbstractSource):
-    \"\"\"Two pages: small records, then one record of 3 MiB of text.\"\"\"
-
-    @staticmethod
-    def streams() -> list[str]:
-        return ["big"]
-
-    @staticmethod
-    def get_config_class() -> SourceConfig:
-        return SourceConfig
-
-    def get_authenticator(self):
-        return None
-
-    def check_connection(self):
-        return True, None
-
-    def get_total_records_count(self):
-        return 11
-
-    def get(self, pagination: dict = None) -> SourceIteration:
+def test_a_record_larger_than_a_bizon_sources_batch_still_fits_a_slot(tmp_path: Path) -> None:
+    """A bizon source sends 1 MiB batches, but its ring keeps the default's 8 MiB slots: a 3 MiB record passes."""
+    # two pages: small records, then one record of 3 MiB of text
+    path = write_source(
+        tmp_path,
+        "big",
+        """
         if not pagination:
             records = [SourceRecord(id=str(i), data={"i": i}) for i in range(10)]
             return SourceIteration(next_pagination={"page": 2}, records=records)
         return SourceIteration(next_pagination={}, records=[SourceRecord(id="big", data={"text": "x" * (3 << 20)})])
-"""
-
-
-def test_a_record_larger_than_a_bizon_sources_batch_still_fits_a_slot(tmp_path: Path) -> None:
-    """A bizon source sends 1 MiB batches, but its ring keeps the default's 8 MiB slots: a 3 MiB record passes."""
-    (tmp_path / "big_source.py").write_text(BIG_RECORD_SOURCE)
+        """,
+    )
     cfg = parse_config(
         {
             "name": "big",
-            "source": {"name": "big", "stream": "big", "source_file_path": str(tmp_path / "big_source.py")},
+            "source": {"name": "big", "stream": "big", "source_file_path": str(path)},
             "destination": {"name": "file", "config": {"destination_id": str(tmp_path / "out"), "format": "json"}},
             "engine": {
                 "backend": {"type": "sqlite", "config": {"database": str(tmp_path / "state")}},

@@ -32,6 +32,7 @@ from bizon_fast.engine.job import fingerprint
 from bizon_fast.engine.supervisor import destination_threads
 from bizon_fast.source.base import Split
 from bizon_fast.source.records import with_extracted_at
+from tests.fixtures.inline_source import GENERATOR_SOURCE
 from tests.fixtures.json_varied import varied_batches
 
 EXTRACTED = datetime(2024, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
@@ -171,9 +172,6 @@ def test_destination_threads_share_the_cores_among_consumers(
     consumers: int, cores: int, busy: int, threads: int
 ) -> None:
     assert destination_threads(consumers, cores, busy) == threads
-
-
-GENERATOR_SOURCE = Path(__file__).resolve().parents[1] / "native_bench" / "fixtures" / "bizon_generator_source.py"
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import pytest
 
 from bizon_fast.compat.bizon.source.models import SourceRecord
 from bizon_fast.source.records import SOURCE_RECORDS_SCHEMA, records_to_batch
+from tests.fixtures.inline_source import write_source
 
 TRICKY = [
     {"id": 1, "name": "line\nbreak", "note": "tab\tand \\ backslash"},
@@ -149,40 +150,6 @@ def test_a_str_subclass_value_is_encoded_whatever_else_the_page_holds() -> None:
     assert mixed.column("data").to_pylist() == ['"red"', '{"x":1}']
 
 
-GC_PROBE_SOURCE = '''
-import gc
-
-from bizon.source.config import SourceConfig
-from bizon.source.models import SourceIteration, SourceRecord
-from bizon.source.source import AbstractSource
-
-
-class ProbeSource(AbstractSource):
-    """One record: the collector's threshold in the process that ran get()."""
-
-    @staticmethod
-    def streams() -> list[str]:
-        return ["probe"]
-
-    @staticmethod
-    def get_config_class() -> SourceConfig:
-        return SourceConfig
-
-    def get_authenticator(self):
-        return None
-
-    def check_connection(self):
-        return True, None
-
-    def get_total_records_count(self):
-        return 1
-
-    def get(self, pagination: dict = None) -> SourceIteration:
-        data = {"threshold": list(gc.get_threshold())}
-        return SourceIteration(next_pagination={}, records=[SourceRecord(id="0", data=data)])
-'''
-
-
 def test_a_worker_runs_the_source_with_a_lazier_young_collection(tmp_path, cli) -> None:
     """The producer process calls get() with the young generation's threshold at ``GC_YOUNG_OBJECTS`` (the
     collector's default of 700 made a bizon source's own loop ~35% slower): the older generations' unchanged."""
@@ -191,7 +158,16 @@ def test_a_worker_runs_the_source_with_a_lazier_young_collection(tmp_path, cli) 
 
     from bizon_fast.engine.channel import GC_YOUNG_OBJECTS
 
-    (tmp_path / "probe_source.py").write_text(GC_PROBE_SOURCE)
+    # one record: the collector's threshold in the process that ran get()
+    write_source(
+        tmp_path,
+        "probe",
+        """
+        data = {"threshold": list(gc.get_threshold())}
+        return SourceIteration(next_pagination={}, records=[SourceRecord(id="0", data=data)])
+        """,
+        imports="import gc",
+    )
     (tmp_path / "probe.yml").write_text(
         "name: probe\nsource: {name: probe, stream: probe}\ndestination: {name: file, config: {destination_id: out}}\n"
     )
