@@ -80,6 +80,21 @@ def test_connector_configs_import_light() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
+@pytest.mark.parametrize(
+    "folder",
+    [f"sources/{n}" for n in SOURCES if (CONNECTORS / "sources" / n / "config.py").is_file()]
+    + [f"destinations/{n}" for n in DESTINATIONS],
+)
+def test_worker_imports_name_modules_of_the_connector_or_its_libraries(folder: str) -> None:
+    """What a connector declares for the fork server to import (``WORKER_IMPORTS``, engine/warm.py) imports,
+    and names its own implementation: a typo or a moved module would silently stop the warm-up."""
+    config = importlib.import_module(f"bizon_fast.connectors.{folder.replace('/', '.')}.config")
+    declared = getattr(config, "WORKER_IMPORTS", ())
+    for module in declared:
+        importlib.import_module(module)
+    assert not declared or declared[0].startswith(f"bizon_fast.connectors.{folder.replace('/', '.')}.")
+
+
 def test_validation_reads_capabilities() -> None:
     """bizon's wrapper-level buffer_size, the default alias and --reset follow the declared capabilities."""
     from bizon_fast.connectors.pipeline import parse_config

@@ -5,6 +5,7 @@ measured by native_bench's ``footprint`` benchmark, not asserted here.)
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from bizon_fast.connectors.pipeline import parse_config
 from bizon_fast.engine.progress import Progress
 from bizon_fast.engine.supervisor import Supervisor
+from bizon_fast.engine.warm import warm
 from bizon_fast.transport import ShmRing, StoreSpec, open_store
 from tests.fixtures.inline_source import GENERATOR_SOURCE, write_source
 
@@ -121,6 +123,90 @@ print(",".join(sorted(m for m in heavy if m in sys.modules)))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == ""
+
+
+_FORK_PROBE = """
+import json, os, sys
+import multiprocessing as mp
+from bizon_fast.engine.handles import start_fork_server
+from bizon_fast.engine.warm import WARM_ENV
+
+
+def probe(out):
+    from bizon_fast.connectors import discovery
+    parsed = sorted({os.path.basename(os.path.dirname(path)) for path, _, _ in discovery._CANDIDATES})
+    heavy = [m for m in ("psycopg", "adbc_driver_manager", "adbc_driver_postgresql") if m in sys.modules]
+    out.send(json.dumps({"heavy": heavy, "parsed": parsed, "env": WARM_ENV in os.environ}))
+
+
+if __name__ == "__main__":
+    start_fork_server(sys.argv[1] if sys.argv[1] != "-" else None)
+    ctx = mp.get_context("forkserver")
+    ours, theirs = ctx.Pipe()
+    worker = ctx.Process(target=probe, args=(theirs,))
+    worker.start()
+    print(ours.recv())
+    worker.join()
+"""
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "heavy", "parsed"),
+    [
+        (
+            {"source": {"name": "postgres", "stream": "public.t", "dsn": "host=x"}, "destination": {"name": "file"}},
+            ["psycopg", "adbc_driver_manager", "adbc_driver_postgresql"],
+            ["postgres"],
+        ),
+        (
+            {"source": {"name": "synthetic", "stream": "events"}, "destination": {"name": "postgres"}},
+            ["psycopg"],
+            [],
+        ),
+        ({"source": {"name": "synthetic", "stream": "events"}, "destination": {"name": "noop"}}, [], []),
+        (None, [], []),  # no pipeline file: the worker stack alone
+        ("source: [unclosed", [], []),  # a file that does not parse: nothing warmed, nothing raised
+    ],
+    ids=["postgres source", "postgres destination", "no declared imports", "no file", "broken yaml"],
+)
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux's start method here")
+def test_the_fork_server_imports_the_connectors_the_pipeline_names(
+    tmp_path: Path, pipeline: Any, heavy: list[str], parsed: list[str]
+) -> None:
+    """A forked worker finds its connector's libraries imported and its source's files parsed before it starts
+    (the ~110 ms a postgres producer spent on them before its first query), and only the pipeline's own."""
+    script = tmp_path / "probe.py"
+    script.write_text(_FORK_PROBE)
+    target = "-"
+    if pipeline is not None:
+        target = str(tmp_path / "pipeline.yml")
+        Path(target).write_text(pipeline if isinstance(pipeline, str) else json.dumps({"name": "p", **pipeline}))
+    env = {k: v for k, v in os.environ.items() if k != "BIZON_FAST_START_METHOD"}
+    out = subprocess.run(
+        [sys.executable, str(script), target], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found == {"heavy": heavy, "parsed": parsed, "env": False}, out.stderr
+
+
+def test_a_custom_source_is_never_imported_by_the_fork_server(tmp_path: Path) -> None:
+    """A user's source file may start threads or connect at import: the fork server must stay fit to fork, so
+    warming skips it, even when its ``name`` is a built-in connector's."""
+    marker = tmp_path / "imported"
+    source_file = tmp_path / "mine.py"
+    source_file.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    pipeline = tmp_path / "pipeline.yml"
+    pipeline.write_text(
+        json.dumps(
+            {
+                "name": "p",
+                "source": {"name": "postgres", "stream": "s", "source_file_path": str(source_file)},
+                "destination": {"name": "postgres"},
+            }
+        )
+    )
+    assert warm(pipeline) == ["bizon_fast.connectors.destinations.postgres.destination", "psycopg"]
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(

@@ -90,12 +90,23 @@ class WorkerHandle:
             self.conn.close()
 
 
-def start_fork_server() -> None:
-    """Start the fork server now, so its imports overlap the supervisor's planning instead of following it."""
+def start_fork_server(pipeline_file: str | os.PathLike[str] | None = None) -> None:
+    """Start the fork server now, so its imports overlap the supervisor's planning instead of following it.
+
+    With ``pipeline_file`` it also imports that pipeline's connectors (``engine/warm.py``), named to it through
+    the environment only while it starts. A server already running (a second run in one process) is kept.
+    """
     if START_METHOD == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        from bizon_fast.engine.warm import WARM_ENV
+
+        if pipeline_file is not None:
+            os.environ[WARM_ENV] = os.path.abspath(pipeline_file)
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.environ.pop(WARM_ENV, None)
 
 
 def promote(spare: WorkerHandle, spec: WorkerSpec) -> WorkerHandle:

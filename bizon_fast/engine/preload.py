@@ -1,4 +1,5 @@
-"""What the fork server imports once, before it forks any worker: the worker stack, with the collector paused.
+"""What the fork server imports once, before it forks any worker: the worker stack (and the run's connectors,
+``engine/warm.py``), with the collector paused.
 
 Named as the fork server's only preload (``handles.PRELOAD``). Importing pyarrow, numpy, pydantic and the
 engine allocates ~100k long-lived objects; the cyclic collector would walk them several times meanwhile
@@ -18,6 +19,9 @@ try:
     import pyarrow.parquet  # noqa: F401
 
     import bizon_fast.engine.worker  # noqa: F401
+    from bizon_fast.engine.warm import warm_from_env
+
+    warm_from_env()  # the run's own connectors, when the supervisor named its pipeline file
 finally:
     gc.freeze()
     gc.enable()

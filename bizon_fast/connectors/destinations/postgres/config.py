@@ -64,3 +64,5 @@ CONFIG_CLASS = PostgresDestinationDetails
 #: a batch and the record of its (split, seq) are written in one transaction: a replay is skipped;
 #: merge by key (INSERT ... ON CONFLICT from the stage at publish) and schema evolution (ALTER TABLE at publish)
 CAPABILITIES = DestinationCapabilities(effectively_once=True, merge=True, schema_evolution=True)
+#: what this connector's workers import, imported once by the fork server when a run uses it (engine/warm.py)
+WORKER_IMPORTS = ("bizon_fast.connectors.destinations.postgres.destination", "psycopg")

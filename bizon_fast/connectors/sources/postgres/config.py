@@ -44,3 +44,13 @@ class PostgresSourceConfig(SourceConfig):
         if self.sync_mode == "stream":
             raise ValueError("the postgres source reads tables: use sync_mode full_refresh or incremental")
         return self
+
+
+#: what this connector's workers import, imported once by the fork server when a run uses it (engine/warm.py):
+#: the implementation, the catalog's client and the ADBC driver that reads the chunks
+WORKER_IMPORTS = (
+    "bizon_fast.connectors.sources.postgres.source",
+    "psycopg",
+    "adbc_driver_manager",
+    "adbc_driver_postgresql",
+)
