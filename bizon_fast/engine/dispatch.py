@@ -115,8 +115,14 @@ class RingDispatch:
             self.store.destroy()
 
     def roles(self, producers: int, consumers: int) -> list[tuple[str, int]]:
-        """The workers this machine starts: consumers first, so the first batches find one."""
-        return [("consumer", consumers), ("producer", producers)]
+        """The workers this machine starts: producers first, their source's first read is a run's critical path.
+
+        A producer's first batch comes after its connection and first query (~50 ms and up), by when the
+        consumers, started right after, are up; a batch that comes sooner waits in ``ready`` for one.
+        Measured on a 300k-row Postgres table to Parquet at 2 workers (the fork server forks one worker at a
+        time, ~5-45 ms each on 2 busy cores): the first query ~20-50 ms sooner.
+        """
+        return [("producer", producers), ("consumer", consumers)]
 
     def spec(self, spec: WorkerSpec) -> WorkerSpec:
         spec.store = self.store.spec if self.store is not None else None
