@@ -69,8 +69,10 @@ log = logging.getLogger("bizon_fast.supervisor")
 
 LOOP_TIMEOUT_S = 0.2
 #: the hot spare is started once batches flow and the workers have run this long: a job that ends sooner (most small
-#: jobs) would only fork, warm up and kill it; a crash before then restarts with a plain fork, a few tenths slower
-SPARE_AFTER_S = 1.0
+#: jobs) would only fork, warm up and kill it; a crash before then restarts with a plain fork, a few tenths slower.
+#: At 1 s a 1M-record bizon job (~1 s of workers) started its spare in its last tens of milliseconds, and the fork
+#: and kill landed on its end: 1.39x its loop in one benchmark run where the others read 1.18-1.26x
+SPARE_AFTER_S = 3.0
 
 
 class Dispatch(Protocol):
