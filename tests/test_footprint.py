@@ -136,11 +136,12 @@ def probe(out):
     from bizon_fast.connectors import discovery
     parsed = sorted({os.path.basename(os.path.dirname(path)) for path, _, _ in discovery._CANDIDATES})
     heavy = [m for m in ("psycopg", "adbc_driver_manager", "adbc_driver_postgresql") if m in sys.modules]
+    heavy += ["bizon"] if "bizon.source.source" in sys.modules else []
     out.send(json.dumps({"heavy": heavy, "parsed": parsed, "env": WARM_ENV in os.environ}))
 
 
 if __name__ == "__main__":
-    start_fork_server(sys.argv[1] if sys.argv[1] != "-" else None)
+    start_fork_server(sys.argv[1] if sys.argv[1] != "-" else None, custom_source=sys.argv[2] == "custom")
     ctx = mp.get_context("forkserver")
     ours, theirs = ctx.Pipe()
     worker = ctx.Process(target=probe, args=(theirs,))
@@ -150,31 +151,53 @@ if __name__ == "__main__":
 """
 
 
+_POSTGRES_TO_FILE = {
+    "source": {"name": "postgres", "stream": "public.t", "dsn": "host=x"},
+    "destination": {"name": "file"},
+}
+
+
 @pytest.mark.parametrize(
-    ("pipeline", "heavy", "parsed"),
+    ("pipeline", "custom", "heavy", "parsed"),
     [
-        (
-            {"source": {"name": "postgres", "stream": "public.t", "dsn": "host=x"}, "destination": {"name": "file"}},
-            ["psycopg", "adbc_driver_manager", "adbc_driver_postgresql"],
-            ["postgres"],
-        ),
+        (_POSTGRES_TO_FILE, False, ["psycopg", "adbc_driver_manager", "adbc_driver_postgresql"], ["postgres"]),
         (
             {"source": {"name": "synthetic", "stream": "events"}, "destination": {"name": "postgres"}},
+            False,
             ["psycopg"],
             [],
         ),
-        ({"source": {"name": "synthetic", "stream": "events"}, "destination": {"name": "noop"}}, [], []),
-        (None, [], []),  # no pipeline file: the worker stack alone
-        ("source: [unclosed", [], []),  # a file that does not parse: nothing warmed, nothing raised
+        ({"source": {"name": "synthetic", "stream": "events"}, "destination": {"name": "noop"}}, False, [], []),
+        (
+            {
+                "source": {"name": "generator", "stream": "r", "source_file_path": "gen.py"},
+                "destination": {"name": "noop"},
+            },
+            False,
+            ["bizon"],
+            [],
+        ),
+        (_POSTGRES_TO_FILE, True, ["bizon"], []),  # --custom-source replaces the file's source
+        (None, False, [], []),  # no pipeline file: the worker stack alone
+        ("source: [unclosed", False, [], []),  # a file that does not parse: nothing warmed, nothing raised
     ],
-    ids=["postgres source", "postgres destination", "no declared imports", "no file", "broken yaml"],
+    ids=[
+        "postgres source",
+        "postgres destination",
+        "no declared imports",
+        "custom source file",
+        "--custom-source",
+        "no file",
+        "broken yaml",
+    ],
 )
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux's start method here")
 def test_the_fork_server_imports_the_connectors_the_pipeline_names(
-    tmp_path: Path, pipeline: Any, heavy: list[str], parsed: list[str]
+    tmp_path: Path, pipeline: Any, custom: bool, heavy: list[str], parsed: list[str]
 ) -> None:
     """A forked worker finds its connector's libraries imported and its source's files parsed before it starts
-    (the ~110 ms a postgres producer spent on them before its first query), and only the pipeline's own."""
+    (the ~110 ms a postgres producer spent on them before its first query; a custom source's: bizon-fast's
+    ``bizon`` package), and only the pipeline's own."""
     script = tmp_path / "probe.py"
     script.write_text(_FORK_PROBE)
     target = "-"
@@ -183,7 +206,12 @@ def test_the_fork_server_imports_the_connectors_the_pipeline_names(
         Path(target).write_text(pipeline if isinstance(pipeline, str) else json.dumps({"name": "p", **pipeline}))
     env = {k: v for k, v in os.environ.items() if k != "BIZON_FAST_START_METHOD"}
     out = subprocess.run(
-        [sys.executable, str(script), target], capture_output=True, text=True, timeout=120, check=True, env=env
+        [sys.executable, str(script), target, "custom" if custom else "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found == {"heavy": heavy, "parsed": parsed, "env": False}, out.stderr
@@ -205,7 +233,9 @@ def test_a_custom_source_is_never_imported_by_the_fork_server(tmp_path: Path) ->
             }
         )
     )
-    assert warm(pipeline) == ["bizon_fast.connectors.destinations.postgres.destination", "psycopg"]
+    imported = warm(pipeline)
+    assert "bizon.source.source" in imported  # bizon-fast's own bizon package, which such files derive from
+    assert imported[-2:] == ["bizon_fast.connectors.destinations.postgres.destination", "psycopg"]
     assert not marker.exists()
 
 

@@ -139,9 +139,8 @@ def run(
             from bizon_fast.engine.handles import start_fork_server
 
             if not dry_run:  # a dry run starts no worker
-                # its imports overlap config loading and planning; it imports the YAML's built-in connectors
-                # too (never a custom source: --custom-source leaves it the worker stack alone)
-                start_fork_server(None if custom_source else config)
+                # its imports overlap config loading and planning; it imports the YAML's connectors too
+                start_fork_server(config, custom_source=custom_source is not None)
 
             from bizon_fast.connectors.pipeline import load_config
             from bizon_fast.engine.launch import make_supervisor

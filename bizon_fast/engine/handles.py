@@ -90,19 +90,20 @@ class WorkerHandle:
             self.conn.close()
 
 
-def start_fork_server(pipeline_file: str | os.PathLike[str] | None = None) -> None:
+def start_fork_server(pipeline_file: str | os.PathLike[str] | None = None, *, custom_source: bool = False) -> None:
     """Start the fork server now, so its imports overlap the supervisor's planning instead of following it.
 
-    With ``pipeline_file`` it also imports that pipeline's connectors (``engine/warm.py``), named to it through
-    the environment only while it starts. A server already running (a second run in one process) is kept.
+    With ``pipeline_file`` it also imports that pipeline's connectors (``engine/warm.py``; ``custom_source``:
+    ``--custom-source`` replaces the file's source), named to it through the environment only while it starts.
+    A server already running (a second run in one process) is kept.
     """
     if START_METHOD == "forkserver":
         from multiprocessing import forkserver
 
-        from bizon_fast.engine.warm import WARM_ENV
+        from bizon_fast.engine.warm import WARM_ENV, request
 
         if pipeline_file is not None:
-            os.environ[WARM_ENV] = os.path.abspath(pipeline_file)
+            os.environ[WARM_ENV] = request(pipeline_file, custom_source=custom_source)
         try:
             forkserver.ensure_running()
         finally:
