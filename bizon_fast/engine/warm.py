@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-#: the pipeline file whose connectors the fork server imports; set only while the server starts
+#: the pipeline whose connectors the fork server imports (:func:`request`'s JSON); set only while the server starts
 WARM_ENV = "BIZON_FAST_WARM_PIPELINE"
 
 log = logging.getLogger(__name__)
