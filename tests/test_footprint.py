@@ -191,7 +191,6 @@ _POSTGRES_TO_FILE = {
         "broken yaml",
     ],
 )
-@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is Linux's start method here")
 def test_the_fork_server_imports_the_connectors_the_pipeline_names(
     tmp_path: Path, pipeline: Any, custom: bool, heavy: list[str], parsed: list[str]
 ) -> None:
