@@ -239,7 +239,7 @@ def run(ctx: Context) -> BenchResult:
             metrics[f"{key}_{who}_wall_vs_reference"] = r["wall_vs_reference"]
     ceiling = by[("postgres->parquet", TWO_READERS)]
     metrics["postgres_to_parquet_bizon_fast_w2_vs_ceiling"] = ratio(
-        by[("postgres->parquet", "bizon-fast, 2 worker(s)")]["rows_per_s"], ceiling["rows_per_s"]
+        metrics["postgres_to_parquet_bizon_fast_w2_rows_per_s"], ceiling["rows_per_s"]
     )
     notes.append(
         f"the 2-reader ceiling runs at {fmt(ceiling['rate_vs_reference'], 2, 'x')} the one-process script on this "
